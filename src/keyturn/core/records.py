@@ -1,0 +1,125 @@
+"""Frozen records shared by the core, the storage layer and the service.
+
+Times are timezone-aware UTC `datetime`s. Secrets never appear here, only their HMAC
+(``*_hash``, 32 bytes); private signing keys only sealed (``sealed_private_key``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+__all__ = [
+    "ApiKeyRecord",
+    "AuditEvent",
+    "RefreshTokenRecord",
+    "SigningKeyRecord",
+    "SigningKeyState",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyRecord:
+    """A stored API key: who it belongs to, what it may ask for, and its lifecycle.
+
+    ``previous_hash`` keeps the secret a rotation replaced working until
+    ``previous_expires_at`` (the grace deadline).
+    """
+
+    id: str
+    key_hash: bytes = field(repr=False)
+    created_at: datetime
+    identifier: str | None = None
+    name: str | None = None
+    roles: tuple[str, ...] = ()
+    scopes: tuple[str, ...] | None = None
+    extra_claims: Mapping[str, Any] = field(default_factory=dict)
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    legacy: bool = False
+    expires_at: datetime | None = None
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
+    revoked_reason: str | None = None
+    previous_hash: bytes | None = field(default=None, repr=False)
+    previous_expires_at: datetime | None = None
+
+    @property
+    def subject(self) -> str:
+        """The token subject for this key (RFC 9068 §2.2: the client itself)."""
+        return f"key:{self.id}"
+
+    def is_usable(self, now: datetime) -> bool:
+        """True when the key is neither revoked nor expired at ``now``."""
+        return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshTokenRecord:
+    """A stored refresh token (its hash) and its place in a rotation family.
+
+    ``rotating`` False marks a legacy JWThenticator token: reusable until ``expires_at``.
+    ``expires_at`` is absolute: a rotated successor inherits its family's deadline.
+    """
+
+    id: str
+    family_id: str
+    token_hash: bytes = field(repr=False)
+    subject: str
+    scope: tuple[str, ...]
+    created_at: datetime
+    expires_at: datetime
+    rotating: bool = True
+    parent_id: str | None = None
+    key_id: str | None = None
+    user_id: str | None = None
+    identifier: str | None = None
+    used_at: datetime | None = None
+    replaced_by: str | None = None
+    revoked_at: datetime | None = None
+
+
+class SigningKeyState(StrEnum):
+    """Where a signing key is in its life: published first, then signing, then verify-only."""
+
+    PENDING = "pending"
+    ACTIVE = "active"
+    RETIRED = "retired"
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKeyRecord:
+    """A stored signing key: public JWK in the clear, private key sealed with the KEK.
+
+    ``publish_until`` is when a retired key may leave the JWKS: after every token it
+    signed has expired (retirement + maximum token lifetime + leeway).
+    """
+
+    kid: str
+    alg: str
+    public_jwk: Mapping[str, Any]
+    sealed_private_key: bytes = field(repr=False)
+    state: SigningKeyState
+    created_at: datetime
+    activated_at: datetime | None = None
+    retired_at: datetime | None = None
+    publish_until: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """One security-relevant state change, written in the same transaction as the change.
+
+    ``detail`` holds ids and reasons, never a secret, token or password.
+    """
+
+    at: datetime
+    action: str
+    outcome: str = "success"
+    actor: str | None = None
+    target_type: str | None = None
+    target_id: str | None = None
+    request_id: str | None = None
+    detail: Mapping[str, Any] = field(default_factory=dict)

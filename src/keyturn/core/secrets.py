@@ -1,0 +1,188 @@
+"""API keys and refresh tokens: generate, parse, hash and compare, with no I/O.
+
+A generated secret reads ``<prefix>_<id>_<secret><checksum>``:
+
+* ``prefix`` -- ``kt`` for API keys, ``ktr`` for refresh tokens, so secret scanners and
+  people can tell what leaked;
+* ``id`` -- 16 base62 characters naming the stored record; safe to log;
+* ``secret`` -- 43 base62 characters carrying 256 random bits from `secrets`;
+* ``checksum`` -- CRC32 of everything before it, 6 base62 characters, so a mistyped or
+  truncated secret is refused before any storage lookup (as GitHub's tokens do).
+
+Stored form: HMAC-SHA-256 under a server-side pepper, with the secret's purpose mixed in
+so an API key hash can never match a refresh token hash (OWASP ASVS 5.0 §6.5.2 allows a
+fast hash for secrets of 112+ bits; argon2 is for passwords). Comparison is constant-time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import zlib
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Final
+
+from keyturn.errors import MalformedSecretError
+
+__all__ = [
+    "LEGACY_KEY_MAX_LENGTH",
+    "MIN_PEPPER_BYTES",
+    "ParsedSecret",
+    "Pepper",
+    "SecretKind",
+    "check_legacy_key",
+    "generate_secret",
+    "looks_generated",
+    "parse_secret",
+    "secret_hashes_match",
+]
+
+_ALPHABET: Final = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_BASE62_INDEX: Final = {char: index for index, char in enumerate(_ALPHABET)}
+ID_LENGTH: Final = 16  # ~95 bits: a collision-free public handle
+SECRET_BYTES: Final = 32  # 256 bits
+SECRET_LENGTH: Final = 43  # ceil(256 / log2(62))
+CHECKSUM_LENGTH: Final = 6  # 62**6 > 2**32
+MIN_PEPPER_BYTES: Final = 32
+LEGACY_KEY_MAX_LENGTH: Final = 1024  # caller-chosen (JWThenticator) keys
+
+
+class SecretKind(Enum):
+    """What a secret is for; the value is its visible prefix."""
+
+    API_KEY = "kt"
+    REFRESH_TOKEN = "ktr"  # noqa: S105 -- a prefix, not a password
+
+    @property
+    def label(self) -> str:
+        """A human name for messages."""
+        return "API key" if self is SecretKind.API_KEY else "refresh token"
+
+
+def _base62(number: int, length: int) -> str:
+    chars = []
+    for _ in range(length):
+        number, remainder = divmod(number, 62)
+        chars.append(_ALPHABET[remainder])
+    if number:
+        raise ValueError("number does not fit")
+    return "".join(reversed(chars))
+
+
+def _checksum(body: str) -> str:
+    return _base62(zlib.crc32(body.encode("ascii")), CHECKSUM_LENGTH)
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedSecret:
+    """A secret whose shape and checksum are right; says nothing of whether it is stored."""
+
+    kind: SecretKind
+    id: str
+    value: str = field(repr=False)
+
+    def __str__(self) -> str:
+        return f"{self.kind.value}_{self.id}_…"  # never the secret itself
+
+
+def generate_secret(kind: SecretKind, *, secret_id: str | None = None) -> ParsedSecret:
+    """Create a new API key or refresh token with 256 random bits.
+
+    ``secret_id`` keeps an existing id (rotating a key's secret); by default a new random
+    id is drawn.
+    """
+    if secret_id is None:
+        secret_id = "".join(secrets.choice(_ALPHABET) for _ in range(ID_LENGTH))
+    elif len(secret_id) != ID_LENGTH or not all(c in _BASE62_INDEX for c in secret_id):
+        raise ValueError(f"a secret id is {ID_LENGTH} base62 characters")
+    body = (
+        f"{kind.value}_{secret_id}_"
+        f"{_base62(int.from_bytes(secrets.token_bytes(SECRET_BYTES), 'big'), SECRET_LENGTH)}"
+    )
+    return ParsedSecret(kind=kind, id=secret_id, value=body + _checksum(body))
+
+
+def parse_secret(value: str, kind: SecretKind) -> ParsedSecret:
+    """Check that ``value`` has the shape and checksum of a ``kind`` Keyturn generates.
+
+    Raises:
+        MalformedSecretError: wrong prefix, length, alphabet or checksum. The message never
+            contains ``value``.
+    """
+    prefix = f"{kind.value}_"
+    expected = len(prefix) + ID_LENGTH + 1 + SECRET_LENGTH + CHECKSUM_LENGTH
+    if not isinstance(value, str) or len(value) != expected or not value.startswith(prefix):
+        raise MalformedSecretError(f"not a Keyturn {kind.label}")
+    secret_id = value[len(prefix) : len(prefix) + ID_LENGTH]
+    rest = value[len(prefix) + ID_LENGTH :]
+    if rest[0] != "_" or not all(c in _BASE62_INDEX for c in secret_id + rest[1:]):
+        raise MalformedSecretError(f"not a Keyturn {kind.label}")
+    body, checksum = value[:-CHECKSUM_LENGTH], value[-CHECKSUM_LENGTH:]
+    if not hmac.compare_digest(_checksum(body), checksum):
+        raise MalformedSecretError(f"{kind.label} checksum does not match (mistyped or truncated?)")
+    return ParsedSecret(kind=kind, id=secret_id, value=value)
+
+
+def looks_generated(value: str) -> bool:
+    """Tell whether ``value`` claims to be a generated secret (has a Keyturn prefix).
+
+    Legacy caller-chosen keys may not start with ``kt_`` or ``ktr_``, so a string that
+    does is parsed strictly and never treated as a legacy key.
+    """
+    return value.startswith(tuple(f"{kind.value}_" for kind in SecretKind))
+
+
+def check_legacy_key(value: str) -> str:
+    """Validate a caller-chosen (JWThenticator ``register_key``) API key.
+
+    Raises:
+        MalformedSecretError: empty, too long, not printable, or using a Keyturn prefix.
+    """
+    if not isinstance(value, str) or not 1 <= len(value) <= LEGACY_KEY_MAX_LENGTH:
+        raise MalformedSecretError(
+            f"an API key is between 1 and {LEGACY_KEY_MAX_LENGTH} characters"
+        )
+    if not value.isprintable():
+        raise MalformedSecretError("an API key may only contain printable characters")
+    if looks_generated(value):
+        raise MalformedSecretError("caller-chosen keys may not use a Keyturn prefix (kt_, ktr_)")
+    return value
+
+
+class Pepper:
+    """The server-side HMAC key for stored secrets; its repr never shows the bytes.
+
+    Raises:
+        ValueError: shorter than `MIN_PEPPER_BYTES`.
+    """
+
+    __slots__ = ("_key",)
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) < MIN_PEPPER_BYTES:
+            raise ValueError(f"a pepper needs at least {MIN_PEPPER_BYTES} bytes")
+        self._key = bytes(key)
+
+    def __repr__(self) -> str:
+        return "Pepper(<hidden>)"
+
+    @classmethod
+    def generate(cls) -> Pepper:
+        """Draw a fresh 256-bit pepper."""
+        return cls(secrets.token_bytes(MIN_PEPPER_BYTES))
+
+    def hash(self, value: str, kind: SecretKind) -> bytes:
+        """Return the 32-byte stored form of a secret: HMAC-SHA-256(pepper, kind ‖ value)."""
+        message = kind.value.encode("ascii") + b"\x00" + value.encode("utf-8")
+        return hmac.digest(self._key, message, hashlib.sha256)
+
+    def matches(self, value: str, kind: SecretKind, stored_hash: bytes) -> bool:
+        """Compare a presented secret with a stored hash in constant time."""
+        return secret_hashes_match(self.hash(value, kind), stored_hash)
+
+
+def secret_hashes_match(presented: bytes, stored: bytes) -> bool:
+    """Constant-time equality of two secret hashes."""
+    return hmac.compare_digest(presented, stored)

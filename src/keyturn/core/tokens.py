@@ -1,0 +1,583 @@
+"""Issue and verify RFC 9068 access tokens (JWT, compact JWS), with no I/O.
+
+The verifier closes the gaps PyJWT leaves to applications (``shared/research/security.md``
+§5.3): a pre-parse format check, a header allowlist, the algorithm taken from the key the
+``kid`` selects, exact ``iss``, ``aud`` containment, integer NumericDates, a maximum
+lifetime, and one exception tree. PyJWT's algorithm objects do the signature maths; PyJWT's
+own ``jwt.decode`` is kept as the test oracle (``tests/security/test_differential.py``).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import secrets
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Final, Protocol
+
+from keyturn.core._encoding import b64url_decode, b64url_encode, compact_json
+from keyturn.core.signing import SigningKey, VerificationKey
+from keyturn.errors import (
+    ExpiredTokenError,
+    ImmatureTokenError,
+    InsufficientScopeError,
+    MalformedTokenError,
+    PolicyViolation,
+    RevokedTokenError,
+    TokenClaimsError,
+    TokenSignatureError,
+)
+
+__all__ = [
+    "ACCESS_TOKEN_TYPE",
+    "DEFAULT_LEEWAY",
+    "DEFAULT_MAX_LIFETIME",
+    "MAX_TOKEN_BYTES",
+    "REGISTERED_CLAIMS",
+    "IssuedToken",
+    "KeyLookup",
+    "RevocationCheck",
+    "TokenVerifier",
+    "VerifiedToken",
+    "VerifiedTokenCache",
+    "format_scope",
+    "issue_access_token",
+    "new_token_id",
+    "parse_scope",
+    "peek_unverified_claims",
+    "verify_access_token",
+]
+
+ACCESS_TOKEN_TYPE: Final = "at+jwt"  # noqa: S105 -- RFC 9068 §2.1 media type
+MAX_TOKEN_BYTES: Final = 8192  # checked before any decoding (Authlib CVE-2025-61920)
+DEFAULT_LEEWAY: Final = 30  # seconds; RFC 7519 §4.1.4 "no more than a few minutes"
+DEFAULT_MAX_LIFETIME: Final = 86_400  # seconds between iat and exp we accept at all
+REQUIRED_CLAIMS: Final = ("iss", "sub", "aud", "exp", "iat", "jti", "client_id")
+#: Claims only Keyturn sets; no policy extra or caller input may supply them.
+REGISTERED_CLAIMS: Final = frozenset(
+    {
+        "iss",
+        "sub",
+        "aud",
+        "exp",
+        "nbf",
+        "iat",
+        "jti",
+        "client_id",
+        "scope",
+        "identifier",
+        "token_id",
+    }
+)
+
+# RFC 8725bis §3.14: a compact JWS holds only base64url characters and two dots.
+_COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+_ALLOWED_HEADER: Final = frozenset({"alg", "kid", "typ"})
+# kid is only ever a dict key, but a sane charset and length stop junk early (T-HDR-05).
+# "=" and "+" appear in JWThenticator's base64(SHA-1) kids.
+_KID = re.compile(r"[A-Za-z0-9_.:=+/-]{1,128}")
+# RFC 6749 §3.3: scope-token = 1*NQCHAR (%x21 / %x23-5B / %x5D-7E).
+_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
+_NUMERIC_DATES: Final = ("exp", "iat", "nbf")
+
+
+def new_token_id() -> str:
+    """Return a fresh ``jti``: 128 random bits from `secrets`, spelled as a UUID.
+
+    The UUID spelling lets JWThenticator consumers, who read ``token_id`` as a UUID,
+    parse the same value.
+    """
+    return str(uuid.UUID(bytes=secrets.token_bytes(16)))
+
+
+def parse_scope(scope: str) -> frozenset[str]:
+    """Split an RFC 6749 §3.3 scope string into its tokens.
+
+    Raises:
+        ValueError: a token has a character outside the NQCHAR grammar.
+    """
+    tokens = frozenset(scope.split(" ")) - {""}
+    for token in tokens:
+        if not _SCOPE_TOKEN.fullmatch(token):
+            raise ValueError("scope tokens may only contain printable ASCII except '\"' and '\\'")
+    return tokens
+
+
+def format_scope(scopes: Iterable[str]) -> str:
+    """Join scope tokens into the space-separated form, sorted for a stable wire format."""
+    return " ".join(sorted(set(scopes)))
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    """A freshly signed access token and the facts the caller needs to record."""
+
+    token: str = field(repr=False)
+    jti: str
+    kid: str
+    issued_at: int
+    expires_at: int
+    claims: Mapping[str, Any]
+
+    @property
+    def expires_in(self) -> int:
+        """Seconds the token lives (RFC 6749 §5.1 ``expires_in``)."""
+        return self.expires_at - self.issued_at
+
+
+def issue_access_token(
+    signing_key: SigningKey,
+    *,
+    issuer: str,
+    audience: str | Sequence[str],
+    subject: str,
+    client_id: str,
+    now: int,
+    lifetime: int,
+    scopes: Iterable[str] = (),
+    identifier: str | None = None,
+    extra_claims: Mapping[str, Any] | None = None,
+    jti: str | None = None,
+) -> IssuedToken:
+    """Sign an RFC 9068 access token.
+
+    Claims: ``iss``, ``sub``, ``aud``, ``exp``, ``iat``, ``jti``, ``client_id``, ``scope``,
+    JWThenticator's ``token_id`` (= ``jti``) and ``identifier``, then ``extra_claims``
+    (the claims policy's output: ``level``, ``factor``, ``roles``, ...).
+
+    Raises:
+        PolicyViolation: ``extra_claims`` tries to set a registered claim, or the lifetime
+            is not a positive whole number of seconds.
+        ValueError: a scope token breaks the RFC 6749 §3.3 grammar.
+    """
+    if isinstance(lifetime, bool) or not isinstance(lifetime, int) or lifetime <= 0:
+        raise PolicyViolation("exp", lifetime, "token lifetime must be a positive integer")
+    scope_tokens = frozenset(scopes)
+    # Check each token, not the joined string: "a b" or "" would pass parse_scope once
+    # joined, and the verifier would then read back other scopes than were granted.
+    if not all(_SCOPE_TOKEN.fullmatch(token) for token in scope_tokens):
+        raise ValueError("scope tokens may only contain printable ASCII except ' ', '\"', '\\'")
+    scope = format_scope(scope_tokens)
+    token_id = jti or new_token_id()
+    issued_at = int(now)
+    claims: dict[str, Any] = {
+        "iss": issuer,
+        "sub": subject,
+        "aud": audience if isinstance(audience, str) else list(audience),
+        "exp": issued_at + lifetime,
+        "iat": issued_at,
+        "jti": token_id,
+        "client_id": client_id,
+        "scope": scope,
+        "token_id": token_id,
+    }
+    if identifier is not None:
+        claims["identifier"] = identifier
+    for name, value in (extra_claims or {}).items():
+        if name in REGISTERED_CLAIMS:
+            raise PolicyViolation(name, value, "registered claims cannot be set as extras")
+        claims[name] = value
+    header = {"alg": signing_key.alg, "kid": signing_key.kid, "typ": ACCESS_TOKEN_TYPE}
+    signing_input = f"{b64url_encode(compact_json(header))}.{b64url_encode(compact_json(claims))}"
+    signature = signing_key.sign(signing_input.encode("ascii"))
+    return IssuedToken(
+        token=f"{signing_input}.{b64url_encode(signature)}",
+        jti=token_id,
+        kid=signing_key.kid,
+        issued_at=issued_at,
+        expires_at=issued_at + lifetime,
+        claims=MappingProxyType(claims),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedToken:
+    """The claims of an access token that passed every check."""
+
+    subject: str
+    jti: str
+    client_id: str
+    issued_at: int
+    expires_at: int
+    scopes: frozenset[str]
+    kid: str
+    claims: Mapping[str, Any] = field(repr=False)
+
+    @property
+    def identifier(self) -> str | None:
+        """JWThenticator's ``identifier`` claim, when the token carries one."""
+        value = self.claims.get("identifier")
+        return value if isinstance(value, str) else None
+
+    def require_scopes(self, required: Iterable[str]) -> None:
+        """Raise `InsufficientScopeError` unless the token holds every ``required`` scope."""
+        missing = frozenset(required) - self.scopes
+        if missing:
+            raise InsufficientScopeError(
+                f"token lacks required scope(s): {format_scope(missing)}", required=missing
+            )
+
+
+class KeyLookup(Protocol):
+    """Where the verifier finds trusted keys by ``kid`` (a `KeySet` is one)."""
+
+    def get(self, kid: str) -> VerificationKey | None: ...
+
+
+class RevocationCheck(Protocol):
+    """Answers whether a verified token has since been revoked; must be cheap and sync."""
+
+    def is_revoked(self, token: VerifiedToken) -> bool: ...
+
+
+def _no_duplicate_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # RFC 7519 §4: a JWT with duplicate claim names may be rejected; we do (T-IN-06).
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise ValueError("duplicate member name")
+    return result
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # NaN, Infinity (RFC 8259 §6)
+
+
+# Built once: json.loads with hooks would construct a new decoder on every call.
+_JSON_DECODER: Final = json.JSONDecoder(
+    object_pairs_hook=_no_duplicate_members, parse_constant=_refuse_constant
+)
+
+
+def _json_object(segment: str, part: str) -> dict[str, Any]:
+    try:
+        text = b64url_decode(segment).decode("utf-8")
+        value = _JSON_DECODER.decode(text)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeError included
+        raise MalformedTokenError(f"token {part} is not base64url-encoded UTF-8 JSON") from exc
+    if not isinstance(value, dict):
+        raise MalformedTokenError(f"token {part} is not a JSON object")
+    # RFC 8725 §3.7: UTF-8 only. Decoded UTF-8 holds no surrogates, so only a "\u" escape
+    # can smuggle in a lone one (json.loads keeps "\ud800" as is); re-encoding finds it.
+    if "\\u" in text:
+        try:
+            compact_json(value)
+        except (ValueError, RecursionError) as exc:  # UnicodeEncodeError is a ValueError
+            raise MalformedTokenError(f"token {part} holds a lone UTF-16 surrogate") from exc
+    return value
+
+
+def _split(token: str | bytes, max_bytes: int) -> tuple[str, str, str]:
+    if isinstance(token, bytes):
+        try:
+            token = token.decode("ascii")
+        except UnicodeDecodeError as exc:
+            raise MalformedTokenError("token is not a compact JWS") from exc
+    if not isinstance(token, str):
+        raise MalformedTokenError("token must be a string")
+    if len(token) > max_bytes:
+        raise MalformedTokenError(f"token is longer than {max_bytes} bytes")
+    if _COMPACT_JWS.fullmatch(token) is None:
+        raise MalformedTokenError(
+            "token is not a compact JWS: expected three unpadded base64url segments"
+        )
+    header, payload, signature = token.split(".")
+    return header, payload, signature
+
+
+def peek_unverified_claims(token: str | bytes) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Return a token's header and claims WITHOUT checking its signature or any claim.
+
+    For diagnostics (``keyturn token inspect``) only: nothing read here may decide access.
+
+    Raises:
+        MalformedTokenError: the token is not a compact JWS with JSON header and payload.
+    """
+    header, payload, _ = _split(token, MAX_TOKEN_BYTES)
+    return _json_object(header, "header"), _json_object(payload, "payload")
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_header(segment: str) -> Mapping[str, Any]:
+    # A deployment's headers repeat (one spelling per signing key), so each is parsed once.
+    # A pure function of the segment; read-only, since every caller shares the result.
+    return MappingProxyType(_json_object(segment, "header"))
+
+
+def _check_header(header: Mapping[str, Any], keys: KeyLookup, token_type: str) -> VerificationKey:
+    if not header.keys() <= _ALLOWED_HEADER:
+        # RFC 7519 §7.2 step 5; also refuses crit, jku, jwk, x5u, x5c (T-HDR-01..04).
+        raise MalformedTokenError("token header may only contain alg, kid and typ")
+    typ = header.get("typ")
+    if not isinstance(typ, str) or typ.lower().removeprefix("application/") != token_type:
+        raise TokenClaimsError(f"token type (typ) must be {token_type}")  # RFC 9068 §4
+    alg, kid = header.get("alg"), header.get("kid")
+    if not isinstance(alg, str) or not alg:
+        raise MalformedTokenError("token header has no algorithm")
+    if not isinstance(kid, str) or _KID.fullmatch(kid) is None:
+        raise MalformedTokenError("token header has no usable key id (kid)")
+    key = keys.get(kid)
+    if key is None:
+        raise TokenSignatureError("token is signed by a key this verifier does not trust")
+    if alg != key.alg:
+        # RFC 8725 §3.1: the key decides the algorithm; the header only has to agree.
+        raise TokenSignatureError("token algorithm does not match its signing key")
+    return key
+
+
+def _numeric_date(claims: Mapping[str, Any], name: str) -> int | None:
+    value = claims.get(name)
+    # RFC 7519 §2 NumericDate; Keyturn issues integers and accepts nothing else (T-TIME-07).
+    if value is None and name not in claims:
+        return None
+    if type(value) is not int:
+        raise TokenClaimsError(f"claim {name!r} must be an integer NumericDate")
+    return value
+
+
+def _check_times(
+    claims: dict[str, Any], *, now: float, leeway: int, max_lifetime: int
+) -> tuple[int, int]:
+    exp, iat, nbf = (_numeric_date(claims, name) for name in _NUMERIC_DATES)
+    if exp is None or iat is None:
+        raise TokenClaimsError("token lacks 'exp' or 'iat'")
+    if exp <= now - leeway:
+        raise ExpiredTokenError("token has expired")
+    if iat > now + leeway:
+        raise ImmatureTokenError("token was issued in the future (iat)")
+    if nbf is not None and nbf > now + leeway:
+        raise ImmatureTokenError("token is not valid yet (nbf)")
+    if exp - iat > max_lifetime:
+        raise TokenClaimsError(f"token lifetime exceeds the {max_lifetime} s maximum")
+    return exp, iat
+
+
+def _check_parties(claims: dict[str, Any], *, issuer: str, audience: str) -> None:
+    if claims["iss"] != issuer or type(claims["iss"]) is not str:
+        raise TokenClaimsError("token was issued by another issuer")  # exact (CVE-2024-53861)
+    aud = claims["aud"]
+    audiences = [aud] if isinstance(aud, str) else aud
+    if not isinstance(audiences, list) or not all(isinstance(a, str) for a in audiences):
+        raise TokenClaimsError("claim 'aud' must be a string or an array of strings")
+    if audience not in audiences:
+        raise TokenClaimsError("token is meant for another audience")
+    for name in ("sub", "jti", "client_id"):
+        value = claims[name]
+        if not isinstance(value, str) or not value or len(value) > 255:
+            raise TokenClaimsError(f"claim {name!r} must be a non-empty string")
+
+
+def _check_claims(
+    claims: dict[str, Any],
+    *,
+    issuer: str,
+    audience: str,
+    now: float,
+    leeway: int,
+    max_lifetime: int,
+) -> tuple[int, int, frozenset[str]]:
+    for name in REQUIRED_CLAIMS:
+        if name not in claims:
+            raise TokenClaimsError(f"token lacks the required claim {name!r}")
+    exp, iat = _check_times(claims, now=now, leeway=leeway, max_lifetime=max_lifetime)
+    _check_parties(claims, issuer=issuer, audience=audience)
+    scope = claims.get("scope", "")
+    if not isinstance(scope, str):
+        raise TokenClaimsError("claim 'scope' must be a space-separated string")
+    try:
+        scopes = parse_scope(scope)
+    except ValueError as exc:
+        raise TokenClaimsError("claim 'scope' breaks the RFC 6749 §3.3 grammar") from exc
+    return exp, iat, scopes
+
+
+def verify_access_token(
+    token: str | bytes,
+    *,
+    keys: KeyLookup,
+    issuer: str,
+    audience: str,
+    now: float,
+    leeway: int = DEFAULT_LEEWAY,
+    max_lifetime: int = DEFAULT_MAX_LIFETIME,
+    token_type: str = ACCESS_TOKEN_TYPE,
+    max_token_bytes: int = MAX_TOKEN_BYTES,
+) -> VerifiedToken:
+    """Verify an access token completely and return its claims.
+
+    Raises:
+        InvalidTokenError: one of its subclasses says which check failed; the message never
+            contains the token.
+    """
+    header_segment, payload_segment, signature_segment = _split(token, max_token_bytes)
+    key = _check_header(_parse_header(header_segment), keys, token_type)
+    try:
+        signature = b64url_decode(signature_segment)
+    except ValueError as exc:
+        raise MalformedTokenError("token signature is not canonical base64url") from exc
+    signing_input = f"{header_segment}.{payload_segment}".encode("ascii")
+    if not key.verify(signing_input, signature):
+        raise TokenSignatureError("token signature does not verify")
+    # The payload is parsed only after the signature holds (no work for forgers).
+    claims = _json_object(payload_segment, "payload")
+    exp, iat, scopes = _check_claims(
+        claims,
+        issuer=issuer,
+        audience=audience,
+        now=now,
+        leeway=leeway,
+        max_lifetime=max_lifetime,
+    )
+    return VerifiedToken(
+        subject=claims["sub"],
+        jti=claims["jti"],
+        client_id=claims["client_id"],
+        issued_at=iat,
+        expires_at=exp,
+        scopes=scopes,
+        kid=key.kid,
+        claims=MappingProxyType(claims),
+    )
+
+
+class VerifiedTokenCache:
+    """A bounded LRU of verified tokens keyed on the exact token string.
+
+    An entry lives until the token's ``exp``. Keying on the string is safe for a cache of
+    *positive* results: another spelling of the same token (padding, ECDSA ``(r, n-s)``) just
+    misses and is verified in full. Revocation is never decided here: the verifier still
+    consults its `RevocationCheck` on every hit.
+    """
+
+    def __init__(self, maxsize: int = 10_000) -> None:
+        if maxsize <= 0:
+            raise ValueError("maxsize must be positive")
+        self.maxsize = maxsize
+        self._entries: OrderedDict[str, VerifiedToken] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, token: str, now: float) -> VerifiedToken | None:
+        """Return the cached result for ``token`` unless absent or expired."""
+        with self._lock:
+            entry = self._entries.get(token)
+            if entry is None:
+                self.misses += 1
+                return None
+            if now >= entry.expires_at:
+                del self._entries[token]
+                self.misses += 1
+                return None
+            self._entries.move_to_end(token)
+            self.hits += 1
+            return entry
+
+    def put(self, token: str, verified: VerifiedToken) -> None:
+        """Remember a verified token, evicting the least recently used past ``maxsize``."""
+        with self._lock:
+            self._entries[token] = verified
+            self._entries.move_to_end(token)
+            while len(self._entries) > self.maxsize:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        """Forget every entry (called when the trusted key set changes)."""
+        with self._lock:
+            self._entries.clear()
+
+
+class TokenVerifier:
+    """A configured, hardened access-token verifier with an optional verified-token cache.
+
+    Args:
+        keys: the trusted keys (a `KeySet`, or anything with ``get(kid)``).
+        issuer: the exact ``iss`` to accept.
+        audience: the value ``aud`` must contain.
+        leeway: seconds of clock skew tolerated on ``exp``, ``nbf`` and ``iat``.
+        max_lifetime: the largest ``exp - iat`` accepted, in seconds.
+        cache_size: entries in the verified-token cache; 0 disables it.
+        revocation: consulted for every accepted token, cached or not.
+        clock: returns the current UNIX time; inject a fixed one in tests.
+    """
+
+    def __init__(
+        self,
+        keys: KeyLookup,
+        *,
+        issuer: str,
+        audience: str,
+        leeway: int = DEFAULT_LEEWAY,
+        max_lifetime: int = DEFAULT_MAX_LIFETIME,
+        token_type: str = ACCESS_TOKEN_TYPE,
+        max_token_bytes: int = MAX_TOKEN_BYTES,
+        cache_size: int = 10_000,
+        revocation: RevocationCheck | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not 0 <= leeway <= 300:
+            raise ValueError("leeway must be between 0 and 300 seconds")
+        if max_lifetime <= 0:
+            raise ValueError("max_lifetime must be positive")
+        self._keys = keys
+        self.issuer = issuer
+        self.audience = audience
+        self.leeway = leeway
+        self.max_lifetime = max_lifetime
+        self.token_type = token_type
+        self.max_token_bytes = max_token_bytes
+        self.cache = VerifiedTokenCache(cache_size) if cache_size else None
+        self.revocation = revocation
+        self.clock = clock
+
+    @property
+    def keys(self) -> KeyLookup:
+        """The trusted keys."""
+        return self._keys
+
+    def set_keys(self, keys: KeyLookup) -> None:
+        """Trust a new key set (after a rotation) and drop every cached result."""
+        self._keys = keys
+        if self.cache is not None:
+            self.cache.clear()
+
+    def verify(
+        self, token: str | bytes, *, required_scopes: Iterable[str] = (), now: float | None = None
+    ) -> VerifiedToken:
+        """Verify ``token`` and check it holds ``required_scopes``.
+
+        Raises:
+            InvalidTokenError: the token is not valid (a subclass says why).
+            InsufficientScopeError: valid, but a required scope is missing.
+        """
+        current = self.clock() if now is None else now
+        cache = self.cache
+        verified = cache.get(token, current) if cache is not None and type(token) is str else None
+        if verified is None or self._keys.get(verified.kid) is None:
+            verified = verify_access_token(
+                token,
+                keys=self._keys,
+                issuer=self.issuer,
+                audience=self.audience,
+                now=current,
+                leeway=self.leeway,
+                max_lifetime=self.max_lifetime,
+                token_type=self.token_type,
+                max_token_bytes=self.max_token_bytes,
+            )
+            if cache is not None and type(token) is str:
+                cache.put(token, verified)
+        if self.revocation is not None and self.revocation.is_revoked(verified):
+            raise RevokedTokenError("token has been revoked")
+        if required_scopes:
+            verified.require_scopes(required_scopes)
+        return verified

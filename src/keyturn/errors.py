@@ -1,0 +1,188 @@
+"""Keyturn's exceptions: one tree, each class knowing its wire form.
+
+Every error carries an ``error_code`` (the RFC 6749 §5.2 / RFC 6750 §3.1 name) and the
+HTTP ``status_code`` the server answers with, so the HTTP layer renders all of them in one
+place. Messages say what was wrong and never echo a token, key or password.
+
+* KeyturnError
+  + InvalidTokenError             401 invalid_token        (RFC 6750 §3.1)
+  | + MalformedTokenError             not a compact JWS we accept (format, header)
+  | + TokenSignatureError             unknown ``kid``, wrong ``alg``, bad signature
+  | + TokenClaimsError                missing or mistyped claims, wrong ``iss``/``aud``/``typ``
+  | + ExpiredTokenError               ``exp`` has passed
+  | + ImmatureTokenError              ``nbf`` or ``iat`` in the future
+  | + RevokedTokenError               the ``jti`` or its subject was revoked
+  + InsufficientScopeError        403 insufficient_scope   (RFC 6750 §3.1)
+  + InvalidRequestError           400 invalid_request
+  | + MalformedSecretError            an API key or refresh token that cannot be ours
+  + PolicyViolation               400 invalid_scope / invalid_request
+  + InvalidGrantError             400 invalid_grant        (RFC 6749 §5.2; bad key or refresh token)
+  + NotFoundError                 404 not_found
+  + ConflictError                 409 conflict
+  + SigningKeyError               500 server_error         (bad key material or config)
+  + StorageUnavailableError       503 temporarily_unavailable  (never a 401)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "ConflictError",
+    "ExpiredTokenError",
+    "ImmatureTokenError",
+    "InsufficientScopeError",
+    "InvalidGrantError",
+    "InvalidRequestError",
+    "InvalidTokenError",
+    "KeyturnError",
+    "MalformedSecretError",
+    "MalformedTokenError",
+    "NotFoundError",
+    "PolicyViolation",
+    "RevokedTokenError",
+    "SigningKeyError",
+    "StorageUnavailableError",
+    "TokenClaimsError",
+    "TokenSignatureError",
+]
+
+
+class KeyturnError(Exception):
+    """Base class of every error Keyturn raises on purpose."""
+
+    error_code: str = "server_error"
+    status_code: int = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidTokenError(KeyturnError):
+    """The access token is malformed, forged, expired, revoked or not meant for us."""
+
+    error_code = "invalid_token"
+    status_code = 401
+
+
+class MalformedTokenError(InvalidTokenError):
+    """The token is not a compact JWS in the form Keyturn accepts (RFC 7515 §7.1)."""
+
+
+class TokenSignatureError(InvalidTokenError):
+    """No trusted key matches the token's ``kid`` and ``alg``, or the signature is wrong."""
+
+
+class TokenClaimsError(InvalidTokenError):
+    """A required claim is missing, mistyped, or names another issuer or audience."""
+
+
+class ExpiredTokenError(InvalidTokenError):
+    """The token's ``exp`` is in the past (beyond the allowed leeway)."""
+
+
+class ImmatureTokenError(InvalidTokenError):
+    """The token's ``nbf`` or ``iat`` is in the future (beyond the allowed leeway)."""
+
+
+class RevokedTokenError(InvalidTokenError):
+    """The token, or the key or user it was issued to, has been revoked."""
+
+
+class InsufficientScopeError(KeyturnError):
+    """The token is valid but lacks a scope the resource requires."""
+
+    error_code = "insufficient_scope"
+    status_code = 403
+
+    def __init__(self, message: str, *, required: frozenset[str] = frozenset()) -> None:
+        super().__init__(message)
+        self.required = required
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_scope_error, (type(self), self.message, self.required))
+
+
+class InvalidRequestError(KeyturnError):
+    """The request is missing a parameter or has one Keyturn cannot accept."""
+
+    error_code = "invalid_request"
+    status_code = 400
+
+
+class MalformedSecretError(InvalidRequestError):
+    """A string presented as an API key or refresh token cannot be one Keyturn issued."""
+
+
+class PolicyViolation(KeyturnError):  # noqa: N818 -- the name is the public contract
+    """The claims policy forbids what was asked for; names the claim and the value."""
+
+    error_code = "invalid_request"
+    status_code = 400
+
+    def __init__(self, claim: str, value: object, reason: str) -> None:
+        super().__init__(f"claim {claim!r}: {reason} (value {value!r})")
+        self.claim = claim
+        self.value = value
+        self.reason = reason
+        if claim == "scope":
+            # RFC 6749 §5.2: a scope beyond what the client may have is invalid_scope.
+            self.error_code = "invalid_scope"
+
+    def __reduce__(self) -> tuple[type[PolicyViolation], tuple[str, object, str]]:
+        return (type(self), (self.claim, self.value, self.reason))
+
+
+class InvalidGrantError(KeyturnError):
+    """The API key or refresh token is unknown, expired, revoked or not bound to the caller.
+
+    One uniform error for every such case, so responses cannot tell them apart (T-BF-01).
+    """
+
+    error_code = "invalid_grant"
+    status_code = 400
+
+
+class NotFoundError(KeyturnError):
+    """The record named in an administrative request does not exist."""
+
+    error_code = "not_found"
+    status_code = 404
+
+
+class ConflictError(KeyturnError):
+    """The change clashes with what is stored (e.g. a key registered to another identifier)."""
+
+    error_code = "conflict"
+    status_code = 409
+
+
+class SigningKeyError(KeyturnError):
+    """Key material is unusable: wrong type, too weak, or bound to another algorithm."""
+
+
+class StorageUnavailableError(KeyturnError):
+    """The database could not be reached; the caller should retry later, not give up."""
+
+    error_code = "temporarily_unavailable"
+    status_code = 503
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_storage_error, (type(self), self.message, self.retry_after))
+
+
+def _rebuild_scope_error(
+    cls: type[InsufficientScopeError], message: str, required: frozenset[str]
+) -> InsufficientScopeError:
+    return cls(message, required=required)
+
+
+def _rebuild_storage_error(
+    cls: type[StorageUnavailableError], message: str, retry_after: int
+) -> StorageUnavailableError:
+    return cls(message, retry_after=retry_after)
