@@ -1,0 +1,1 @@
+"""Drop-in replacements for the APIs Keyturn grew out of (apijwt, JWThenticator)."""
