@@ -40,13 +40,18 @@ __all__ = [
 ]
 
 _ALPHABET: Final = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-_BASE62_INDEX: Final = {char: index for index, char in enumerate(_ALPHABET)}
 ID_LENGTH: Final = 16  # ~95 bits: a collision-free public handle
 SECRET_BYTES: Final = 32  # 256 bits
 SECRET_LENGTH: Final = 43  # ceil(256 / log2(62))
 CHECKSUM_LENGTH: Final = 6  # 62**6 > 2**32
 MIN_PEPPER_BYTES: Final = 32
 LEGACY_KEY_MAX_LENGTH: Final = 1024  # caller-chosen (JWThenticator) keys
+_BASE62_PAIRS: Final = tuple(high + low for high in _ALPHABET for low in _ALPHABET)
+# Random ids by rejection sampling: a byte below 248 (4 * 62) becomes digit ``byte % 62``,
+# uniformly; bytes 248-255 are dropped.
+_BYTE_TO_BASE62: Final = bytes(ord(_ALPHABET[byte % 62]) for byte in range(256))
+_REJECTED_BYTES: Final = bytes(range(4 * 62, 256))
+_ID_DRAW_BYTES: Final = ID_LENGTH + 8
 
 
 class SecretKind(Enum):
@@ -61,14 +66,35 @@ class SecretKind(Enum):
         return "API key" if self is SecretKind.API_KEY else "refresh token"
 
 
+_PREFIXES: Final = tuple(f"{kind.value}_" for kind in SecretKind)
+
+
 def _base62(number: int, length: int) -> str:
-    chars = []
-    for _ in range(length):
-        number, remainder = divmod(number, 62)
-        chars.append(_ALPHABET[remainder])
+    digits = []
+    for _ in range(length // 2):  # two digits per division: half the big-int divisions
+        number, pair = divmod(number, 62 * 62)
+        digits.append(_BASE62_PAIRS[pair])
+    if length % 2:
+        number, last = divmod(number, 62)
+        digits.append(_ALPHABET[last])
     if number:
         raise ValueError("number does not fit")
-    return "".join(reversed(chars))
+    digits.reverse()
+    return "".join(digits)
+
+
+def _is_base62(text: str) -> bool:
+    # The base62 alphabet is exactly the ASCII letters and digits.
+    return text.isascii() and text.isalnum()
+
+
+def _random_id() -> str:
+    """`ID_LENGTH` base62 characters, each uniformly random."""
+    while True:
+        drawn = secrets.randbits(8 * _ID_DRAW_BYTES).to_bytes(_ID_DRAW_BYTES, "big")
+        digits = drawn.translate(_BYTE_TO_BASE62, _REJECTED_BYTES)
+        if len(digits) >= ID_LENGTH:  # short less than once in 10**7 draws
+            return digits[:ID_LENGTH].decode("ascii")
 
 
 def _checksum(body: str) -> str:
@@ -94,8 +120,8 @@ def generate_secret(kind: SecretKind, *, secret_id: str | None = None) -> Parsed
     id is drawn.
     """
     if secret_id is None:
-        secret_id = "".join(secrets.choice(_ALPHABET) for _ in range(ID_LENGTH))
-    elif len(secret_id) != ID_LENGTH or not all(c in _BASE62_INDEX for c in secret_id):
+        secret_id = _random_id()
+    elif len(secret_id) != ID_LENGTH or not _is_base62(secret_id):
         raise ValueError(f"a secret id is {ID_LENGTH} base62 characters")
     body = (
         f"{kind.value}_{secret_id}_"
@@ -117,7 +143,7 @@ def parse_secret(value: str, kind: SecretKind) -> ParsedSecret:
         raise MalformedSecretError(f"not a Keyturn {kind.label}")
     secret_id = value[len(prefix) : len(prefix) + ID_LENGTH]
     rest = value[len(prefix) + ID_LENGTH :]
-    if rest[0] != "_" or not all(c in _BASE62_INDEX for c in secret_id + rest[1:]):
+    if rest[0] != "_" or not _is_base62(secret_id + rest[1:]):
         raise MalformedSecretError(f"not a Keyturn {kind.label}")
     body, checksum = value[:-CHECKSUM_LENGTH], value[-CHECKSUM_LENGTH:]
     if not hmac.compare_digest(_checksum(body), checksum):
@@ -131,7 +157,7 @@ def looks_generated(value: str) -> bool:
     Legacy caller-chosen keys may not start with ``kt_`` or ``ktr_``, so a string that
     does is parsed strictly and never treated as a legacy key.
     """
-    return value.startswith(tuple(f"{kind.value}_" for kind in SecretKind))
+    return value.startswith(_PREFIXES)
 
 
 def check_legacy_key(value: str) -> str:

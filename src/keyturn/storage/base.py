@@ -1,0 +1,234 @@
+"""The storage interface: a few async domain verbs per aggregate, nothing SQL-shaped.
+
+Rules every implementation keeps:
+
+* Rows are found by the HMAC of a secret or by id, never by the secret itself.
+* A verb that changes state writes its `AuditEvent` in the same transaction.
+* Verbs are atomic: on any error nothing is written.
+* A database that cannot be reached (refused connection, pool timeout, failover) raises
+  `keyturn.errors.StorageUnavailableError`, never anything the HTTP layer would turn
+  into a 401.
+* Times are timezone-aware UTC `datetime`s in and out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from keyturn.core.records import (
+    ApiKeyRecord,
+    AuditEvent,
+    RefreshTokenRecord,
+    SigningKeyRecord,
+)
+
+__all__ = [
+    "AuditRepository",
+    "KeyRepository",
+    "RefreshTokenRepository",
+    "RevocationRepository",
+    "RevocationSnapshot",
+    "SigningKeyRepository",
+    "Storage",
+    "StoredAuditEvent",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAuditEvent:
+    """An audit event as read back, with its storage-assigned sequence number."""
+
+    id: int
+    event: AuditEvent
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationSnapshot:
+    """What a verifier must refuse: revoked ``jti`` -> exp, revoked subject -> revoked at."""
+
+    tokens: Mapping[str, int] = field(default_factory=dict)
+    subjects: Mapping[str, int] = field(default_factory=dict)
+
+
+class KeyRepository(Protocol):
+    """API keys."""
+
+    async def add(self, key: ApiKeyRecord, *, audit: AuditEvent) -> None:
+        """Store a new key.
+
+        Raises:
+            ConflictError: a key with this id or hash exists.
+        """
+
+    async def register_legacy(self, key: ApiKeyRecord, *, audit: AuditEvent) -> ApiKeyRecord:
+        """Store a caller-chosen key, or renew ``expires_at`` of the same key (same hash).
+
+        Returns the stored record (the existing id when renewed).
+
+        Raises:
+            ConflictError: the hash is registered to another identifier, or that key was
+                revoked (re-registering never silently rebinds or revives a key, T-AZ-07).
+        """
+
+    async def find_by_hash(self, key_hash: bytes, *, now: datetime) -> ApiKeyRecord | None:
+        """The key whose current hash, or still-in-grace previous hash, is ``key_hash``."""
+
+    async def get(self, key_id: str) -> ApiKeyRecord | None:
+        """The key with this id, or None."""
+
+    async def list(
+        self,
+        *,
+        limit: int,
+        after: str | None = None,
+        identifier: str | None = None,
+        include_revoked: bool = True,
+    ) -> list[ApiKeyRecord]:
+        """Keys ordered by id, starting after ``after`` (keyset pagination)."""
+
+    async def revoke(
+        self, key_id: str, *, at: datetime, reason: str, audit: AuditEvent
+    ) -> ApiKeyRecord | None:
+        """Revoke a key and every refresh token issued to it; None if the id is unknown.
+
+        Revoking a revoked key changes nothing and writes no audit row.
+        """
+
+    async def rotate(
+        self, key_id: str, *, new_hash: bytes, grace_until: datetime, audit: AuditEvent
+    ) -> ApiKeyRecord | None:
+        """Give a usable key a new secret; the old one works until ``grace_until``.
+
+        None if the id is unknown, revoked or expired.
+        """
+
+    async def set_expiry(
+        self, key_id: str, *, expires_at: datetime, audit: AuditEvent
+    ) -> ApiKeyRecord | None:
+        """Move a key's expiry (``expire`` is ``expires_at=now``); None if unknown."""
+
+    async def mark_used(self, key_id: str, *, at: datetime) -> None:
+        """Record ``last_used_at`` (best effort: callers throttle how often)."""
+
+
+class RefreshTokenRepository(Protocol):
+    """Refresh tokens, legacy and rotating."""
+
+    async def add(self, token: RefreshTokenRecord, *, audit: AuditEvent) -> None:
+        """Store a new refresh token (first of its family)."""
+
+    async def find_with_key(
+        self, token_hash: bytes
+    ) -> tuple[RefreshTokenRecord, ApiKeyRecord | None] | None:
+        """The refresh token with this hash and, in the same round trip, its API key."""
+
+    async def rotate(
+        self, token_id: str, successor: RefreshTokenRecord, *, now: datetime, audit: AuditEvent
+    ) -> bool:
+        """Atomically mark ``token_id`` used and store ``successor``.
+
+        A compare-and-set: only a token that is unused, unrevoked and unexpired at ``now``
+        rotates. Under concurrency exactly one caller gets True; the rest get False and
+        nothing is written for them.
+        """
+
+    async def revoke_family(self, family_id: str, *, at: datetime, audit: AuditEvent) -> int:
+        """Revoke every live token of a family; returns how many were live."""
+
+    async def delete_expired(self, *, before: datetime) -> int:
+        """Delete tokens whose absolute expiry is before ``before``; returns the count."""
+
+
+class SigningKeyRepository(Protocol):
+    """Signing keys and their lifecycle."""
+
+    async def list(self) -> list[SigningKeyRecord]:
+        """Every stored key (pending, active and retired), oldest first."""
+
+    async def add(self, key: SigningKeyRecord, *, audit: AuditEvent) -> bool:
+        """Store a key; False (and nothing written) if it is ACTIVE and another key is.
+
+        The "one active key" rule is enforced by the database, so instances starting
+        together on an empty database create exactly one (T-ROT-05).
+        """
+
+    async def activate(
+        self, kid: str, *, at: datetime, retired_publish_until: datetime, audit: AuditEvent
+    ) -> bool:
+        """Make a pending key active and retire the active one, atomically.
+
+        The retired key stays published until ``retired_publish_until``. False if ``kid``
+        is not pending.
+        """
+
+    async def delete_unpublished(self, *, now: datetime) -> int:
+        """Delete retired keys whose ``publish_until`` has passed; returns the count."""
+
+
+class RevocationRepository(Protocol):
+    """Revoked access tokens, and the state a verifier consults."""
+
+    async def revoke_access_token(
+        self, jti: str, *, expires_at: datetime, audit: AuditEvent
+    ) -> None:
+        """Refuse access token ``jti`` until it would expire anyway (idempotent)."""
+
+    async def snapshot(
+        self, *, now: datetime, max_token_lifetime: timedelta | None = None
+    ) -> RevocationSnapshot:
+        """Revoked ``jti``s still unexpired at ``now``, and revoked subjects.
+
+        With ``max_token_lifetime`` (the longest an access token is accepted, leeway
+        included), subjects revoked longer ago than that are left out: every token issued
+        to them has expired. None keeps every revoked subject.
+        """
+
+
+class AuditRepository(Protocol):
+    """The audit trail (append-only)."""
+
+    async def record(self, event: AuditEvent) -> None:
+        """Append an event that goes with no other state change."""
+
+    async def list(
+        self,
+        *,
+        limit: int,
+        before: int | None = None,
+        action: str | None = None,
+        target_id: str | None = None,
+    ) -> list[StoredAuditEvent]:
+        """Events newest first, with ids below ``before``, optionally filtered."""
+
+
+class Storage(Protocol):
+    """Everything the service needs from a database."""
+
+    @property
+    def keys(self) -> KeyRepository:
+        """API keys."""
+
+    @property
+    def refresh_tokens(self) -> RefreshTokenRepository:
+        """Refresh tokens."""
+
+    @property
+    def signing_keys(self) -> SigningKeyRepository:
+        """Signing keys."""
+
+    @property
+    def revocations(self) -> RevocationRepository:
+        """Revoked access tokens and revocation snapshots."""
+
+    @property
+    def audit(self) -> AuditRepository:
+        """The audit trail."""
+
+    async def ping(self) -> None:
+        """Round-trip to the database; raises `StorageUnavailableError` if it is down."""
+
+    async def close(self) -> None:
+        """Release every connection."""

@@ -1,0 +1,1013 @@
+"""The SQL storage: async repositories over SQLAlchemy Core, on SQLite or PostgreSQL.
+
+Each verb is one transaction, and each state change writes its audit row in it. Reads
+and single-statement writes run on autocommit connections (no BEGIN/COMMIT round
+trips). On PostgreSQL the hot paths are one statement each, hence one round trip: a
+data-modifying CTE stores a refresh token with its audit row, and another does the
+rotation compare-and-set, the successor and the audit row together. SQLite has no such
+CTEs; there the same verbs are short ``BEGIN IMMEDIATE`` transactions, which serialise
+writers instead of failing them.
+
+CPU per verb: the hot statements are built once, with named parameters, so SQLAlchemy
+finds them compiled without building them or their cache keys again; and each verb runs
+all its statements on one connection in a single greenlet (`_Repository`).
+
+Errors: a database that cannot be reached (refused or dropped connection, pool timeout,
+locked or read-only SQLite file) raises `StorageUnavailableError`, a clash with a unique
+constraint raises `ConflictError`; the driver's exception is kept as the cause.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import dataclasses
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.util import greenlet_spawn
+
+from keyturn.core.records import (
+    ApiKeyRecord,
+    AuditEvent,
+    RefreshTokenRecord,
+    SigningKeyRecord,
+    SigningKeyState,
+)
+from keyturn.errors import ConflictError
+from keyturn.storage._errors import storage_error, translate_errors
+from keyturn.storage.base import RevocationSnapshot, Storage, StoredAuditEvent
+from keyturn.storage.engine import (
+    autocommit,
+    autocommit_options,
+    create_engine,
+    has_sqlite_hooks,
+)
+from keyturn.storage.migrate import upgrade_engine
+from keyturn.storage.tables import (
+    UTCDateTime,
+    api_keys,
+    audit_events,
+    refresh_tokens,
+    revoked_tokens,
+    signing_keys,
+)
+
+__all__ = [
+    "SQLAuditRepository",
+    "SQLKeyRepository",
+    "SQLRefreshTokenRepository",
+    "SQLRevocationRepository",
+    "SQLSigningKeyRepository",
+    "SQLStorage",
+]
+
+_T = TypeVar("_T")
+
+
+def _on_connection(
+    engine: sa.Engine, options: Mapping[str, Any] | None, work: Callable[[sa.Connection], _T]
+) -> _T:
+    """Run ``work`` with the autocommit ``options``, or in a transaction when None."""
+    if options is None:
+        with engine.begin() as conn:
+            return work(conn)
+    with engine.connect() as conn:
+        return work(conn.execution_options(**options))
+
+
+class _Repository:
+    """Shared plumbing: run a verb's work on a connection, and the dialect.
+
+    A verb's work is a plain function of a synchronous `sa.Connection`, run in one
+    greenlet by `greenlet_spawn`, the way `AsyncConnection` runs each of its calls: one
+    switch per verb instead of one each for the checkout, every statement and the
+    release. Autocommit is set per connection (`autocommit_options`), not through an
+    engine view, which would make SQLAlchemy dispatch events around every statement.
+
+    ``write_lock`` (SQLite) queues this process's writers in the event loop: SQLite
+    admits one writer at a time anyway, and waiting here is cheaper and fairer than
+    sleeping in SQLite's busy handler while holding a pooled connection.
+    """
+
+    def __init__(self, engine: AsyncEngine, *, write_lock: asyncio.Lock | None = None) -> None:
+        self._engine = engine.sync_engine
+        self._autocommit = autocommit_options(engine)
+        self._postgresql = engine.dialect.name == "postgresql"
+        self._write_lock = write_lock
+
+    async def _read(self, doing: str, work: Callable[[sa.Connection], _T]) -> _T:
+        """Run ``work`` on an autocommit connection (reads)."""
+        return await self._run(doing, work, self._autocommit, writes=False)
+
+    async def _write(self, doing: str, work: Callable[[sa.Connection], _T]) -> _T:
+        """Run ``work``, a single statement that writes, on an autocommit connection."""
+        return await self._run(doing, work, self._autocommit, writes=True)
+
+    async def _write_transaction(self, doing: str, work: Callable[[sa.Connection], _T]) -> _T:
+        """Run ``work`` in one write transaction (``BEGIN IMMEDIATE`` on SQLite).
+
+        An exception rolls it back; returning commits it.
+        """
+        return await self._run(doing, work, None, writes=True)
+
+    async def _run(
+        self,
+        doing: str,
+        work: Callable[[sa.Connection], _T],
+        options: Mapping[str, Any] | None,
+        *,
+        writes: bool,
+    ) -> _T:
+        try:
+            if writes and self._write_lock is not None:
+                async with self._write_lock:
+                    return await greenlet_spawn(_on_connection, self._engine, options, work)
+            return await greenlet_spawn(_on_connection, self._engine, options, work)
+        except Exception as exc:
+            error = storage_error(exc, doing)
+            if error is None:
+                raise
+            raise error from exc
+
+    def _insert(self, table: sa.Table) -> postgresql.Insert | sqlite.Insert:
+        """The dialect's INSERT, which knows ``ON CONFLICT``."""
+        return postgresql.insert(table) if self._postgresql else sqlite.insert(table)
+
+
+# --- rows <-> records --------------------------------------------------------------------
+#
+# Rows are read by position: `_API_KEY_COLUMNS` and `_REFRESH_TOKEN_COLUMNS` fix the order
+# that `_api_key` and `_refresh_token` unpack.
+
+_API_KEY_COLUMNS: Final = tuple(
+    api_keys.c[name]
+    for name in (
+        "id",
+        "key_hash",
+        "identifier",
+        "name",
+        "roles",
+        "scopes",
+        "extra_claims",
+        "metadata",
+        "legacy",
+        "created_at",
+        "expires_at",
+        "last_used_at",
+        "revoked_at",
+        "revoked_reason",
+        "previous_hash",
+        "previous_expires_at",
+    )
+)
+_REFRESH_TOKEN_FIELDS: Final = (
+    "id",
+    "family_id",
+    "parent_id",
+    "token_hash",
+    "subject",
+    "scope",
+    "rotating",
+    "key_id",
+    "user_id",
+    "identifier",
+    "created_at",
+    "expires_at",
+    "used_at",
+    "replaced_by",
+    "revoked_at",
+)
+_REFRESH_TOKEN_COLUMNS: Final = tuple(refresh_tokens.c[name] for name in _REFRESH_TOKEN_FIELDS)
+_AUDIT_FIELDS: Final = (
+    "at",
+    "action",
+    "outcome",
+    "actor",
+    "target_type",
+    "target_id",
+    "request_id",
+    "detail",
+)
+
+
+def _api_key_values(key: ApiKeyRecord) -> dict[str, Any]:
+    return {
+        "id": key.id,
+        "key_hash": key.key_hash,
+        "identifier": key.identifier,
+        "name": key.name,
+        "roles": list(key.roles),
+        "scopes": None if key.scopes is None else list(key.scopes),
+        "extra_claims": dict(key.extra_claims),
+        "metadata": dict(key.metadata),
+        "legacy": key.legacy,
+        "created_at": key.created_at,
+        "expires_at": key.expires_at,
+        "last_used_at": key.last_used_at,
+        "revoked_at": key.revoked_at,
+        "revoked_reason": key.revoked_reason,
+        "previous_hash": key.previous_hash,
+        "previous_expires_at": key.previous_expires_at,
+    }
+
+
+def _api_key(row: Sequence[Any]) -> ApiKeyRecord:
+    """The record for a row of `_API_KEY_COLUMNS`."""
+    (
+        key_id,
+        key_hash,
+        identifier,
+        name,
+        roles,
+        scopes,
+        extra_claims,
+        metadata,
+        legacy,
+        created_at,
+        expires_at,
+        last_used_at,
+        revoked_at,
+        revoked_reason,
+        previous_hash,
+        previous_expires_at,
+    ) = row
+    return ApiKeyRecord(
+        id=key_id,
+        key_hash=bytes(key_hash),
+        created_at=created_at,
+        identifier=identifier,
+        name=name,
+        roles=tuple(roles),
+        scopes=None if scopes is None else tuple(scopes),
+        extra_claims=extra_claims,
+        metadata=metadata,
+        legacy=bool(legacy),
+        expires_at=expires_at,
+        last_used_at=last_used_at,
+        revoked_at=revoked_at,
+        revoked_reason=revoked_reason,
+        previous_hash=None if previous_hash is None else bytes(previous_hash),
+        previous_expires_at=previous_expires_at,
+    )
+
+
+def _new_token_params(token: RefreshTokenRecord) -> dict[str, Any]:
+    """Values for the ``new_*`` parameters of `_NEW_TOKEN`."""
+    return {
+        "new_id": token.id,
+        "new_family_id": token.family_id,
+        "new_parent_id": token.parent_id,
+        "new_token_hash": token.token_hash,
+        "new_subject": token.subject,
+        "new_scope": list(token.scope),
+        "new_rotating": token.rotating,
+        "new_key_id": token.key_id,
+        "new_user_id": token.user_id,
+        "new_identifier": token.identifier,
+        "new_created_at": token.created_at,
+        "new_expires_at": token.expires_at,
+        "new_used_at": token.used_at,
+        "new_replaced_by": token.replaced_by,
+        "new_revoked_at": token.revoked_at,
+    }
+
+
+def _refresh_token(row: Sequence[Any]) -> RefreshTokenRecord:
+    """The record for a row of `_REFRESH_TOKEN_COLUMNS`."""
+    (
+        token_id,
+        family_id,
+        parent_id,
+        token_hash,
+        subject,
+        scope,
+        rotating,
+        key_id,
+        user_id,
+        identifier,
+        created_at,
+        expires_at,
+        used_at,
+        replaced_by,
+        revoked_at,
+    ) = row
+    return RefreshTokenRecord(
+        id=token_id,
+        family_id=family_id,
+        token_hash=bytes(token_hash),
+        subject=subject,
+        scope=tuple(scope),
+        created_at=created_at,
+        expires_at=expires_at,
+        rotating=bool(rotating),
+        parent_id=parent_id,
+        key_id=key_id,
+        user_id=user_id,
+        identifier=identifier,
+        used_at=used_at,
+        replaced_by=replaced_by,
+        revoked_at=revoked_at,
+    )
+
+
+def _signing_key_values(key: SigningKeyRecord) -> dict[str, Any]:
+    return {
+        "kid": key.kid,
+        "alg": key.alg,
+        "public_jwk": dict(key.public_jwk),
+        "sealed_private_key": key.sealed_private_key,
+        "state": SigningKeyState(key.state).value,
+        "created_at": key.created_at,
+        "activated_at": key.activated_at,
+        "retired_at": key.retired_at,
+        "publish_until": key.publish_until,
+    }
+
+
+def _signing_key(row: sa.RowMapping) -> SigningKeyRecord:
+    return SigningKeyRecord(
+        kid=row["kid"],
+        alg=row["alg"],
+        public_jwk=row["public_jwk"],
+        sealed_private_key=bytes(row["sealed_private_key"]),
+        state=SigningKeyState(row["state"]),
+        created_at=row["created_at"],
+        activated_at=row["activated_at"],
+        retired_at=row["retired_at"],
+        publish_until=row["publish_until"],
+    )
+
+
+def _audit_params(event: AuditEvent) -> dict[str, Any]:
+    """Values for the ``audit_*`` parameters of `_AUDIT`."""
+    return {
+        "audit_at": event.at,
+        "audit_action": event.action,
+        "audit_outcome": event.outcome,
+        "audit_actor": event.actor,
+        "audit_target_type": event.target_type,
+        "audit_target_id": event.target_id,
+        "audit_request_id": event.request_id,
+        "audit_detail": dict(event.detail),
+    }
+
+
+def _stored_audit_event(row: sa.RowMapping) -> StoredAuditEvent:
+    event = AuditEvent(
+        at=row["at"],
+        action=row["action"],
+        outcome=row["outcome"],
+        actor=row["actor"],
+        target_type=row["target_type"],
+        target_id=row["target_id"],
+        request_id=row["request_id"],
+        detail=row["detail"],
+    )
+    return StoredAuditEvent(id=int(row["id"]), event=event)
+
+
+# --- statements built once ---------------------------------------------------------------
+#
+# Built at import with named parameters, so every execution hits SQLAlchemy's compiled
+# cache without building a statement or its cache key again. Parameter names never equal
+# a column of the table a statement writes: SQLAlchemy would take them for its values.
+
+
+def _params(table: sa.Table, prefix: str, names: Iterable[str]) -> dict[str, sa.BindParameter[Any]]:
+    """A parameter per column, named ``prefix + column`` and typed like the column."""
+    return {name: sa.bindparam(prefix + name, type_=table.c[name].type) for name in names}
+
+
+def _typed(table: sa.Table, params: Mapping[str, sa.BindParameter[Any]]) -> list[Any]:
+    """Parameters cast to their columns' types, for ``INSERT ... SELECT``."""
+    return [sa.cast(param, table.c[name].type).label(name) for name, param in params.items()]
+
+
+_NOW: Final = sa.bindparam("now", type_=UTCDateTime())
+_AT: Final = sa.bindparam("at", type_=UTCDateTime())
+_NEW_TOKEN: Final = _params(refresh_tokens, "new_", _REFRESH_TOKEN_FIELDS)
+_AUDIT: Final = _params(audit_events, "audit_", _AUDIT_FIELDS)
+
+_INSERT_API_KEY: Final = sa.insert(api_keys)
+_INSERT_AUDIT_EVENT: Final = sa.insert(audit_events).values(_AUDIT)
+_INSERT_REFRESH_TOKEN: Final = sa.insert(refresh_tokens).values(_NEW_TOKEN)
+# PostgreSQL: the token and its audit row in one statement, atomic on its own.
+_ADD_REFRESH_TOKEN_WITH_AUDIT: Final = _INSERT_AUDIT_EVENT.add_cte(
+    _INSERT_REFRESH_TOKEN.returning(refresh_tokens.c.id).cte("stored_token")
+)
+
+_FIND_KEY_BY_HASH: Final = (
+    sa.select(*_API_KEY_COLUMNS)
+    .where(
+        sa.or_(
+            api_keys.c.key_hash == sa.bindparam("hash"),
+            sa.and_(
+                api_keys.c.previous_hash == sa.bindparam("hash"),
+                api_keys.c.previous_expires_at > _NOW,
+            ),
+        )
+    )
+    .limit(1)
+)
+_MARK_KEY_USED: Final = (
+    sa.update(api_keys)
+    .where(
+        api_keys.c.id == sa.bindparam("key"),
+        sa.or_(api_keys.c.last_used_at.is_(None), api_keys.c.last_used_at < _AT),
+    )
+    .values(last_used_at=_AT)
+)
+
+_FIND_REFRESH_TOKEN_WITH_KEY: Final = (
+    sa.select(*_REFRESH_TOKEN_COLUMNS, *_API_KEY_COLUMNS)
+    .select_from(refresh_tokens.outerjoin(api_keys, api_keys.c.id == refresh_tokens.c.key_id))
+    .where(refresh_tokens.c.token_hash == sa.bindparam("hash"))
+)
+# The compare-and-set of a rotation: only a live token is marked used.
+_MARK_REFRESH_TOKEN_USED: Final = (
+    sa.update(refresh_tokens)
+    .where(
+        refresh_tokens.c.id == sa.bindparam("token"),
+        refresh_tokens.c.used_at.is_(None),
+        refresh_tokens.c.revoked_at.is_(None),
+        refresh_tokens.c.expires_at > _NOW,
+    )
+    .values(used_at=_NOW, replaced_by=_NEW_TOKEN["id"])
+    .returning(refresh_tokens.c.id)
+)
+
+
+def _rotate_with_successor_and_audit() -> sa.Select[tuple[int]]:
+    # The compare-and-set and both inserts in one statement: concurrent callers queue
+    # on the token's row lock, and a loser's UPDATE then matches nothing, so its
+    # inserts (which select from the UPDATE's output) write nothing either.
+    used = _MARK_REFRESH_TOKEN_USED.cte("used")
+    stored = (
+        sa.insert(refresh_tokens)
+        .from_select(
+            list(_NEW_TOKEN), sa.select(*_typed(refresh_tokens, _NEW_TOKEN)).select_from(used)
+        )
+        .returning(refresh_tokens.c.id)
+        .cte("stored")
+    )
+    audited = (
+        sa.insert(audit_events)
+        .from_select(list(_AUDIT), sa.select(*_typed(audit_events, _AUDIT)).select_from(stored))
+        .returning(audit_events.c.id)
+        .cte("audited")
+    )
+    return sa.select(sa.func.count()).select_from(used).add_cte(stored, audited)
+
+
+# PostgreSQL: one statement, one round trip.
+_ROTATE_WITH_SUCCESSOR_AND_AUDIT: Final = _rotate_with_successor_and_audit()
+_REVOKE_REFRESH_FAMILY: Final = (
+    sa.update(refresh_tokens)
+    .where(
+        refresh_tokens.c.family_id == sa.bindparam("family"),
+        refresh_tokens.c.revoked_at.is_(None),
+    )
+    .values(revoked_at=_AT)
+    .returning(refresh_tokens.c.used_at, refresh_tokens.c.expires_at)
+)
+
+
+def _revocations(*, revoked_since: bool) -> sa.CompoundSelect[tuple[str, str, datetime]]:
+    """Unexpired revoked ``jti``s and revoked keys, optionally only those revoked lately."""
+    revoked_keys = sa.select(
+        sa.literal("key").label("kind"),
+        api_keys.c.id.label("name"),
+        api_keys.c.revoked_at.label("at"),
+    ).where(api_keys.c.revoked_at.is_not(None))
+    if revoked_since:
+        revoked_keys = revoked_keys.where(
+            api_keys.c.revoked_at >= sa.bindparam("revoked_since", type_=UTCDateTime())
+        )
+    return sa.union_all(
+        sa.select(
+            sa.literal("token").label("kind"),
+            revoked_tokens.c.jti.label("name"),
+            revoked_tokens.c.expires_at.label("at"),
+        ).where(revoked_tokens.c.expires_at > _NOW),
+        revoked_keys,
+    )
+
+
+_ALL_REVOCATIONS: Final = _revocations(revoked_since=False)
+_RECENT_REVOCATIONS: Final = _revocations(revoked_since=True)
+
+
+# --- repositories ------------------------------------------------------------------------
+
+
+class SQLKeyRepository(_Repository):
+    """API keys (`keyturn.storage.base.KeyRepository`)."""
+
+    async def add(self, key: ApiKeyRecord, *, audit: AuditEvent) -> None:
+        """Store a new key; `ConflictError` if its id or hash is taken."""
+        values, event = _api_key_values(key), _audit_params(audit)
+
+        def store(conn: sa.Connection) -> None:
+            conn.execute(_INSERT_API_KEY, values)
+            conn.execute(_INSERT_AUDIT_EVENT, event)
+
+        await self._write_transaction("store the API key", store)
+
+    async def register_legacy(self, key: ApiKeyRecord, *, audit: AuditEvent) -> ApiKeyRecord:
+        """Store a caller-chosen key, or renew the expiry of the same key.
+
+        When renewed, an audit event whose ``target_id`` is the proposed ``key.id`` is
+        recorded against the stored key's id instead.
+        """
+        insert = self._insert(api_keys).values(_api_key_values(key))
+        upsert = insert.on_conflict_do_update(
+            index_elements=[api_keys.c.key_hash],
+            set_={"expires_at": insert.excluded.expires_at},
+            # Never rebind a key to another identifier, nor revive a revoked one (T-AZ-07).
+            where=sa.and_(
+                api_keys.c.identifier.is_not_distinct_from(insert.excluded.identifier),
+                api_keys.c.revoked_at.is_(None),
+            ),
+        ).returning(*_API_KEY_COLUMNS)
+
+        def register(conn: sa.Connection) -> ApiKeyRecord:
+            row = conn.execute(upsert).first()
+            if row is None:
+                raise ConflictError("this key is registered to another identifier, or was revoked")
+            stored = _api_key(row)
+            event = audit
+            if stored.id != key.id and audit.target_id == key.id:
+                event = dataclasses.replace(audit, target_id=stored.id)
+            conn.execute(_INSERT_AUDIT_EVENT, _audit_params(event))
+            return stored
+
+        return await self._write_transaction("register the API key", register)
+
+    async def find_by_hash(self, key_hash: bytes, *, now: datetime) -> ApiKeyRecord | None:
+        """The key whose current hash, or still-in-grace previous hash, is ``key_hash``."""
+        params = {"hash": key_hash, "now": now}
+        row = await self._read(
+            "look up the API key", lambda conn: conn.execute(_FIND_KEY_BY_HASH, params).first()
+        )
+        return None if row is None else _api_key(row)
+
+    async def get(self, key_id: str) -> ApiKeyRecord | None:
+        """The key with this id, or None."""
+        query = sa.select(*_API_KEY_COLUMNS).where(api_keys.c.id == key_id)
+        row = await self._read("read the API key", lambda conn: conn.execute(query).first())
+        return None if row is None else _api_key(row)
+
+    async def list(
+        self,
+        *,
+        limit: int,
+        after: str | None = None,
+        identifier: str | None = None,
+        include_revoked: bool = True,
+    ) -> builtins.list[ApiKeyRecord]:
+        """Keys ordered by id, starting after ``after`` (keyset pagination)."""
+        query = sa.select(*_API_KEY_COLUMNS).order_by(api_keys.c.id).limit(limit)
+        if after is not None:
+            query = query.where(api_keys.c.id > after)
+        if identifier is not None:
+            query = query.where(api_keys.c.identifier == identifier)
+        if not include_revoked:
+            query = query.where(api_keys.c.revoked_at.is_(None))
+        rows = await self._read("list API keys", lambda conn: conn.execute(query).all())
+        return [_api_key(row) for row in rows]
+
+    async def revoke(
+        self, key_id: str, *, at: datetime, reason: str, audit: AuditEvent
+    ) -> ApiKeyRecord | None:
+        """Revoke a key and its refresh tokens; a revoked key is returned unchanged."""
+        revoke_key = (
+            sa.update(api_keys)
+            .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+            .values(revoked_at=at, revoked_reason=reason)
+            .returning(*_API_KEY_COLUMNS)
+        )
+        revoke_tokens = (
+            sa.update(refresh_tokens)
+            .where(refresh_tokens.c.key_id == key_id, refresh_tokens.c.revoked_at.is_(None))
+            .values(revoked_at=at)
+        )
+        event = _audit_params(audit)
+
+        def revoke(conn: sa.Connection) -> ApiKeyRecord | None:
+            row = conn.execute(revoke_key).first()
+            if row is None:  # unknown, or revoked already: nothing changes, nothing audited
+                query = sa.select(*_API_KEY_COLUMNS).where(api_keys.c.id == key_id)
+                row = conn.execute(query).first()
+                return None if row is None else _api_key(row)
+            conn.execute(revoke_tokens)
+            conn.execute(_INSERT_AUDIT_EVENT, event)
+            return _api_key(row)
+
+        return await self._write_transaction("revoke the API key", revoke)
+
+    async def rotate(
+        self, key_id: str, *, new_hash: bytes, grace_until: datetime, audit: AuditEvent
+    ) -> ApiKeyRecord | None:
+        """Give a usable key a new secret; the old one works until ``grace_until``.
+
+        "Usable" is judged at ``audit.at``, the moment of the change.
+        """
+        now = audit.at
+        query = (
+            sa.update(api_keys)
+            .where(
+                api_keys.c.id == key_id,
+                api_keys.c.revoked_at.is_(None),
+                sa.or_(api_keys.c.expires_at.is_(None), api_keys.c.expires_at > now),
+            )
+            # SET expressions read the row as it was: previous_hash takes the old hash.
+            .values(
+                previous_hash=api_keys.c.key_hash,
+                previous_expires_at=grace_until,
+                key_hash=new_hash,
+            )
+            .returning(*_API_KEY_COLUMNS)
+        )
+        return await self._change_key("rotate the API key", query, audit)
+
+    async def set_expiry(
+        self, key_id: str, *, expires_at: datetime, audit: AuditEvent
+    ) -> ApiKeyRecord | None:
+        """Move a key's expiry; None if the id is unknown."""
+        query = (
+            sa.update(api_keys)
+            .where(api_keys.c.id == key_id)
+            .values(expires_at=expires_at)
+            .returning(*_API_KEY_COLUMNS)
+        )
+        return await self._change_key("change the API key's expiry", query, audit)
+
+    async def _change_key(
+        self, doing: str, update: sa.UpdateBase, audit: AuditEvent
+    ) -> ApiKeyRecord | None:
+        """Run an UPDATE ... RETURNING of one key and audit it if it matched."""
+        event = _audit_params(audit)
+
+        def change(conn: sa.Connection) -> ApiKeyRecord | None:
+            row = conn.execute(update).first()
+            if row is None:
+                return None
+            conn.execute(_INSERT_AUDIT_EVENT, event)
+            return _api_key(row)
+
+        return await self._write_transaction(doing, change)
+
+    async def mark_used(self, key_id: str, *, at: datetime) -> None:
+        """Record ``last_used_at`` (never moves it backwards)."""
+        params = {"key": key_id, "at": at}
+        await self._write(
+            "record the API key's use", lambda conn: conn.execute(_MARK_KEY_USED, params)
+        )
+
+
+class SQLRefreshTokenRepository(_Repository):
+    """Refresh tokens (`keyturn.storage.base.RefreshTokenRepository`)."""
+
+    async def add(self, token: RefreshTokenRecord, *, audit: AuditEvent) -> None:
+        """Store a new refresh token and its audit row; `ConflictError` on a clash."""
+        stored, event = _new_token_params(token), _audit_params(audit)
+        if self._postgresql:
+            params = stored | event
+            await self._write(
+                "store the refresh token",
+                lambda conn: conn.execute(_ADD_REFRESH_TOKEN_WITH_AUDIT, params),
+            )
+            return
+
+        def store(conn: sa.Connection) -> None:
+            conn.execute(_INSERT_REFRESH_TOKEN, stored)
+            conn.execute(_INSERT_AUDIT_EVENT, event)
+
+        await self._write_transaction("store the refresh token", store)
+
+    async def find_with_key(
+        self, token_hash: bytes
+    ) -> tuple[RefreshTokenRecord, ApiKeyRecord | None] | None:
+        """The refresh token with this hash and its API key, in one query."""
+        params = {"hash": token_hash}
+        row = await self._read(
+            "look up the refresh token",
+            lambda conn: conn.execute(_FIND_REFRESH_TOKEN_WITH_KEY, params).first(),
+        )
+        if row is None:
+            return None
+        values = tuple(row)
+        split = len(_REFRESH_TOKEN_COLUMNS)
+        key = None if values[split] is None else _api_key(values[split:])
+        return _refresh_token(values[:split]), key
+
+    async def rotate(
+        self, token_id: str, successor: RefreshTokenRecord, *, now: datetime, audit: AuditEvent
+    ) -> bool:
+        """Mark ``token_id`` used and store ``successor``, if the token is still live."""
+        used = {"token": token_id, "now": now, "new_id": successor.id}
+        stored, event = _new_token_params(successor), _audit_params(audit)
+        if self._postgresql:
+            params = used | stored | event
+            rotated = await self._write(
+                "rotate the refresh token",
+                lambda conn: conn.execute(_ROTATE_WITH_SUCCESSOR_AND_AUDIT, params).scalar_one(),
+            )
+            return bool(rotated)
+
+        def rotate(conn: sa.Connection) -> bool:
+            if conn.execute(_MARK_REFRESH_TOKEN_USED, used).first() is None:
+                return False
+            conn.execute(_INSERT_REFRESH_TOKEN, stored)
+            conn.execute(_INSERT_AUDIT_EVENT, event)
+            return True
+
+        return await self._write_transaction("rotate the refresh token", rotate)
+
+    async def revoke_family(self, family_id: str, *, at: datetime, audit: AuditEvent) -> int:
+        """Revoke every unrevoked token of a family; returns how many could still be used.
+
+        Used tokens are marked revoked too. The audit row is written when anything changed.
+        """
+        params, event = {"family": family_id, "at": at}, _audit_params(audit)
+
+        def revoke(conn: sa.Connection) -> builtins.list[sa.Row[Any]]:
+            rows = conn.execute(_REVOKE_REFRESH_FAMILY, params).all()
+            if rows:
+                conn.execute(_INSERT_AUDIT_EVENT, event)
+            return list(rows)
+
+        rows = await self._write_transaction("revoke the refresh token family", revoke)
+        return sum(1 for used_at, expires_at in rows if used_at is None and expires_at > at)
+
+    async def delete_expired(self, *, before: datetime) -> int:
+        """Delete tokens whose absolute expiry is before ``before``; returns the count."""
+        query = sa.delete(refresh_tokens).where(refresh_tokens.c.expires_at < before)
+        return await self._write(
+            "delete expired refresh tokens", lambda conn: int(conn.execute(query).rowcount)
+        )
+
+
+class SQLSigningKeyRepository(_Repository):
+    """Signing keys (`keyturn.storage.base.SigningKeyRepository`)."""
+
+    async def list(self) -> builtins.list[SigningKeyRecord]:
+        """Every stored key, oldest first."""
+        query = sa.select(signing_keys).order_by(signing_keys.c.created_at, signing_keys.c.kid)
+        rows = await self._read(
+            "list signing keys", lambda conn: conn.execute(query).mappings().all()
+        )
+        return [_signing_key(row) for row in rows]
+
+    async def add(self, key: SigningKeyRecord, *, audit: AuditEvent) -> bool:
+        """Store a key; False (nothing written) if it is ACTIVE and another key is."""
+        # The partial unique index is the arbiter: a second active key is skipped, not an
+        # error, and a concurrent inserter waits for the first to commit (T-ROT-05).
+        query = (
+            self._insert(signing_keys)
+            .values(_signing_key_values(key))
+            .on_conflict_do_nothing(
+                index_elements=[signing_keys.c.state],
+                index_where=signing_keys.c.state == SigningKeyState.ACTIVE.value,
+            )
+            .returning(signing_keys.c.kid)
+        )
+        event = _audit_params(audit)
+
+        def store(conn: sa.Connection) -> bool:
+            if conn.execute(query).first() is None:
+                return False
+            conn.execute(_INSERT_AUDIT_EVENT, event)
+            return True
+
+        return await self._write_transaction("store the signing key", store)
+
+    async def activate(
+        self, kid: str, *, at: datetime, retired_publish_until: datetime, audit: AuditEvent
+    ) -> bool:
+        """Make a pending key active and retire the active one, atomically."""
+        state = sa.select(signing_keys.c.state).where(signing_keys.c.kid == kid)
+        retire = (
+            sa.update(signing_keys)
+            .where(signing_keys.c.state == SigningKeyState.ACTIVE.value)
+            .values(
+                state=SigningKeyState.RETIRED.value,
+                retired_at=at,
+                publish_until=retired_publish_until,
+            )
+        )
+        activate = (
+            sa.update(signing_keys)
+            .where(signing_keys.c.kid == kid)
+            .values(state=SigningKeyState.ACTIVE.value, activated_at=at)
+        )
+        event = _audit_params(audit)
+
+        def swap(conn: sa.Connection) -> bool:
+            if self._postgresql:
+                # Serialise activations: two at once would each retire only the key they
+                # saw and then clash on the one-active index. Readers are not blocked.
+                conn.execute(sa.text("LOCK TABLE signing_keys IN SHARE ROW EXCLUSIVE MODE"))
+            if conn.execute(state).scalar() != SigningKeyState.PENDING.value:
+                return False
+            conn.execute(retire)
+            conn.execute(activate)
+            conn.execute(_INSERT_AUDIT_EVENT, event)
+            return True
+
+        return await self._write_transaction("activate the signing key", swap)
+
+    async def delete_unpublished(self, *, now: datetime) -> int:
+        """Delete retired keys whose ``publish_until`` has passed; returns the count."""
+        query = sa.delete(signing_keys).where(
+            signing_keys.c.state == SigningKeyState.RETIRED.value,
+            signing_keys.c.publish_until < now,
+        )
+        return await self._write(
+            "delete unpublished signing keys", lambda conn: int(conn.execute(query).rowcount)
+        )
+
+
+class SQLRevocationRepository(_Repository):
+    """Revoked access tokens (`keyturn.storage.base.RevocationRepository`)."""
+
+    async def revoke_access_token(
+        self, jti: str, *, expires_at: datetime, audit: AuditEvent
+    ) -> None:
+        """Refuse ``jti`` until ``expires_at``; repeating it changes and audits nothing."""
+        insert = self._insert(revoked_tokens).values(jti=jti, expires_at=expires_at)
+        query = insert.on_conflict_do_update(
+            index_elements=[revoked_tokens.c.jti],
+            set_={"expires_at": insert.excluded.expires_at},
+            where=revoked_tokens.c.expires_at < insert.excluded.expires_at,
+        ).returning(revoked_tokens.c.jti)
+        event = _audit_params(audit)
+
+        def revoke(conn: sa.Connection) -> None:
+            if conn.execute(query).first() is not None:
+                conn.execute(_INSERT_AUDIT_EVENT, event)
+
+        await self._write_transaction("revoke the access token", revoke)
+
+    async def snapshot(
+        self, *, now: datetime, max_token_lifetime: timedelta | None = None
+    ) -> RevocationSnapshot:
+        """Revoked ``jti``s unexpired at ``now`` and revoked key subjects, in one query.
+
+        With ``max_token_lifetime``, keys revoked more than that before ``now`` are left
+        out: every token issued to them has expired.
+        """
+        if max_token_lifetime is None:
+            query, params = _ALL_REVOCATIONS, {"now": now}
+        else:
+            if max_token_lifetime < timedelta(0):
+                raise ValueError("max_token_lifetime may not be negative")
+            query = _RECENT_REVOCATIONS
+            params = {"now": now, "revoked_since": now - max_token_lifetime}
+        rows = await self._read("read revocations", lambda conn: conn.execute(query, params).all())
+        tokens: dict[str, int] = {}
+        subjects: dict[str, int] = {}
+        for kind, name, at in rows:
+            # Rounded up: every token issued in the second of revocation is refused too.
+            seconds = math.ceil(at.timestamp())
+            if kind == "token":
+                tokens[name] = seconds
+            else:
+                subjects[f"key:{name}"] = seconds
+        return RevocationSnapshot(tokens=tokens, subjects=subjects)
+
+
+class SQLAuditRepository(_Repository):
+    """The audit trail (`keyturn.storage.base.AuditRepository`)."""
+
+    async def record(self, event: AuditEvent) -> None:
+        """Append an event that goes with no other state change."""
+        params = _audit_params(event)
+        await self._write(
+            "record the audit event", lambda conn: conn.execute(_INSERT_AUDIT_EVENT, params)
+        )
+
+    async def list(
+        self,
+        *,
+        limit: int,
+        before: int | None = None,
+        action: str | None = None,
+        target_id: str | None = None,
+    ) -> builtins.list[StoredAuditEvent]:
+        """Events newest first, with ids below ``before``, optionally filtered."""
+        query = sa.select(audit_events).order_by(audit_events.c.id.desc()).limit(limit)
+        if before is not None:
+            query = query.where(audit_events.c.id < before)
+        if action is not None:
+            query = query.where(audit_events.c.action == action)
+        if target_id is not None:
+            query = query.where(audit_events.c.target_id == target_id)
+        rows = await self._read(
+            "read the audit trail", lambda conn: conn.execute(query).mappings().all()
+        )
+        return [_stored_audit_event(row) for row in rows]
+
+
+class SQLStorage:
+    """`keyturn.storage.base.Storage` on SQLite or PostgreSQL.
+
+    Build it from an engine made by `keyturn.storage.engine.create_engine` (the SQLite
+    transaction handling lives there), or with `SQLStorage.open`.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        if engine.dialect.name == "sqlite" and not has_sqlite_hooks(engine):
+            raise ValueError("create SQLite engines with keyturn.storage.engine.create_engine")
+        if engine.dialect.name not in ("sqlite", "postgresql"):
+            raise ValueError(f"unsupported database: {engine.dialect.name}")
+        self._engine = engine
+        lock = asyncio.Lock() if engine.dialect.name == "sqlite" else None
+        self._keys = SQLKeyRepository(engine, write_lock=lock)
+        self._refresh_tokens = SQLRefreshTokenRepository(engine, write_lock=lock)
+        self._signing_keys = SQLSigningKeyRepository(engine, write_lock=lock)
+        self._revocations = SQLRevocationRepository(engine, write_lock=lock)
+        self._audit = SQLAuditRepository(engine, write_lock=lock)
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        *,
+        migrate: bool = False,
+        pool_size: int = 10,
+        max_overflow: int = 10,
+        pool_timeout: float = 5.0,
+        statement_timeout: float | None = None,
+        echo: bool = False,
+    ) -> SQLStorage:
+        """Connect to ``url``; with ``migrate``, first bring the schema up to date.
+
+        Raises:
+            StorageUnavailableError: ``migrate`` was asked and the database is down.
+        """
+        engine = create_engine(
+            url,
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+            pool_timeout=pool_timeout,
+            statement_timeout=statement_timeout,
+            echo=echo,
+        )
+        if migrate:
+            try:
+                await upgrade_engine(engine)
+            except BaseException:
+                await engine.dispose()
+                raise
+        return cls(engine)
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The engine underneath (for health checks and tests)."""
+        return self._engine
+
+    @property
+    def keys(self) -> SQLKeyRepository:
+        """API keys."""
+        return self._keys
+
+    @property
+    def refresh_tokens(self) -> SQLRefreshTokenRepository:
+        """Refresh tokens."""
+        return self._refresh_tokens
+
+    @property
+    def signing_keys(self) -> SQLSigningKeyRepository:
+        """Signing keys."""
+        return self._signing_keys
+
+    @property
+    def revocations(self) -> SQLRevocationRepository:
+        """Revoked access tokens and revocation snapshots."""
+        return self._revocations
+
+    @property
+    def audit(self) -> SQLAuditRepository:
+        """The audit trail."""
+        return self._audit
+
+    async def ping(self) -> None:
+        """Round-trip to the database; `StorageUnavailableError` if it is down."""
+        autocommit_engine = autocommit(self._engine)
+        async with translate_errors("reach the database"), autocommit_engine.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+
+    async def close(self) -> None:
+        """Release every connection."""
+        await self._engine.dispose()
+
+
+if TYPE_CHECKING:
+    _conforms: type[Storage] = SQLStorage  # mypy checks SQLStorage against the Protocol
