@@ -1,0 +1,894 @@
+"""Keyturn's use cases: the one layer that both awaits storage and calls the core.
+
+`KeyturnService` registers, rotates and revokes API keys, trades keys for tokens,
+refreshes (legacy and rotating), manages the signing-key lifecycle and keeps the
+revocation state its verifier consults. It knows nothing of HTTP: the server, the CLI
+and the tests call it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+from keyturn.core.keywrap import KeyWrapper
+from keyturn.core.policy import ClaimsPolicy, Grant
+from keyturn.core.records import (
+    ApiKeyRecord,
+    AuditEvent,
+    RefreshTokenRecord,
+    SigningKeyRecord,
+    SigningKeyState,
+)
+from keyturn.core.refresh import RefreshDecision, decide_refresh
+from keyturn.core.revocation import RevocationList
+from keyturn.core.secrets import (
+    ParsedSecret,
+    Pepper,
+    SecretKind,
+    check_legacy_key,
+    generate_secret,
+    looks_generated,
+    parse_secret,
+)
+from keyturn.core.signing import DEFAULT_ALGORITHM, KeySet, SigningKey, VerificationKey
+from keyturn.core.tokens import (
+    DEFAULT_LEEWAY,
+    IssuedToken,
+    TokenVerifier,
+    VerifiedToken,
+    issue_access_token,
+)
+from keyturn.errors import (
+    InvalidGrantError,
+    InvalidTokenError,
+    MalformedSecretError,
+    NotFoundError,
+    PolicyViolation,
+    SigningKeyError,
+)
+from keyturn.storage.base import RevocationSnapshot, Storage
+
+__all__ = [
+    "MAX_ACCESS_TOKEN_LIFETIME",
+    "CreatedKey",
+    "KeyPage",
+    "KeyturnService",
+    "ServiceConfig",
+    "TokenPair",
+    "utc_now",
+]
+
+# One message for every bad credential, so responses cannot tell the cases apart (T-BF-01).
+_BAD_KEY: Final = "the API key is not valid"
+_BAD_REFRESH: Final = "the refresh token is not valid"
+#: Room for JWThenticator's 25-hour JWT_LEASE_TIME; Keyturn's default is 15 minutes.
+MAX_ACCESS_TOKEN_LIFETIME: Final = timedelta(days=2)
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware UTC (the service's default clock)."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceConfig:
+    """What the service needs to know; `keyturn.config.Settings` builds it.
+
+    Args:
+        issuer: the ``iss`` of every token, fixed by configuration (never the Host header).
+        audience: the ``aud`` of every token and the one the verifier requires.
+        access_token_lifetime: how long an access token lives.
+        refresh_token_lifetime: absolute lifetime of a rotating refresh-token family.
+        legacy_refresh_token_lifetime: lifetime of a JWThenticator (non-rotating) refresh token.
+        legacy_key_lifetime: expiry given to keys registered through ``register_key``.
+        key_rotation_grace: how long a rotated-out API key secret keeps working.
+        refresh_reuse_grace: a replay this soon after a rotation is refused without
+            revoking the family (concurrent or retried requests of the rightful client).
+        signing_algorithm: algorithm of newly generated signing keys.
+        signing_key_publish_delay: how long a new signing key is published before it signs
+            (at least the JWKS cache lifetime of every verifier).
+        leeway: clock skew tolerated by the verifier, in seconds.
+        last_used_resolution: ``last_used_at`` is written at most this often per key.
+    """
+
+    issuer: str = "http://localhost:8080"
+    audience: str = "keyturn"
+    access_token_lifetime: timedelta = timedelta(minutes=15)
+    refresh_token_lifetime: timedelta = timedelta(days=30)
+    legacy_refresh_token_lifetime: timedelta = timedelta(days=60)
+    legacy_key_lifetime: timedelta = timedelta(days=120)
+    key_rotation_grace: timedelta = timedelta(hours=24)
+    refresh_reuse_grace: timedelta = timedelta(seconds=10)
+    signing_algorithm: str = DEFAULT_ALGORITHM
+    signing_key_publish_delay: timedelta = timedelta(minutes=10)
+    leeway: int = DEFAULT_LEEWAY
+    last_used_resolution: timedelta = timedelta(minutes=1)
+
+    def __post_init__(self) -> None:
+        for name in (
+            "access_token_lifetime",
+            "refresh_token_lifetime",
+            "legacy_refresh_token_lifetime",
+            "legacy_key_lifetime",
+        ):
+            value = getattr(self, name)
+            if value <= timedelta(0):
+                raise ValueError(f"{name} must be positive")
+        if self.access_token_lifetime > MAX_ACCESS_TOKEN_LIFETIME:
+            raise ValueError("access_token_lifetime may be at most two days")
+        for name in ("key_rotation_grace", "refresh_reuse_grace", "signing_key_publish_delay"):
+            if getattr(self, name) < timedelta(0):
+                raise ValueError(f"{name} may not be negative")
+
+    @property
+    def access_lifetime_seconds(self) -> int:
+        """The access-token lifetime in whole seconds."""
+        return int(self.access_token_lifetime.total_seconds())
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedKey:
+    """A key just created or rotated: the secret is here once and never again."""
+
+    record: ApiKeyRecord
+    secret: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPage:
+    """One page of keys and the cursor of the next (None on the last page)."""
+
+    keys: list[ApiKeyRecord]
+    next_after: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPair:
+    """An access token and, unless a legacy refresh re-used one, a refresh token."""
+
+    access: IssuedToken
+    scopes: frozenset[str]
+    refresh_token: str | None = field(default=None, repr=False)
+    refresh_expires_at: datetime | None = None
+
+
+class KeyturnService:
+    """The domain operations over a `Storage`.
+
+    Call `start()` once before serving: it makes sure exactly one active signing key
+    exists and loads the key set and the revocation state.
+    """
+
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        pepper: Pepper,
+        key_wrapper: KeyWrapper,
+        config: ServiceConfig | None = None,
+        policy: ClaimsPolicy | None = None,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.storage = storage
+        self.config = config or ServiceConfig()
+        self.policy = policy or ClaimsPolicy.default()
+        self._pepper = pepper
+        self._key_wrapper = key_wrapper
+        self._clock = clock
+        self._signing_key: SigningKey | None = None
+        self.revocations = RevocationList()
+        self.verifier = TokenVerifier(
+            KeySet(),
+            issuer=self.config.issuer,
+            audience=self.config.audience,
+            leeway=self.config.leeway,
+            max_lifetime=self.config.access_lifetime_seconds,
+            revocation=self.revocations,
+            clock=lambda: self._clock().timestamp(),
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Ensure one active signing key exists, then load keys and revocations."""
+        await self.ensure_signing_key()
+        await self.reload_revocations()
+
+    @property
+    def key_set(self) -> KeySet:
+        """The keys currently trusted and published."""
+        keys = self.verifier.keys
+        return keys if isinstance(keys, KeySet) else KeySet()
+
+    def jwks(self) -> dict[str, Any]:
+        """The public JWK Set to publish."""
+        return dict(self.key_set.jwks())
+
+    async def maintain(self) -> None:
+        """Periodic upkeep: activate due signing keys, drop expired state, reload caches."""
+        now = self._clock()
+        await self.activate_due_signing_keys()
+        await self.storage.signing_keys.delete_unpublished(now=now)
+        await self.storage.refresh_tokens.delete_expired(before=now)
+        await self.reload_signing_keys()
+        await self.reload_revocations()
+
+    # -- API keys ----------------------------------------------------------------------
+
+    async def create_key(
+        self,
+        *,
+        identifier: str | None = None,
+        name: str | None = None,
+        roles: Iterable[str] = (),
+        scopes: Iterable[str] | None = None,
+        extra_claims: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        expires_at: datetime | None = None,
+        actor: str | None = None,
+        request_id: str | None = None,
+    ) -> CreatedKey:
+        """Create a generated API key; its secret is returned once and stored hashed.
+
+        Roles, scopes and extra claims are checked against the claims policy now, so a
+        key can never hold what the policy forbids.
+
+        Raises:
+            PolicyViolation: a role, scope or claim the policy does not allow.
+        """
+        now = self._clock()
+        if expires_at is not None and expires_at <= now:
+            raise PolicyViolation("expires_at", expires_at.isoformat(), "must be in the future")
+        roles, scopes = tuple(roles), None if scopes is None else tuple(sorted(set(scopes)))
+        self.policy.build_claims(
+            roles=roles or None,
+            requested_scopes=scopes,
+            key_scopes=scopes,
+            extras=extra_claims,
+        )
+        secret = generate_secret(SecretKind.API_KEY)
+        record = ApiKeyRecord(
+            id=secret.id,
+            key_hash=self._pepper.hash(secret.value, SecretKind.API_KEY),
+            created_at=now,
+            identifier=identifier,
+            name=name,
+            roles=roles,
+            scopes=scopes,
+            extra_claims=dict(extra_claims or {}),
+            metadata=dict(metadata or {}),
+            expires_at=expires_at,
+        )
+        await self.storage.keys.add(
+            record, audit=self._audit("key.created", record.id, actor, request_id, now)
+        )
+        return CreatedKey(record=record, secret=secret.value)
+
+    async def register_key(
+        self,
+        key: str,
+        identifier: str,
+        *,
+        actor: str | None = None,
+        request_id: str | None = None,
+    ) -> ApiKeyRecord:
+        """Register a caller-chosen key (JWThenticator ``/register_key``).
+
+        A second registration of the same key with the same identifier renews its expiry.
+
+        Raises:
+            MalformedSecretError: the key is empty, too long, or uses a Keyturn prefix.
+            ConflictError: the key is registered to another identifier, or was revoked.
+        """
+        now = self._clock()
+        check_legacy_key(key)
+        record = ApiKeyRecord(
+            id=generate_secret(SecretKind.API_KEY).id,
+            key_hash=self._pepper.hash(key, SecretKind.API_KEY),
+            created_at=now,
+            identifier=identifier,
+            legacy=True,
+            expires_at=now + self.config.legacy_key_lifetime,
+        )
+        audit = self._audit("key.registered", record.id, actor, request_id, now)
+        return await self.storage.keys.register_legacy(record, audit=audit)
+
+    async def is_key_registered(self, key: str) -> bool:
+        """Tell whether ``key`` is a usable registered key (JWThenticator semantics)."""
+        try:
+            record = await self._find_key(key, self._clock())
+        except InvalidGrantError:
+            return False
+        return record is not None
+
+    async def get_key(self, key_id: str) -> ApiKeyRecord:
+        """Return the key with this id.
+
+        Raises:
+            NotFoundError: no such key.
+        """
+        record = await self.storage.keys.get(key_id)
+        if record is None:
+            raise NotFoundError(f"no API key with id {key_id!r}")
+        return record
+
+    async def list_keys(
+        self,
+        *,
+        limit: int = 50,
+        after: str | None = None,
+        identifier: str | None = None,
+        include_revoked: bool = True,
+    ) -> KeyPage:
+        """One page of keys ordered by id; pass ``next_after`` back for the next page."""
+        if not 1 <= limit <= 1000:
+            raise PolicyViolation("limit", limit, "must be between 1 and 1000")
+        rows = await self.storage.keys.list(
+            limit=limit + 1, after=after, identifier=identifier, include_revoked=include_revoked
+        )
+        page = rows[:limit]
+        return KeyPage(keys=page, next_after=page[-1].id if len(rows) > limit else None)
+
+    async def revoke_key(
+        self,
+        key_id: str,
+        *,
+        reason: str = "",
+        actor: str | None = None,
+        request_id: str | None = None,
+    ) -> ApiKeyRecord:
+        """Revoke a key: its refresh tokens die with it, and so do its access tokens here.
+
+        Raises:
+            NotFoundError: no such key.
+        """
+        now = self._clock()
+        audit = self._audit("key.revoked", key_id, actor, request_id, now, reason=reason)
+        record = await self.storage.keys.revoke(key_id, at=now, reason=reason, audit=audit)
+        if record is None:
+            raise NotFoundError(f"no API key with id {key_id!r}")
+        assert record.revoked_at is not None  # noqa: S101 -- revoke() sets it
+        self.revocations.revoke_subject(record.subject, at=int(record.revoked_at.timestamp()))
+        return record
+
+    async def rotate_key(
+        self,
+        key_id: str,
+        *,
+        grace: timedelta | None = None,
+        actor: str | None = None,
+        request_id: str | None = None,
+    ) -> CreatedKey:
+        """Give a key a new secret; the old one keeps working for ``grace``.
+
+        Raises:
+            NotFoundError: no such usable key (unknown, revoked or expired).
+        """
+        now = self._clock()
+        grace = self.config.key_rotation_grace if grace is None else grace
+        try:
+            # The key keeps its id (every id is 16 base62 characters): logs stay joined.
+            secret = generate_secret(SecretKind.API_KEY, secret_id=key_id)
+        except ValueError as exc:
+            raise NotFoundError(f"no usable API key with id {key_id!r}") from exc
+        record = await self.storage.keys.rotate(
+            key_id,
+            new_hash=self._pepper.hash(secret.value, SecretKind.API_KEY),
+            grace_until=now + grace,
+            audit=self._audit(
+                "key.rotated",
+                key_id,
+                actor,
+                request_id,
+                now,
+                grace_seconds=int(grace.total_seconds()),
+            ),
+        )
+        if record is None:
+            raise NotFoundError(f"no usable API key with id {key_id!r}")
+        return CreatedKey(record=record, secret=secret.value)
+
+    async def expire_key(
+        self,
+        key_id: str,
+        *,
+        at: datetime | None = None,
+        actor: str | None = None,
+        request_id: str | None = None,
+    ) -> ApiKeyRecord:
+        """Set a key's expiry (now by default): it stops authenticating from then on.
+
+        Raises:
+            NotFoundError: no such key.
+        """
+        now = self._clock()
+        when = now if at is None else at
+        record = await self.storage.keys.set_expiry(
+            key_id,
+            expires_at=when,
+            audit=self._audit(
+                "key.expiry_set", key_id, actor, request_id, now, expires_at=when.isoformat()
+            ),
+        )
+        if record is None:
+            raise NotFoundError(f"no API key with id {key_id!r}")
+        return record
+
+    # -- tokens ------------------------------------------------------------------------
+
+    async def authenticate(
+        self,
+        key: str,
+        *,
+        identifier: str | None = None,
+        scopes: Iterable[str] | None = None,
+        rotating: bool = True,
+        request_id: str | None = None,
+    ) -> TokenPair:
+        """Trade an API key for an access token and a refresh token.
+
+        ``rotating`` False issues a legacy (JWThenticator) refresh token that is reused
+        instead of rotated. When the key was registered with an identifier, ``identifier``
+        must match it; a mismatch fails exactly like an unknown key.
+
+        Raises:
+            InvalidGrantError: unknown, malformed, expired or revoked key, or wrong identifier.
+            PolicyViolation: a requested scope the key or the policy does not allow.
+        """
+        now = self._clock()
+        record = await self._find_key(key, now)
+        if record is None or (identifier is not None and identifier != record.identifier):
+            raise InvalidGrantError(_BAD_KEY)
+        grant = self.policy.build_claims(
+            roles=record.roles or None,
+            requested_scopes=scopes,
+            key_scopes=record.scopes,
+            extras=record.extra_claims,
+        )
+        access = self._issue(record, grant, now)
+        secret = generate_secret(SecretKind.REFRESH_TOKEN)
+        lifetime = (
+            self.config.refresh_token_lifetime
+            if rotating
+            else self.config.legacy_refresh_token_lifetime
+        )
+        refresh = RefreshTokenRecord(
+            id=secret.id,
+            family_id=secret.id,
+            token_hash=self._pepper.hash(secret.value, SecretKind.REFRESH_TOKEN),
+            subject=record.subject,
+            scope=tuple(sorted(grant.scopes)),
+            created_at=now,
+            expires_at=now + lifetime,
+            rotating=rotating,
+            key_id=record.id,
+            identifier=record.identifier,
+        )
+        await self.storage.refresh_tokens.add(
+            refresh,
+            audit=self._audit(
+                "token.issued",
+                record.id,
+                record.subject,
+                request_id,
+                now,
+                jti=access.jti,
+                refresh_token_id=refresh.id,
+                rotating=rotating,
+            ),
+        )
+        await self._touch(record, now)
+        return TokenPair(
+            access=access,
+            scopes=grant.scopes,
+            refresh_token=secret.value,
+            refresh_expires_at=refresh.expires_at,
+        )
+
+    async def refresh(
+        self,
+        refresh_token: str,
+        *,
+        identifier: str | None = None,
+        scopes: Iterable[str] | None = None,
+        request_id: str | None = None,
+    ) -> TokenPair:
+        """Trade a refresh token for a new access token (and, if rotating, a successor).
+
+        RFC 9700 §4.14.2: presenting a rotated-out token again after the grace window
+        revokes its whole family.
+
+        Raises:
+            InvalidGrantError: unknown, expired, revoked or reused token, wrong identifier,
+                or its key is no longer usable.
+            PolicyViolation: a scope beyond the original grant (RFC 6749 §6).
+        """
+        now = self._clock()
+        parsed = _parse_or_invalid(refresh_token, SecretKind.REFRESH_TOKEN, _BAD_REFRESH)
+        found = await self.storage.refresh_tokens.find_with_key(
+            self._pepper.hash(parsed.value, SecretKind.REFRESH_TOKEN)
+        )
+        if found is None:
+            raise InvalidGrantError(_BAD_REFRESH)
+        record, key = found
+        if (
+            key is None
+            or not key.is_usable(now)
+            or (identifier is not None and identifier != record.identifier)
+        ):
+            raise InvalidGrantError(_BAD_REFRESH)
+        decision = decide_refresh(record, now=now, grace=self.config.refresh_reuse_grace)
+        if decision is RefreshDecision.REUSE_DETECTED:
+            await self.storage.refresh_tokens.revoke_family(
+                record.family_id,
+                at=now,
+                audit=self._audit(
+                    "refresh.reuse_detected",
+                    key.id,
+                    record.subject,
+                    request_id,
+                    now,
+                    family_id=record.family_id,
+                    refresh_token_id=record.id,
+                    outcome="failure",
+                ),
+            )
+            raise InvalidGrantError(_BAD_REFRESH)
+        if decision not in (RefreshDecision.ROTATE, RefreshDecision.REUSE_LEGACY):
+            raise InvalidGrantError(_BAD_REFRESH)
+        grant = self._refresh_grant(record, key, scopes)
+        access = self._issue(key, grant, now)
+        if decision is RefreshDecision.REUSE_LEGACY:
+            return TokenPair(access=access, scopes=grant.scopes)
+        secret = generate_secret(SecretKind.REFRESH_TOKEN)
+        successor = RefreshTokenRecord(
+            id=secret.id,
+            family_id=record.family_id,
+            parent_id=record.id,
+            token_hash=self._pepper.hash(secret.value, SecretKind.REFRESH_TOKEN),
+            subject=record.subject,
+            scope=record.scope,  # the family keeps its original grant; narrowing is per token
+            created_at=now,
+            expires_at=record.expires_at,  # absolute: rotation never extends a family
+            rotating=True,
+            key_id=record.key_id,
+            identifier=record.identifier,
+        )
+        rotated = await self.storage.refresh_tokens.rotate(
+            record.id,
+            successor,
+            now=now,
+            audit=self._audit(
+                "token.refreshed",
+                key.id,
+                record.subject,
+                request_id,
+                now,
+                jti=access.jti,
+                refresh_token_id=successor.id,
+                parent_id=record.id,
+                family_id=record.family_id,
+            ),
+        )
+        if not rotated:  # another request rotated it first: a concurrent replay
+            raise InvalidGrantError(_BAD_REFRESH)
+        return TokenPair(
+            access=access,
+            scopes=grant.scopes,
+            refresh_token=secret.value,
+            refresh_expires_at=successor.expires_at,
+        )
+
+    async def revoke_token(
+        self, token: str, *, actor: str | None = None, request_id: str | None = None
+    ) -> bool:
+        """Revoke a refresh token (its whole family) or an access token (by ``jti``).
+
+        RFC 7009 §2.2: an unknown or invalid token is not an error; returns False.
+        """
+        now = self._clock()
+        if looks_generated(token):
+            try:
+                parsed = parse_secret(token, SecretKind.REFRESH_TOKEN)
+            except MalformedSecretError:
+                return False
+            found = await self.storage.refresh_tokens.find_with_key(
+                self._pepper.hash(parsed.value, SecretKind.REFRESH_TOKEN)
+            )
+            if found is None:
+                return False
+            record = found[0]
+            revoked = await self.storage.refresh_tokens.revoke_family(
+                record.family_id,
+                at=now,
+                audit=self._audit(
+                    "refresh.revoked",
+                    record.key_id,
+                    actor or record.subject,
+                    request_id,
+                    now,
+                    family_id=record.family_id,
+                ),
+            )
+            return revoked > 0
+        try:
+            verified = self.verifier.verify(token)
+        except InvalidTokenError:
+            return False
+        expires_at = datetime.fromtimestamp(verified.expires_at, UTC)
+        await self.storage.revocations.revoke_access_token(
+            verified.jti,
+            expires_at=expires_at,
+            audit=self._audit(
+                "token.revoked",
+                verified.client_id,
+                actor or verified.subject,
+                request_id,
+                now,
+                jti=verified.jti,
+            ),
+        )
+        self.revocations.revoke_token(verified.jti, expires_at=verified.expires_at)
+        return True
+
+    def validate(self, token: str, *, required_scopes: Iterable[str] = ()) -> VerifiedToken:
+        """Verify an access token against the current keys and revocation state.
+
+        Raises:
+            InvalidTokenError: the token is not valid.
+            InsufficientScopeError: a required scope is missing.
+        """
+        return self.verifier.verify(token, required_scopes=required_scopes)
+
+    async def reload_revocations(self) -> RevocationSnapshot:
+        """Replace the in-memory revocation state with what storage holds now."""
+        snapshot = await self.storage.revocations.snapshot(
+            now=self._clock(),
+            # A subject revoked longer ago than this has no unexpired token left.
+            max_token_lifetime=self.config.access_token_lifetime
+            + timedelta(seconds=self.config.leeway),
+        )
+        self.revocations.replace(tokens=snapshot.tokens, subjects=snapshot.subjects)
+        return snapshot
+
+    # -- signing keys ------------------------------------------------------------------
+
+    async def ensure_signing_key(self) -> None:
+        """Create the first active signing key if there is none, then load the key set.
+
+        Safe when several instances start together on an empty database: storage lets
+        exactly one ACTIVE key in, and the others load it.
+        """
+        records = await self.storage.signing_keys.list()
+        if not any(r.state is SigningKeyState.ACTIVE for r in records):
+            now = self._clock()
+            key = SigningKey.generate(self.config.signing_algorithm)
+            await self.storage.signing_keys.add(
+                self._signing_record(key, SigningKeyState.ACTIVE, now, activated_at=now),
+                audit=self._audit(
+                    "signing_key.created", key.kid, None, None, now, alg=key.alg, state="active"
+                ),
+            )
+        await self.reload_signing_keys()
+
+    async def import_signing_key(
+        self, key: SigningKey, *, actor: str | None = None, request_id: str | None = None
+    ) -> bool:
+        """Make a key supplied by the operator (e.g. JWThenticator's RSA key) the active one.
+
+        Idempotent: a key already stored changes nothing and returns False. Otherwise it
+        is stored pending and activated at once (the previous active key is retired and
+        stays published until its tokens expire).
+        """
+        records = await self.storage.signing_keys.list()
+        if any(record.kid == key.kid for record in records):
+            return False
+        now = self._clock()
+        state = (
+            SigningKeyState.PENDING
+            if any(r.state is SigningKeyState.ACTIVE for r in records)
+            else SigningKeyState.ACTIVE
+        )
+        added = await self.storage.signing_keys.add(
+            self._signing_record(
+                key, state, now, activated_at=now if state is SigningKeyState.ACTIVE else None
+            ),
+            audit=self._audit("signing_key.imported", key.kid, actor, request_id, now, alg=key.alg),
+        )
+        if added and state is SigningKeyState.PENDING:
+            await self._activate(key.kid, now, actor, request_id)
+        await self.reload_signing_keys()
+        return added
+
+    async def reload_signing_keys(self) -> KeySet:
+        """Load the published keys (pending, active, retired-but-published) from storage."""
+        now = self._clock()
+        records = await self.storage.signing_keys.list()
+        active: SigningKey | None = None
+        published: list[VerificationKey] = []
+        for record in records:
+            if record.publish_until is not None and record.publish_until <= now:
+                continue
+            if record.state is SigningKeyState.ACTIVE:
+                active = self._unseal(record)
+            else:
+                published.append(VerificationKey.from_jwk(record.public_jwk))
+        key_set = KeySet(signing_key=active, verification_keys=tuple(published))
+        self._signing_key = active
+        self.verifier.set_keys(key_set)
+        return key_set
+
+    async def rotate_signing_key(
+        self,
+        *,
+        immediately: bool = False,
+        algorithm: str | None = None,
+        actor: str | None = None,
+        request_id: str | None = None,
+    ) -> str:
+        """Start a signing-key rotation and return the new ``kid``.
+
+        The new key is published at once and starts signing once it has been in the
+        JWKS for ``signing_key_publish_delay`` (`activate_due_signing_keys`), so no
+        verifier meets a ``kid`` it could not have fetched. ``immediately`` skips the
+        wait (an emergency: verifiers refetch their JWKS on the unknown ``kid``).
+        """
+        now = self._clock()
+        key = SigningKey.generate(algorithm or self.config.signing_algorithm)
+        await self.storage.signing_keys.add(
+            self._signing_record(key, SigningKeyState.PENDING, now),
+            audit=self._audit(
+                "signing_key.created", key.kid, actor, request_id, now, alg=key.alg, state="pending"
+            ),
+        )
+        if immediately:
+            await self._activate(key.kid, now, actor, request_id)
+        await self.reload_signing_keys()
+        return key.kid
+
+    async def activate_due_signing_keys(self) -> list[str]:
+        """Activate pending keys that have been published long enough; return their kids."""
+        now = self._clock()
+        due = [
+            r
+            for r in await self.storage.signing_keys.list()
+            if r.state is SigningKeyState.PENDING
+            and r.created_at + self.config.signing_key_publish_delay <= now
+        ]
+        activated = []
+        for record in due[-1:]:  # the newest due key wins; older pending ones stay published
+            if await self._activate(record.kid, now, None, None):
+                activated.append(record.kid)
+        if activated:
+            await self.reload_signing_keys()
+        return activated
+
+    async def _activate(
+        self, kid: str, now: datetime, actor: str | None, request_id: str | None
+    ) -> bool:
+        # A retired key stays published until every token it signed has expired.
+        publish_until = (
+            now + self.config.access_token_lifetime + timedelta(seconds=self.config.leeway)
+        )
+        return await self.storage.signing_keys.activate(
+            kid,
+            at=now,
+            retired_publish_until=publish_until,
+            audit=self._audit("signing_key.activated", kid, actor, request_id, now),
+        )
+
+    # -- helpers -----------------------------------------------------------------------
+
+    async def _find_key(self, key: str, now: datetime) -> ApiKeyRecord | None:
+        """Find a usable key by its secret; malformed keys never reach storage."""
+        if looks_generated(key):
+            value = _parse_or_invalid(key, SecretKind.API_KEY, _BAD_KEY).value
+        else:
+            try:
+                value = check_legacy_key(key)
+            except MalformedSecretError as exc:
+                raise InvalidGrantError(_BAD_KEY) from exc
+        record = await self.storage.keys.find_by_hash(
+            self._pepper.hash(value, SecretKind.API_KEY), now=now
+        )
+        return record if record is not None and record.is_usable(now) else None
+
+    def _refresh_grant(
+        self, record: RefreshTokenRecord, key: ApiKeyRecord, scopes: Iterable[str] | None
+    ) -> Grant:
+        original = frozenset(record.scope)
+        if scopes is not None:
+            wanted = frozenset(scopes)
+            beyond = wanted - original
+            if beyond:
+                # RFC 6749 §6: a refresh may narrow the grant, never widen it (T-RT-05).
+                raise PolicyViolation(
+                    "scope", " ".join(sorted(beyond)), "not part of the original grant"
+                )
+        else:
+            wanted = original if key.scopes is None else original & frozenset(key.scopes)
+        return self.policy.build_claims(
+            roles=key.roles or None,
+            requested_scopes=wanted,
+            key_scopes=key.scopes,
+            extras=key.extra_claims,
+        )
+
+    def _issue(self, key: ApiKeyRecord, grant: Grant, now: datetime) -> IssuedToken:
+        if self._signing_key is None:
+            raise SigningKeyError("no active signing key; call start() first")
+        return issue_access_token(
+            self._signing_key,
+            issuer=self.config.issuer,
+            audience=self.config.audience,
+            subject=key.subject,
+            client_id=key.id,
+            now=int(now.timestamp()),
+            lifetime=self.config.access_lifetime_seconds,
+            scopes=grant.scopes,
+            identifier=key.identifier,
+            extra_claims=grant.claims,
+        )
+
+    async def _touch(self, record: ApiKeyRecord, now: datetime) -> None:
+        last = record.last_used_at
+        if last is None or now - last >= self.config.last_used_resolution:
+            await self.storage.keys.mark_used(record.id, at=now)
+
+    def _signing_record(
+        self,
+        key: SigningKey,
+        state: SigningKeyState,
+        now: datetime,
+        activated_at: datetime | None = None,
+    ) -> SigningKeyRecord:
+        return SigningKeyRecord(
+            kid=key.kid,
+            alg=key.alg,
+            public_jwk=dict(key.verification_key.to_jwk()),
+            sealed_private_key=self._key_wrapper.seal(key.kid, key.private_pem()),
+            state=state,
+            created_at=now,
+            activated_at=activated_at,
+        )
+
+    def _unseal(self, record: SigningKeyRecord) -> SigningKey:
+        key = SigningKey.from_pem(
+            self._key_wrapper.open(record.kid, record.sealed_private_key), alg=record.alg
+        )
+        if key.kid != record.kid:
+            raise SigningKeyError(f"stored signing key {record.kid!r} does not match its kid")
+        return key
+
+    @staticmethod
+    def _audit(
+        action: str,
+        target_id: str | None,
+        actor: str | None,
+        request_id: str | None,
+        now: datetime,
+        *,
+        outcome: str = "success",
+        **detail: Any,
+    ) -> AuditEvent:
+        target_type = action.split(".", 1)[0]
+        return AuditEvent(
+            at=now,
+            action=action,
+            outcome=outcome,
+            actor=actor,
+            target_type=target_type,
+            target_id=target_id,
+            request_id=request_id,
+            detail=detail,
+        )
+
+
+def _parse_or_invalid(value: str, kind: SecretKind, message: str) -> ParsedSecret:
+    try:
+        return parse_secret(value, kind)
+    except MalformedSecretError as exc:
+        raise InvalidGrantError(message) from exc
