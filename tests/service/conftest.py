@@ -27,8 +27,7 @@ def clock() -> FakeClock:
 def make_service(storage: Storage, clock: FakeClock, **config: object) -> KeyturnService:
     """A service over ``storage`` with the suite's pepper, KEK and config overrides."""
     settings = ServiceConfig(**{**_config_fields(CONFIG), **config})  # type: ignore[arg-type]
-    return KeyturnService(storage, pepper=PEPPER, key_wrapper=WRAPPER, config=settings,
-                          clock=clock)
+    return KeyturnService(storage, pepper=PEPPER, key_wrapper=WRAPPER, config=settings, clock=clock)
 
 
 def _config_fields(config: ServiceConfig) -> dict[str, object]:

@@ -383,8 +383,15 @@ async def test_every_state_change_is_audited_without_secrets(
         "key.revoked",
     ]
     text = repr([e.event for e in events])
-    secrets = [created.secret, rotated.secret, "legacy-secret-value", pair.refresh_token,
-               second.refresh_token, pair.access.token, second.access.token]
+    secrets = [
+        created.secret,
+        rotated.secret,
+        "legacy-secret-value",
+        pair.refresh_token,
+        second.refresh_token,
+        pair.access.token,
+        second.access.token,
+    ]
     for secret in secrets:
         assert secret is not None
         assert secret not in text
