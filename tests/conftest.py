@@ -7,18 +7,16 @@ from collections.abc import Iterator
 
 import pytest
 
+from keyturn.config import LEGACY_VARIABLES
+
 pytest_plugins = ["tests.storage_fixtures"]
 
 
 @pytest.fixture(autouse=True)
 def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test starts without KEYTURN_* (and legacy JWThenticator) settings."""
-    legacy = {"PORT", "URL_PREFIX", "DISABLE_EXTERNAL_API", "DISABLE_INTERNAL_API",
-              "JWT_LEASE_TIME", "JWT_AUDIENCE", "KEY_EXPIRY", "REFRESH_TOKEN_EXPIRY",
-              "RSA_PRIVATE_KEY", "RSA_PRIVATE_KEY_PATH", "DB_USER", "DB_PASS", "DB_HOST",
-              "DB_NAME"}
     for name in list(os.environ):
-        if name.startswith("KEYTURN_") or name in legacy:
+        if name.startswith("KEYTURN_") or name in LEGACY_VARIABLES:
             monkeypatch.delenv(name)
 
 

@@ -1,17 +1,27 @@
 """The ``keyturn`` command line (typer).
 
 Commands print for people by default and for scripts with ``--json``. Secrets are shown
-only where the command exists to create one, and only once.
+only where the command exists to create one, and only once; key hashes, the pepper and
+the KEK never. Errors are one ``error: ...`` line on standard error, never a traceback:
+exit code 1 when the operation failed (unknown id, database down), 2 when the settings
+or the command line are invalid.
+
+The server, storage and settings are imported inside the commands that need them, so
+``keyturn --help`` stays fast.
 """
 
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 import os
+import re
 import sys
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
@@ -19,11 +29,17 @@ from keyturn.__about__ import __version__
 from keyturn.core.secrets import SecretKind, generate_secret
 from keyturn.core.signing import DEFAULT_ALGORITHM, SUPPORTED_ALGORITHMS, SigningKey
 from keyturn.core.tokens import peek_unverified_claims
-from keyturn.errors import KeyturnError
-from keyturn.storage.engine import default_sqlite_url, normalize_url
-from keyturn.storage.migrate import current_revision, head_revision, upgrade
+from keyturn.errors import KeyturnError, StorageUnavailableError
+
+if TYPE_CHECKING:
+    from keyturn.config import Settings
+    from keyturn.core.records import ApiKeyRecord, SigningKeyRecord
+    from keyturn.server.state import KeyturnState
+    from keyturn.service import CreatedKey, KeyPage
 
 __all__ = ["app", "main"]
+
+_T = TypeVar("_T")
 
 app = typer.Typer(
     name="keyturn",
@@ -32,13 +48,15 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 token_app = typer.Typer(help="Look at access tokens.", no_args_is_help=True)
-signing_keys_app = typer.Typer(help="Create and inspect signing keys.", no_args_is_help=True)
-keys_app = typer.Typer(help="Create API keys.", no_args_is_help=True)
+signing_keys_app = typer.Typer(help="Generate, list and rotate signing keys.", no_args_is_help=True)
+keys_app = typer.Typer(help="Create, list, show, rotate and revoke API keys.", no_args_is_help=True)
 db_app = typer.Typer(help="Create and upgrade the database schema.", no_args_is_help=True)
+config_app = typer.Typer(help="Show the effective configuration.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 app.add_typer(signing_keys_app, name="signing-keys")
 app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
+app.add_typer(config_app, name="config")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 DatabaseUrlOption = Annotated[
@@ -47,7 +65,8 @@ DatabaseUrlOption = Annotated[
         "--database-url",
         envvar="KEYTURN_DATABASE_URL",
         show_envvar=True,
-        help="SQLite or PostgreSQL URL [default: keyturn.db in the data directory].",
+        help="SQLite or PostgreSQL URL (default: JWThenticator's DB_* variables if set, "
+        "else keyturn.db in the data directory).",
     ),
 ]
 DataDirOption = Annotated[
@@ -59,7 +78,27 @@ DataDirOption = Annotated[
         help="Where the default SQLite database lives (created with mode 0700).",
     ),
 ]
+KeyIdArgument = Annotated[str, typer.Argument(help="The key's id (as `keys list` shows it).")]
 DEFAULT_DATA_DIR = Path(".keyturn")
+_ONCE_WARNING = "warning: this is the only time the key is shown; store it now."
+# The admin API's limits (keyturn.server.models): RFC 6749 §3.3 scope-token characters.
+_SCOPE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,128}")
+_ROLE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+_LABEL = re.compile(r".{0,200}", re.DOTALL)
+
+
+class _CommandError(Exception):
+    """A command failed in a way the user can act on: a message and an exit code."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+
+
+def _fail(message: str, exit_code: int = 1) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(exit_code)
 
 
 def _emit(data: dict[str, Any], as_json: bool) -> None:
@@ -70,6 +109,24 @@ def _emit(data: dict[str, Any], as_json: bool) -> None:
     for name, value in data.items():
         shown = json.dumps(value) if isinstance(value, dict | list) else value
         typer.echo(f"{name:<{width}}  {shown}")
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [
+        max([len(header)] + [len(row[i]) for row in rows]) for i, header in enumerate(headers)
+    ]
+    for line in (headers, *rows):
+        typer.echo(
+            "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        )
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.astimezone(UTC).isoformat()
+
+
+def _short(value: datetime | None) -> str:
+    return "-" if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%MZ")
 
 
 def _version_callback(value: bool) -> None:
@@ -91,6 +148,9 @@ def _root(
     ] = False,
 ) -> None:
     """Keyturn: turn API keys into short-lived, signed JWTs."""
+
+
+# -- offline commands --------------------------------------------------------------------
 
 
 @token_app.command("inspect")
@@ -158,13 +218,30 @@ def keys_generate(as_json: JsonOption = False) -> None:
     _emit({"id": secret.id, "key": secret.value}, as_json)
 
 
+# -- database schema ---------------------------------------------------------------------
+
+
 def _database_url(database_url: str | None, data_dir: Path) -> str:
-    return database_url or default_sqlite_url(data_dir)
+    """The option (or ``KEYTURN_DATABASE_URL``), else JWThenticator's ``DB_*``, else SQLite."""
+    from keyturn.config import legacy_overrides  # noqa: PLC0415 -- keeps `--help` fast
+    from keyturn.storage.engine import default_sqlite_url  # noqa: PLC0415
+
+    if database_url:
+        return database_url
+    legacy: str | None = legacy_overrides(os.environ).get("database_url")
+    return legacy or default_sqlite_url(data_dir)
 
 
 def _shown_url(url: str) -> str:
     """The URL without its password, fit to print."""
-    return normalize_url(url).render_as_string(hide_password=True)
+    from sqlalchemy.exc import ArgumentError  # noqa: PLC0415 -- keeps `--help` fast
+
+    from keyturn.storage.engine import normalize_url  # noqa: PLC0415
+
+    try:
+        return normalize_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):  # unparsable: never echo it, it may hold a password
+        return "the configured database"
 
 
 @db_app.command("upgrade")
@@ -175,12 +252,14 @@ def db_upgrade(
     as_json: JsonOption = False,
 ) -> None:
     """Create the database schema, or upgrade it to this version of Keyturn."""
+    from keyturn.storage.migrate import current_revision, head_revision, upgrade  # noqa: PLC0415
+
     url = _database_url(database_url, data_dir)
     try:
         asyncio.run(upgrade(url, revision))
         current = asyncio.run(current_revision(url))
     except KeyturnError as exc:
-        typer.echo(f"error: {exc.message}", err=True)
+        typer.echo(f"error: {exc.message} ({_shown_url(url)})", err=True)
         raise typer.Exit(1) from exc
     _emit({"database": _shown_url(url), "revision": current, "head": head_revision()}, as_json)
 
@@ -192,13 +271,433 @@ def db_current(
     as_json: JsonOption = False,
 ) -> None:
     """Print the schema revision of the database (none for an empty one) and the newest."""
+    from keyturn.storage.migrate import current_revision, head_revision  # noqa: PLC0415
+
     url = _database_url(database_url, data_dir)
     try:
         current = asyncio.run(current_revision(url))
     except KeyturnError as exc:
-        typer.echo(f"error: {exc.message}", err=True)
+        typer.echo(f"error: {exc.message} ({_shown_url(url)})", err=True)
         raise typer.Exit(1) from exc
     _emit({"database": _shown_url(url), "revision": current, "head": head_revision()}, as_json)
+
+
+# -- settings and the state the online commands share -------------------------------------
+
+
+def _settings(**overrides: Any) -> Settings:
+    """`Settings.from_environment`, or exit 2 naming the invalid settings."""
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    from keyturn.config import Settings  # noqa: PLC0415 -- keeps `keyturn --help` fast
+
+    try:
+        return Settings.from_environment(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        # hide_input_in_errors: the message names fields, never their (secret) values.
+        typer.echo(f"error: invalid settings:\n{exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _actor() -> str:
+    """Who the audit trail names for a change made here."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (OSError, KeyError):  # no login name in some containers
+        return "cli"
+
+
+async def _with_state(settings: Settings, operation: Callable[[KeyturnState], Awaitable[_T]]) -> _T:
+    from sqlalchemy.exc import ArgumentError  # noqa: PLC0415
+
+    from keyturn.server.state import KeyturnState  # noqa: PLC0415
+    from keyturn.server_secrets import ServerSecretsError  # noqa: PLC0415
+
+    try:
+        state = await KeyturnState.open(settings, background=False)
+    except ServerSecretsError as exc:
+        raise _CommandError(f"invalid settings: {exc.message}", 2) from exc
+    except ImportError as exc:  # a URL whose driver is not installed (asyncpg is an extra)
+        raise _CommandError(
+            f"invalid settings: no driver for the database URL ({exc.msg}); PostgreSQL "
+            "needs `pip install 'keyturn[postgres]'`",
+            2,
+        ) from exc
+    except (ArgumentError, ValueError, OSError) as exc:
+        # An unusable database URL or an unreadable or malformed policy file.
+        raise _CommandError(f"invalid settings: {exc}", 2) from exc
+    try:
+        return await operation(state)
+    finally:
+        await state.close()
+
+
+def _run(operation: Callable[[KeyturnState], Awaitable[_T]]) -> _T:
+    """Open Keyturn's state from the environment, run ``operation`` on it, close it.
+
+    The same storage, secrets and policy the server uses, without its background tasks.
+    """
+    from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415
+
+    settings = _settings()
+    try:
+        return asyncio.run(_with_state(settings, operation))
+    except _CommandError as exc:
+        _fail(exc.message, exc.exit_code)
+    except StorageUnavailableError as exc:
+        _fail(
+            f"{exc.message} ({_shown_url(settings.resolved_database_url)}); check that it is "
+            "running and reachable, and that `keyturn db upgrade` has been run"
+        )
+    except KeyturnError as exc:
+        _fail(exc.message)
+    except SQLAlchemyError as exc:
+        # Bound parameters are hidden by the engine, but statements are not worth showing.
+        _fail(
+            f"the database refused the operation ({type(exc).__name__}); "
+            "has `keyturn db upgrade` been run?"
+        )
+
+
+# -- API keys ----------------------------------------------------------------------------
+
+
+def _key_json(record: ApiKeyRecord) -> dict[str, Any]:
+    """A key as scripts see it (the admin API's shape): never its secret or hash."""
+    return {
+        "id": record.id,
+        "name": record.name,
+        "identifier": record.identifier,
+        "roles": list(record.roles),
+        "scopes": None if record.scopes is None else list(record.scopes),
+        "extra_claims": dict(record.extra_claims),
+        "metadata": dict(record.metadata),
+        "legacy": record.legacy,
+        "created_at": _iso(record.created_at),
+        "expires_at": _iso(record.expires_at),
+        "last_used_at": _iso(record.last_used_at),
+        "revoked_at": _iso(record.revoked_at),
+        "revoked_reason": record.revoked_reason,
+        "rotation_grace_until": _iso(record.previous_expires_at),
+    }
+
+
+def _scopes_text(scopes: tuple[str, ...] | None) -> str:
+    # None: the key may ask for whatever the claims policy allows.
+    return "(policy)" if scopes is None else " ".join(scopes) or "(none)"
+
+
+def _print_key(record: ApiKeyRecord, as_json: bool) -> None:
+    data = _key_json(record)
+    if as_json:
+        _emit(data, as_json=True)
+        return
+    data["roles"] = ", ".join(record.roles) or "-"
+    data["scopes"] = _scopes_text(record.scopes)
+    _emit({name: "-" if value is None else value for name, value in data.items()}, False)
+
+
+def _print_created(created: CreatedKey, as_json: bool) -> None:
+    if as_json:
+        _emit({"key": created.secret, "record": _key_json(created.record)}, as_json=True)
+    else:
+        typer.echo(f"key  {created.secret}")
+        typer.echo("")
+        _print_key(created.record, as_json=False)
+    typer.echo(_ONCE_WARNING, err=True)
+
+
+def _check_each(option: str, values: Iterable[str], pattern: re.Pattern[str], rule: str) -> None:
+    """Refuse what the admin API would refuse, before anything is opened."""
+    for value in values:
+        if pattern.fullmatch(value) is None:
+            raise typer.BadParameter(f"{value!r}: {rule}", param_hint=option)
+
+
+def _parse_instant(value: str) -> datetime:
+    """An ISO 8601 date-time; without an offset it is taken as UTC."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise typer.BadParameter(
+            "not an ISO 8601 date-time (e.g. 2030-01-31T12:00:00Z)", param_hint="--expires-at"
+        ) from exc
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
+
+
+@keys_app.command("create")
+def keys_create(
+    *,
+    name: Annotated[str | None, typer.Option(help="A label for people.")] = None,
+    identifier: Annotated[
+        str | None, typer.Option(help="The caller's identifier (JWThenticator's UUID).")
+    ] = None,
+    role: Annotated[
+        list[str] | None, typer.Option("--role", help="A role from the policy; repeatable.")
+    ] = None,
+    scope: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--scope",
+            help="A scope the key may ask for; repeatable (default: what the policy allows).",
+        ),
+    ] = None,
+    expires_at: Annotated[
+        str | None,
+        typer.Option(help="When the key stops working, ISO 8601 (UTC if no offset)."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Create an API key and print it: the only time it is shown."""
+    _check_each("--role", role or (), _ROLE, "letters, digits and _.:- (at most 64)")
+    _check_each("--scope", scope or (), _SCOPE, "RFC 6749 scope characters, no spaces (1-128)")
+    _check_each("--name", [name or ""], _LABEL, "at most 200 characters")
+    _check_each("--identifier", [identifier or ""], _LABEL, "at most 200 characters")
+    expiry = None if expires_at is None else _parse_instant(expires_at)
+
+    async def create(state: KeyturnState) -> CreatedKey:
+        return await state.service.create_key(
+            name=name,
+            identifier=identifier,
+            roles=role or (),
+            scopes=scope or None,
+            expires_at=expiry,
+            actor=_actor(),
+        )
+
+    _print_created(_run(create), as_json)
+
+
+@keys_app.command("list")
+def keys_list(
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="Keys per page.")] = 50,
+    after: Annotated[
+        str | None, typer.Option(help="Start after this id (the previous page's next_after).")
+    ] = None,
+    identifier: Annotated[str | None, typer.Option(help="Only keys of this identifier.")] = None,
+    include_revoked: Annotated[
+        bool, typer.Option("--include-revoked/--no-include-revoked", help="Show revoked keys.")
+    ] = True,
+    as_json: JsonOption = False,
+) -> None:
+    """List API keys, ordered by id, one page at a time."""
+
+    async def page(state: KeyturnState) -> KeyPage:
+        return await state.service.list_keys(
+            limit=limit, after=after, identifier=identifier, include_revoked=include_revoked
+        )
+
+    result = _run(page)
+    if as_json:
+        keys = [_key_json(record) for record in result.keys]
+        _emit({"keys": keys, "next_after": result.next_after}, as_json=True)
+        return
+    if not result.keys:
+        typer.echo("no keys")
+        return
+    headers = (
+        "id",
+        "name",
+        "identifier",
+        "roles",
+        "scopes",
+        "created",
+        "expires",
+        "last used",
+        "revoked",
+    )
+    rows = [
+        (
+            r.id,
+            r.name or "-",
+            r.identifier or "-",
+            ",".join(r.roles) or "-",
+            _scopes_text(r.scopes),
+            _short(r.created_at),
+            _short(r.expires_at),
+            _short(r.last_used_at),
+            _short(r.revoked_at),
+        )
+        for r in result.keys
+    ]
+    _table(headers, rows)
+    if result.next_after is not None:
+        typer.echo(f"more: keyturn keys list --after {result.next_after}")
+
+
+@keys_app.command("show")
+def keys_show(key_id: KeyIdArgument, as_json: JsonOption = False) -> None:
+    """Show one API key (never its secret)."""
+
+    async def get(state: KeyturnState) -> ApiKeyRecord:
+        return await state.service.get_key(key_id)
+
+    _print_key(_run(get), as_json)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: KeyIdArgument,
+    reason: Annotated[str, typer.Option(help="Why, for the audit trail.")] = "",
+    as_json: JsonOption = False,
+) -> None:
+    """Revoke an API key; its refresh tokens die with it. Revoking twice changes nothing."""
+
+    async def revoke(state: KeyturnState) -> ApiKeyRecord:
+        return await state.service.revoke_key(key_id, reason=reason, actor=_actor())
+
+    _print_key(_run(revoke), as_json)
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    key_id: KeyIdArgument,
+    grace: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=30 * 86400,
+            help="Seconds the old secret keeps working (default: KEYTURN_KEY_ROTATION_GRACE).",
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Give an API key a new secret (same id) and print it: the only time it is shown."""
+    grace_period = None if grace is None else timedelta(seconds=grace)
+
+    async def rotate(state: KeyturnState) -> CreatedKey:
+        return await state.service.rotate_key(key_id, grace=grace_period, actor=_actor())
+
+    _print_created(_run(rotate), as_json)
+
+
+# -- signing keys ------------------------------------------------------------------------
+
+
+def _signing_key_json(record: SigningKeyRecord) -> dict[str, Any]:
+    """A signing key's public facts (never its sealed private key)."""
+    return {
+        "kid": record.kid,
+        "alg": record.alg,
+        "state": str(record.state),
+        "created_at": _iso(record.created_at),
+        "activated_at": _iso(record.activated_at),
+        "retired_at": _iso(record.retired_at),
+        "publish_until": _iso(record.publish_until),
+    }
+
+
+@signing_keys_app.command("list")
+def signing_keys_list(as_json: JsonOption = False) -> None:
+    """List the stored signing keys, oldest first: pending, active and retired."""
+
+    async def records(state: KeyturnState) -> list[SigningKeyRecord]:
+        return await state.storage.signing_keys.list()
+
+    found = _run(records)
+    if as_json:
+        _emit({"signing_keys": [_signing_key_json(r) for r in found]}, as_json=True)
+        return
+    headers = ("kid", "alg", "state", "created", "activated", "retired", "publish until")
+    rows = [
+        (
+            r.kid,
+            r.alg,
+            str(r.state),
+            _short(r.created_at),
+            _short(r.activated_at),
+            _short(r.retired_at),
+            _short(r.publish_until),
+        )
+        for r in found
+    ]
+    _table(headers, rows)
+
+
+@signing_keys_app.command("rotate")
+def signing_keys_rotate(
+    immediately: Annotated[
+        bool,
+        typer.Option(
+            "--immediately",
+            help="Sign with the new key now instead of after KEYTURN_SIGNING_KEY_PUBLISH_DELAY "
+            "(an emergency: verifiers meet a kid they have not fetched yet).",
+        ),
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Generate a new signing key: published now, signing once verifiers can know it."""
+
+    async def rotate(state: KeyturnState) -> tuple[SigningKeyRecord, timedelta]:
+        kid = await state.service.rotate_signing_key(immediately=immediately, actor=_actor())
+        records = await state.storage.signing_keys.list()
+        record = next(r for r in records if r.kid == kid)
+        return record, state.settings.signing_key_publish_delay
+
+    record, delay = _run(rotate)
+    activates_at = None if record.activated_at else record.created_at + delay
+    data = {**_signing_key_json(record), "activates_at": _iso(activates_at)}
+    if as_json:
+        _emit(data, as_json=True)
+        return
+    _emit({name: "-" if value is None else value for name, value in data.items()}, False)
+    if activates_at is not None:
+        typer.echo(
+            f"{record.kid} is published now; a running server makes it the signing key "
+            f"from {_short(activates_at)}.",
+            err=True,
+        )
+
+
+# -- server and configuration ------------------------------------------------------------
+
+
+@app.command("serve")
+def serve(
+    host: Annotated[
+        str | None,
+        typer.Option(help="Public listener address (env KEYTURN_PUBLIC_HOST, default 0.0.0.0)."),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(help="Public listener port (env KEYTURN_PUBLIC_PORT or PORT, default 8080)."),
+    ] = None,
+    admin_host: Annotated[
+        str | None, typer.Option(help="Admin listener address (default 127.0.0.1).")
+    ] = None,
+    admin_port: Annotated[
+        int | None, typer.Option(help="Admin listener port (default 8081).")
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="Server processes (default 1).")] = None,
+) -> None:
+    """Run the server: public API on :8080, admin API on 127.0.0.1:8081."""
+    import logging  # noqa: PLC0415
+
+    from keyturn.server.runner import serve as run  # noqa: PLC0415
+
+    settings = _settings(
+        public_host=host,
+        public_port=port,
+        admin_host=admin_host,
+        admin_port=admin_port,
+        workers=workers,
+    )
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        run(settings)
+    except KeyturnError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from exc
+
+
+@config_app.command("show")
+def config_show(as_json: JsonOption = False) -> None:
+    """Print every setting as Keyturn resolves it, secrets masked."""
+    _emit(_settings().masked(), as_json)
 
 
 def main() -> None:

@@ -1,0 +1,228 @@
+"""The admin API (admin listener only): keys, signing keys and the audit trail.
+
+Errors are RFC 9457 problem documents. Secrets appear once, in the response that
+creates them, and never in a listing.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from keyturn.core.records import ApiKeyRecord, SigningKeyState
+from keyturn.errors import InvalidRequestError, KeyturnError
+from keyturn.server.errors import NO_STORE, problem_for
+from keyturn.server.legacy import _request_id, _state
+from keyturn.server.models import (
+    AuditEventOut,
+    AuditPage,
+    CreatedKeyOut,
+    CreateKeyRequest,
+    KeyOut,
+    KeyPageOut,
+    RevokeKeyRequest,
+    RotateKeyRequest,
+    SigningKeyOut,
+)
+from keyturn.server.requests import read_json, read_model, read_optional_json
+
+__all__ = ["routes"]
+
+Handler = Callable[[Request], Awaitable[Response]]
+ACTOR = "admin"
+
+
+def _problems(handler: Handler) -> Handler:
+    @functools.wraps(handler)
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except KeyturnError as exc:
+            return problem_for(exc)
+
+    return endpoint
+
+
+def key_out(record: ApiKeyRecord) -> KeyOut:
+    """The admin view of a key: everything but its secret and hashes."""
+    return KeyOut(
+        id=record.id,
+        name=record.name,
+        identifier=record.identifier,
+        roles=list(record.roles),
+        scopes=None if record.scopes is None else list(record.scopes),
+        extra_claims=dict(record.extra_claims),
+        metadata=dict(record.metadata),
+        legacy=record.legacy,
+        created_at=record.created_at,
+        expires_at=record.expires_at,
+        last_used_at=record.last_used_at,
+        revoked_at=record.revoked_at,
+        revoked_reason=record.revoked_reason,
+        rotation_grace_until=record.previous_expires_at,
+    )
+
+
+def _json(
+    model: KeyOut | CreatedKeyOut | KeyPageOut | AuditPage | list[SigningKeyOut], status: int = 200
+) -> JSONResponse:
+    if isinstance(model, list):
+        content = [item.model_dump(mode="json") for item in model]
+        return JSONResponse({"signing_keys": content}, status_code=status)
+    return JSONResponse(model.model_dump(mode="json"), status_code=status, headers=NO_STORE)
+
+
+def _int_query(request: Request, name: str, default: int | None) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or len(raw) > 12:
+        raise InvalidRequestError(f"{name} must be a non-negative integer")
+    return int(raw)
+
+
+@_problems
+async def create_key(request: Request) -> Response:
+    """``POST /v1/admin/keys``."""
+    body = read_model(CreateKeyRequest, await read_json(request))
+    created = await _state(request).service.create_key(
+        identifier=body.identifier,
+        name=body.name,
+        roles=body.roles,
+        scopes=body.scopes,
+        extra_claims=body.extra_claims,
+        metadata=body.metadata,
+        expires_at=body.expires_at,
+        actor=ACTOR,
+        request_id=_request_id(request),
+    )
+    return _json(CreatedKeyOut(key=created.secret, record=key_out(created.record)), 201)
+
+
+@_problems
+async def list_keys(request: Request) -> Response:
+    """``GET /v1/admin/keys?limit=&after=&identifier=&include_revoked=``."""
+    limit = _int_query(request, "limit", 50)
+    assert limit is not None  # noqa: S101 -- has a default
+    page = await _state(request).service.list_keys(
+        limit=limit,
+        after=request.query_params.get("after"),
+        identifier=request.query_params.get("identifier"),
+        include_revoked=request.query_params.get("include_revoked", "true") != "false",
+    )
+    return _json(KeyPageOut(keys=[key_out(k) for k in page.keys], next_after=page.next_after))
+
+
+@_problems
+async def get_key(request: Request) -> Response:
+    """``GET /v1/admin/keys/{key_id}``."""
+    record = await _state(request).service.get_key(request.path_params["key_id"])
+    return _json(key_out(record))
+
+
+@_problems
+async def revoke_key(request: Request) -> Response:
+    """``POST /v1/admin/keys/{key_id}/revoke``: its refresh and access tokens die too."""
+    body = read_model(RevokeKeyRequest, await read_optional_json(request))
+    record = await _state(request).service.revoke_key(
+        request.path_params["key_id"],
+        reason=body.reason,
+        actor=ACTOR,
+        request_id=_request_id(request),
+    )
+    return _json(key_out(record))
+
+
+@_problems
+async def rotate_key(request: Request) -> Response:
+    """``POST /v1/admin/keys/{key_id}/rotate``: a new secret, shown once."""
+    body = read_model(RotateKeyRequest, await read_optional_json(request))
+    grace = None if body.grace_seconds is None else timedelta(seconds=body.grace_seconds)
+    created = await _state(request).service.rotate_key(
+        request.path_params["key_id"],
+        grace=grace,
+        actor=ACTOR,
+        request_id=_request_id(request),
+    )
+    return _json(CreatedKeyOut(key=created.secret, record=key_out(created.record)))
+
+
+@_problems
+async def list_signing_keys(request: Request) -> Response:
+    """``GET /v1/admin/signing-keys``."""
+    records = await _state(request).storage.signing_keys.list()
+    return _json(
+        [
+            SigningKeyOut(
+                kid=r.kid,
+                alg=r.alg,
+                state=SigningKeyState(r.state).value,
+                created_at=r.created_at,
+                activated_at=r.activated_at,
+                retired_at=r.retired_at,
+                publish_until=r.publish_until,
+            )
+            for r in records
+        ]
+    )
+
+
+@_problems
+async def rotate_signing_key(request: Request) -> Response:
+    """``POST /v1/admin/signing-keys/rotate[?immediately=true]``."""
+    immediately = request.query_params.get("immediately") == "true"
+    kid = await _state(request).service.rotate_signing_key(
+        immediately=immediately, actor=ACTOR, request_id=_request_id(request)
+    )
+    return JSONResponse({"kid": kid, "activated": immediately}, status_code=201)
+
+
+@_problems
+async def audit(request: Request) -> Response:
+    """``GET /v1/admin/audit?limit=&before=&action=&target_id=``."""
+    limit = _int_query(request, "limit", 100)
+    assert limit is not None  # noqa: S101 -- has a default
+    if not 1 <= limit <= 1000:
+        raise InvalidRequestError("limit must be between 1 and 1000")
+    rows = await _state(request).storage.audit.list(
+        limit=limit,
+        before=_int_query(request, "before", None),
+        action=request.query_params.get("action"),
+        target_id=request.query_params.get("target_id"),
+    )
+    events = [
+        AuditEventOut(
+            id=row.id,
+            at=row.event.at,
+            action=row.event.action,
+            outcome=row.event.outcome,
+            actor=row.event.actor,
+            target_type=row.event.target_type,
+            target_id=row.event.target_id,
+            request_id=row.event.request_id,
+            detail=dict(row.event.detail),
+        )
+        for row in rows
+    ]
+    next_before = rows[-1].id if len(rows) == limit else None
+    return _json(AuditPage(events=events, next_before=next_before))
+
+
+def routes(prefix: str) -> list[Route]:
+    """The admin API routes."""
+    base = f"{prefix}/v1/admin"
+    return [
+        Route(f"{base}/keys", create_key, methods=["POST"]),
+        Route(f"{base}/keys", list_keys, methods=["GET"]),
+        Route(f"{base}/keys/{{key_id}}", get_key, methods=["GET"]),
+        Route(f"{base}/keys/{{key_id}}/revoke", revoke_key, methods=["POST"]),
+        Route(f"{base}/keys/{{key_id}}/rotate", rotate_key, methods=["POST"]),
+        Route(f"{base}/signing-keys", list_signing_keys, methods=["GET"]),
+        Route(f"{base}/signing-keys/rotate", rotate_signing_key, methods=["POST"]),
+        Route(f"{base}/audit", audit, methods=["GET"]),
+    ]

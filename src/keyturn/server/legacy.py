@@ -1,0 +1,207 @@
+"""JWThenticator's REST API, kept byte for byte in shape (``shared/research/jwthenticator.md``).
+
+Its client parses these bodies strictly, so they never gain fields: extras go in headers
+(``Cache-Control: no-store``). Status codes match it: 400 for bad JSON, a missing or an
+unknown field; 401 ``{}`` for a bad key or refresh token. Where JWThenticator crashed
+(500) Keyturn answers 401, and where it answered 401 for an outage Keyturn answers 503 +
+``Retry-After`` (its client throws credentials away on a 401).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from keyturn.errors import (
+    ConflictError,
+    InsufficientScopeError,
+    InvalidGrantError,
+    InvalidTokenError,
+    KeyturnError,
+    MalformedSecretError,
+    PolicyViolation,
+)
+from keyturn.server.errors import (
+    NO_STORE,
+    RequestRejectedError,
+    bearer_error,
+    problem_for,
+    retry_headers,
+)
+from keyturn.server.models import (
+    AuthenticateRequest,
+    KeyRequest,
+    RefreshRequest,
+    RegisterKeyRequest,
+    ValidateRequest,
+)
+from keyturn.server.requests import bearer_token, read_json, read_model
+from keyturn.server.state import KeyturnState
+
+__all__ = ["admin_routes", "public_routes"]
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _legacy(handler: Handler) -> Handler:
+    """Render errors in JWThenticator's shapes: ``{}`` or field messages."""
+
+    @functools.wraps(handler)
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except RequestRejectedError as exc:
+            if exc.status_code in (413, 415):
+                return problem_for(exc)
+            return JSONResponse(exc.fields, status_code=400)
+        except (
+            InvalidGrantError,
+            InvalidTokenError,
+            MalformedSecretError,
+            PolicyViolation,
+            InsufficientScopeError,
+        ):
+            return JSONResponse({}, status_code=401)
+        except ConflictError as exc:
+            return JSONResponse({"result": False, "message": exc.message}, status_code=409)
+        except KeyturnError as exc:  # 503 storage down, 429 rate limited
+            return JSONResponse({}, status_code=exc.status_code, headers=retry_headers(exc))
+
+    return endpoint
+
+
+def _state(request: Request) -> KeyturnState:
+    state: KeyturnState = request.app.state.keyturn
+    return state
+
+
+def _ok(body: dict[str, Any], status: int = 200) -> JSONResponse:
+    return JSONResponse(body, status_code=status, headers=NO_STORE)
+
+
+@_legacy
+async def authenticate(request: Request) -> Response:
+    """``POST /authenticate {key, identifier}`` -> ``{"jwt", "refresh_token"}``."""
+    state = _state(request)
+    body = read_model(AuthenticateRequest, await read_json(request))
+    key = body.key.get_secret_value()
+    await state.check_rate(request, key_bucket=_key_bucket(key))
+    pair = await state.service.authenticate(
+        key, identifier=body.identifier, rotating=False, request_id=_request_id(request)
+    )
+    return _ok({"jwt": pair.access.token, "refresh_token": pair.refresh_token})
+
+
+@_legacy
+async def refresh(request: Request) -> Response:
+    """``POST /refresh {refresh_token, identifier}`` -> ``{"jwt"}``."""
+    state = _state(request)
+    body = read_model(RefreshRequest, await read_json(request))
+    await state.check_rate(request, key_bucket=None)
+    pair = await state.service.refresh(
+        body.refresh_token.get_secret_value(),
+        identifier=body.identifier,
+        request_id=_request_id(request),
+    )
+    return _ok({"jwt": pair.access.token})
+
+
+@_legacy
+async def validate(request: Request) -> Response:
+    """``POST /validate {jwt}`` -> ``{"result": true}`` or 401 ``{}``."""
+    body = read_model(ValidateRequest, await read_json(request))
+    _state(request).service.validate(body.jwt.get_secret_value())
+    return JSONResponse({"result": True})
+
+
+async def validate_request(request: Request) -> Response:
+    """``GET /validate_request`` (Bearer header) -> 200 ``{}`` or 401, for nginx."""
+    token = bearer_token(request)
+    if token is None:
+        return bearer_error(None)
+    try:
+        _state(request).service.validate(token)
+    except KeyturnError as exc:
+        return bearer_error(exc)
+    return JSONResponse({})
+
+
+async def health(request: Request) -> Response:
+    """``GET /`` and ``GET /health`` -> ``{"result": true}``."""
+    return JSONResponse({"result": True})
+
+
+async def jwks(request: Request) -> Response:
+    """``GET /jwks``: the public keys (no ``x5c``: JWThenticator's was not a certificate)."""
+    return JSONResponse(_state(request).service.jwks(), headers={"Cache-Control": "max-age=300"})
+
+
+@_legacy
+async def register_key(request: Request) -> Response:
+    """``POST /register_key {key, identifier}`` -> 201 ``{"result": true}`` (admin)."""
+    body = read_model(RegisterKeyRequest, await read_json(request))
+    try:
+        await _state(request).service.register_key(
+            body.key.get_secret_value(),
+            body.identifier,
+            actor="admin:legacy",
+            request_id=_request_id(request),
+        )
+    except MalformedSecretError as exc:
+        # A key that can never be registered (empty, too long, kt_ prefix) is a bad
+        # request, not a bad credential: 400 with the field's message, as for the schema.
+        raise RequestRejectedError(exc.message, fields={"key": [exc.message]}) from exc
+    return JSONResponse({"result": True}, status_code=201)
+
+
+@_legacy
+async def is_key_registered(request: Request) -> Response:
+    """``POST /is_key_registered {key}`` -> ``{"result": bool}`` (admin)."""
+    body = read_model(KeyRequest, await read_json(request))
+    registered = await _state(request).service.is_key_registered(body.key.get_secret_value())
+    return JSONResponse({"result": registered})
+
+
+def _request_id(request: Request) -> str | None:
+    value = request.headers.get("x-request-id")
+    return value[:128] if value else None
+
+
+def _key_bucket(key: str) -> str:
+    """A rate-limit bucket for a key without storing or logging it: its id, or a hash."""
+    if key.startswith("kt_") and len(key) > 19:
+        return key[3:19]
+    return "h" + hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def public_routes(prefix: str) -> list[Route]:
+    """The public JWThenticator routes."""
+    return [
+        Route(f"{prefix}/authenticate", authenticate, methods=["POST"]),
+        Route(f"{prefix}/refresh", refresh, methods=["POST"]),
+        Route(f"{prefix}/validate", validate, methods=["POST"]),
+        Route(f"{prefix}/validate_request", validate_request, methods=["GET"]),
+    ]
+
+
+def general_routes(prefix: str) -> list[Route]:
+    """Routes JWThenticator served whatever was disabled."""
+    return [
+        Route(f"{prefix}/", health, methods=["GET"]),
+        Route(f"{prefix}/health", health, methods=["GET"]),
+        Route(f"{prefix}/jwks", jwks, methods=["GET"]),
+    ]
+
+
+def admin_routes(prefix: str) -> list[Route]:
+    """JWThenticator's internal routes (admin listener, or public in one-port mode)."""
+    return [
+        Route(f"{prefix}/register_key", register_key, methods=["POST"]),
+        Route(f"{prefix}/is_key_registered", is_key_registered, methods=["POST"]),
+    ]

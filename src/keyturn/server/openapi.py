@@ -1,0 +1,451 @@
+"""The OpenAPI 3.1 document, generated from the pydantic models and the routes served.
+
+Each operation lists every status it can answer with, so schema-driven fuzzers
+(schemathesis) can check status codes and bodies against it.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from keyturn.__about__ import __version__
+from keyturn.config import Settings
+from keyturn.server import models
+
+__all__ = ["docs_page", "openapi_document"]
+
+_REF = "#/components/schemas/{model}"
+_JSON = "application/json"
+_FORM = "application/x-www-form-urlencoded"
+_PROBLEM = "application/problem+json"
+
+
+@dataclass(frozen=True)
+class _Op:
+    summary: str
+    tag: str
+    request: type[BaseModel] | dict[str, Any] | None = None
+    request_types: tuple[str, ...] = (_JSON,)
+    responses: dict[str, Any] = field(default_factory=dict)
+    params: tuple[dict[str, Any], ...] = ()
+    security: tuple[str, ...] = ()
+
+
+def _body(schema: Any, media: str = _JSON, description: str = "") -> dict[str, Any]:
+    return {"description": description or "OK", "content": {media: {"schema": schema}}}
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": _REF.format(model=model.__name__)}
+
+
+_EMPTY_OBJECT = {"type": "object", "maxProperties": 0}
+_FIELD_ERRORS = {
+    "type": "object",
+    "additionalProperties": {"type": "array", "items": {"type": "string"}},
+}
+_PROBLEM_SCHEMA = {"$ref": _REF.format(model="Problem")}
+_OAUTH_ERROR = {"$ref": _REF.format(model="OAuthError")}
+_NO_BODY = {"description": "No body"}
+_BEARER_401 = {
+    "description": "Missing, malformed, expired, forged or revoked token "
+    "(RFC 6750; see WWW-Authenticate)"
+}
+_PROBLEMS = {
+    code: _body(_PROBLEM_SCHEMA, _PROBLEM, text)
+    for code, text in {
+        "400": "Invalid request",
+        "401": "Admin credential required",
+        "404": "Not found",
+        "409": "Conflict",
+        "413": "Body too large",
+        "415": "Unsupported media type",
+        "429": "Rate limited (Retry-After)",
+        "503": "Storage unavailable (Retry-After)",
+    }.items()
+}
+
+
+def _legacy_errors(*codes: str) -> dict[str, Any]:
+    table = {
+        "400": _body({"anyOf": [_FIELD_ERRORS, _EMPTY_OBJECT]}, _JSON, "Bad JSON or fields"),
+        "401": _body(_EMPTY_OBJECT, _JSON, "Unknown, expired or revoked credential"),
+        "409": _body(_ref(models.BoolResponse), _JSON, "Registered to another identifier"),
+        "413": _PROBLEMS["413"],
+        "415": _PROBLEMS["415"],
+        "429": _body(_EMPTY_OBJECT, _JSON, "Rate limited (Retry-After)"),
+        "503": _body(_EMPTY_OBJECT, _JSON, "Storage unavailable (Retry-After)"),
+    }
+    return {code: table[code] for code in codes}
+
+
+def _oauth_errors() -> dict[str, Any]:
+    return {
+        "400": _body(_OAUTH_ERROR, _JSON, "RFC 6749 §5.2 error"),
+        "401": _body(_OAUTH_ERROR, _JSON, "invalid_client"),
+        "413": _PROBLEMS["413"],
+        "415": _PROBLEMS["415"],
+        "429": _body(_OAUTH_ERROR, _JSON, "Rate limited (Retry-After)"),
+        "503": _body(_OAUTH_ERROR, _JSON, "Storage unavailable (Retry-After)"),
+    }
+
+
+_TOKEN_FORM = {
+    "type": "object",
+    "properties": {
+        "grant_type": {"type": "string", "enum": ["client_credentials", "refresh_token"]},
+        "client_secret": {"type": "string", "description": "The API key (or use HTTP Basic)"},
+        "refresh_token": {"type": "string"},
+        "scope": {"type": "string"},
+    },
+    "required": ["grant_type"],
+}
+_TOKEN_ONLY = {
+    "type": "object",
+    "properties": {"token": {"type": "string"}, "token_type_hint": {"type": "string"}},
+    "required": ["token"],
+}
+_SCOPE_QUERY = {
+    "name": "scope",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "Space-separated required scopes",
+}
+_KEY_ID = {"name": "key_id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _query(name: str, description: str = "") -> dict[str, Any]:
+    parameter: dict[str, Any] = {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string"},
+    }
+    if description:
+        parameter["description"] = description
+    return parameter
+
+
+OPERATIONS: dict[tuple[str, str], _Op] = {
+    ("post", "/authenticate"): _Op(
+        "Trade an API key for a JWT and refresh token (JWThenticator)",
+        "legacy",
+        models.AuthenticateRequest,
+        responses={
+            "200": _body(_ref(models.LegacyTokenResponse)),
+            **_legacy_errors("400", "401", "413", "415", "429", "503"),
+        },
+    ),
+    ("post", "/refresh"): _Op(
+        "A new JWT for a legacy refresh token (JWThenticator)",
+        "legacy",
+        models.RefreshRequest,
+        responses={
+            "200": _body(_ref(models.LegacyTokenResponse)),
+            **_legacy_errors("400", "401", "413", "415", "429", "503"),
+        },
+    ),
+    ("post", "/validate"): _Op(
+        "Check a JWT (JWThenticator)",
+        "legacy",
+        models.ValidateRequest,
+        responses={
+            "200": _body(_ref(models.BoolResponse)),
+            **_legacy_errors("400", "401", "413", "415"),
+        },
+    ),
+    ("get", "/validate_request"): _Op(
+        "Check the bearer token, for nginx auth_request (JWThenticator)",
+        "legacy",
+        responses={"200": _body(_EMPTY_OBJECT), "401": _BEARER_401},
+        security=("bearer",),
+    ),
+    ("get", "/"): _Op(
+        "Health (JWThenticator)", "legacy", responses={"200": _body(_ref(models.BoolResponse))}
+    ),
+    ("get", "/health"): _Op(
+        "Health (JWThenticator)", "legacy", responses={"200": _body(_ref(models.BoolResponse))}
+    ),
+    ("get", "/jwks"): _Op(
+        "Public signing keys (JWThenticator path)",
+        "legacy",
+        responses={"200": _body(_ref(models.JWKSOut))},
+    ),
+    ("post", "/register_key"): _Op(
+        "Register a caller-chosen key (JWThenticator internal API)",
+        "legacy-admin",
+        models.RegisterKeyRequest,
+        responses={
+            "201": _body(_ref(models.BoolResponse)),
+            **_legacy_errors("400", "409", "413", "415", "503"),
+        },
+    ),
+    ("post", "/is_key_registered"): _Op(
+        "Is this key registered? (JWThenticator internal API)",
+        "legacy-admin",
+        models.KeyRequest,
+        responses={
+            "200": _body(_ref(models.BoolResponse)),
+            **_legacy_errors("400", "413", "415", "503"),
+        },
+    ),
+    ("post", "/v1/token"): _Op(
+        "OAuth 2.0 token endpoint: client_credentials and refresh_token",
+        "v1",
+        _TOKEN_FORM,
+        (_FORM, _JSON),
+        responses={"200": _body(_ref(models.TokenResponse)), **_oauth_errors()},
+        security=("basic",),
+    ),
+    ("post", "/v1/revoke"): _Op(
+        "Revoke a refresh or access token (RFC 7009)",
+        "v1",
+        _TOKEN_ONLY,
+        (_FORM, _JSON),
+        responses={
+            "200": _NO_BODY,
+            "400": _body(_OAUTH_ERROR, _JSON, "Missing token"),
+            "413": _PROBLEMS["413"],
+            "415": _PROBLEMS["415"],
+            "503": _body(_OAUTH_ERROR, _JSON, "Storage unavailable"),
+        },
+    ),
+    ("post", "/v1/introspect"): _Op(
+        "Token introspection (RFC 7662); needs the admin credential",
+        "v1",
+        _TOKEN_ONLY,
+        (_FORM, _JSON),
+        responses={
+            "200": _body(_ref(models.IntrospectionOut)),
+            "401": _body(_OAUTH_ERROR, _JSON, "Admin credential required"),
+            "400": _PROBLEMS["400"],
+            "413": _PROBLEMS["413"],
+            "415": _PROBLEMS["415"],
+        },
+        security=("bearer",),
+    ),
+    ("get", "/v1/validate"): _Op(
+        "Validate the bearer token for a gateway; identity in X-Keyturn-* headers",
+        "v1",
+        responses={
+            "200": _NO_BODY,
+            "401": _BEARER_401,
+            "403": {"description": "insufficient_scope (RFC 6750)"},
+        },
+        params=(_SCOPE_QUERY,),
+        security=("bearer",),
+    ),
+    ("get", "/.well-known/jwks.json"): _Op(
+        "Public signing keys (JWK Set)",
+        "v1",
+        responses={"200": _body(_ref(models.JWKSOut), "application/jwk-set+json")},
+    ),
+    ("get", "/.well-known/oauth-authorization-server"): _Op(
+        "Authorization server metadata (RFC 8414)",
+        "v1",
+        responses={"200": _body({"type": "object"})},
+    ),
+    ("get", "/healthz"): _Op("Alive", "health", responses={"200": _body({"type": "object"})}),
+    ("get", "/readyz"): _Op(
+        "Ready: the database answers",
+        "health",
+        responses={"200": _body({"type": "object"}), "503": _PROBLEMS["503"]},
+    ),
+    ("post", "/v1/admin/keys"): _Op(
+        "Create an API key (the secret is returned once)",
+        "admin",
+        models.CreateKeyRequest,
+        responses={
+            "201": _body(_ref(models.CreatedKeyOut)),
+            **{c: _PROBLEMS[c] for c in ("400", "401", "413", "415", "503")},
+        },
+    ),
+    ("get", "/v1/admin/keys"): _Op(
+        "List API keys (keyset pagination)",
+        "admin",
+        responses={
+            "200": _body(_ref(models.KeyPageOut)),
+            **{c: _PROBLEMS[c] for c in ("400", "401", "503")},
+        },
+        params=tuple(_query(n) for n in ("limit", "after", "identifier", "include_revoked")),
+    ),
+    ("get", "/v1/admin/keys/{key_id}"): _Op(
+        "Show an API key",
+        "admin",
+        params=(_KEY_ID,),
+        responses={
+            "200": _body(_ref(models.KeyOut)),
+            **{c: _PROBLEMS[c] for c in ("401", "404", "503")},
+        },
+    ),
+    ("post", "/v1/admin/keys/{key_id}/revoke"): _Op(
+        "Revoke an API key and its tokens",
+        "admin",
+        models.RevokeKeyRequest,
+        params=(_KEY_ID,),
+        responses={
+            "200": _body(_ref(models.KeyOut)),
+            **{c: _PROBLEMS[c] for c in ("400", "401", "404", "413", "415", "503")},
+        },
+    ),
+    ("post", "/v1/admin/keys/{key_id}/rotate"): _Op(
+        "Give an API key a new secret",
+        "admin",
+        models.RotateKeyRequest,
+        params=(_KEY_ID,),
+        responses={
+            "200": _body(_ref(models.CreatedKeyOut)),
+            **{c: _PROBLEMS[c] for c in ("400", "401", "404", "413", "415", "503")},
+        },
+    ),
+    ("get", "/v1/admin/signing-keys"): _Op(
+        "List signing keys",
+        "admin",
+        responses={"200": _body({"type": "object"}), **{c: _PROBLEMS[c] for c in ("401", "503")}},
+    ),
+    ("post", "/v1/admin/signing-keys/rotate"): _Op(
+        "Start a signing-key rotation",
+        "admin",
+        responses={"201": _body({"type": "object"}), **{c: _PROBLEMS[c] for c in ("401", "503")}},
+        params=(_query("immediately", "true: activate now instead of after the publish delay"),),
+    ),
+    ("get", "/v1/admin/audit"): _Op(
+        "Read audit events, newest first",
+        "admin",
+        responses={
+            "200": _body(_ref(models.AuditPage)),
+            **{c: _PROBLEMS[c] for c in ("400", "401", "503")},
+        },
+        params=tuple(_query(n) for n in ("limit", "before", "action", "target_id")),
+    ),
+}
+
+_COMPONENT_MODELS: tuple[type[BaseModel], ...] = (
+    models.AuthenticateRequest,
+    models.RefreshRequest,
+    models.ValidateRequest,
+    models.RegisterKeyRequest,
+    models.KeyRequest,
+    models.LegacyTokenResponse,
+    models.BoolResponse,
+    models.TokenResponse,
+    models.IntrospectionOut,
+    models.JWKSOut,
+    models.CreateKeyRequest,
+    models.RevokeKeyRequest,
+    models.RotateKeyRequest,
+    models.KeyOut,
+    models.CreatedKeyOut,
+    models.KeyPageOut,
+    models.SigningKeyOut,
+    models.AuditEventOut,
+    models.AuditPage,
+)
+
+
+def _components() -> dict[str, Any]:
+    schemas: dict[str, Any] = {
+        "Problem": {
+            "type": "object",
+            "description": "RFC 9457 problem details",
+            "properties": {
+                "type": {"type": "string"},
+                "title": {"type": "string"},
+                "status": {"type": "integer"},
+                "detail": {"type": "string"},
+                "error": {"type": "string"},
+            },
+            "required": ["type", "title", "status"],
+        },
+        "OAuthError": {
+            "type": "object",
+            "description": "RFC 6749 §5.2 error",
+            "properties": {"error": {"type": "string"}, "error_description": {"type": "string"}},
+            "required": ["error"],
+        },
+    }
+    for model in _COMPONENT_MODELS:
+        schema = model.model_json_schema(ref_template=_REF, mode="validation")
+        for name, definition in schema.pop("$defs", {}).items():
+            schemas[name] = definition
+        schemas[model.__name__] = schema
+    return schemas
+
+
+def openapi_document(app: Starlette, *, title: str, settings: Settings) -> dict[str, Any]:
+    """Describe every route ``app`` serves (OpenAPI 3.1)."""
+    prefix = settings.url_prefix
+    paths: dict[str, dict[str, Any]] = {}
+    for route in app.routes:
+        if not isinstance(route, Route):
+            continue
+        path = route.path.removeprefix(prefix) or "/"
+        for method in sorted((route.methods or set()) - {"HEAD"}):
+            op = OPERATIONS.get((method.lower(), path))
+            if op is None:
+                continue
+            paths.setdefault(route.path, {})[method.lower()] = _operation(op)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": title,
+            "version": __version__,
+            "description": "Keyturn turns API keys into short-lived, signed JWTs.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": _components(),
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "basic": {
+                    "type": "http",
+                    "scheme": "basic",
+                    "description": "user: key id (or empty), password: the API key",
+                },
+            },
+        },
+    }
+
+
+def _operation(op: _Op) -> dict[str, Any]:
+    operation: dict[str, Any] = {"summary": op.summary, "tags": [op.tag], "responses": op.responses}
+    if op.request is not None:
+        schema = _ref(op.request) if isinstance(op.request, type) else op.request
+        operation["requestBody"] = {
+            "required": True,
+            "content": {media: {"schema": schema} for media in op.request_types},
+        }
+    if op.params:
+        operation["parameters"] = list(op.params)
+    if op.security:
+        operation["security"] = [{name: []} for name in op.security]
+    return operation
+
+
+def docs_page(document: dict[str, Any]) -> str:
+    """A small self-contained HTML page listing the operations (no external assets)."""
+    rows = []
+    for path, methods in document["paths"].items():
+        for method, op in methods.items():
+            statuses = ", ".join(op["responses"])
+            rows.append(
+                f"<tr><td><code>{html.escape(method.upper())}</code></td>"
+                f"<td><code>{html.escape(path)}</code></td><td>{html.escape(op['summary'])}</td>"
+                f"<td>{html.escape(statuses)}</td></tr>"
+            )
+    title = html.escape(document["info"]["title"])
+    return (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{title}</title><style>body{{font-family:sans-serif;margin:2rem}}"
+        "td,th{padding:.3rem .6rem;border-bottom:1px solid #ddd;text-align:left}</style>"
+        f"</head><body><h1>{title}</h1><p>Machine-readable: <a href='openapi.json'>"
+        "openapi.json</a> (OpenAPI 3.1).</p><table><tr><th>Method</th><th>Path</th>"
+        f"<th>What it does</th><th>Statuses</th></tr>{''.join(rows)}</table></body></html>"
+    )

@@ -1,0 +1,93 @@
+"""Fixed-window rate limits: in-process by default, Redis when several instances share.
+
+A limit is "N hits per window seconds" for one bucket (a client address, a key id). When
+a bucket is over its limit the caller gets the seconds until the window ends, which the
+server sends as ``Retry-After`` with a 429 -- never a 401, which would make
+JWThenticator's client throw its credentials away.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+__all__ = ["MemoryRateLimiter", "RateLimiter", "RedisRateLimiter"]
+
+
+class RateLimiter(Protocol):
+    """Counts hits per bucket and window."""
+
+    async def hit(self, bucket: str, *, limit: int, window: int) -> int | None:
+        """Count one hit; return None if allowed, else the seconds to wait."""
+
+    async def close(self) -> None:
+        """Release connections."""
+
+
+class MemoryRateLimiter:
+    """Per-process counters; bounded memory (old windows are dropped as time moves)."""
+
+    def __init__(self, clock: Callable[[], float] = time.time, max_buckets: int = 100_000) -> None:
+        self._clock = clock
+        self._max_buckets = max_buckets
+        self._counts: dict[tuple[str, int], int] = {}
+        self._current_window_start = -1
+
+    async def hit(self, bucket: str, *, limit: int, window: int) -> int | None:
+        """Count one hit; return None if allowed, else the seconds to wait."""
+        now = self._clock()
+        start = int(now // window) * window
+        if start != self._current_window_start:
+            # Drop windows that ended: memory stays bounded by one window's buckets.
+            self._counts = {k: v for k, v in self._counts.items() if k[1] >= start}
+            self._current_window_start = start
+        key = (bucket, start)
+        count = self._counts.get(key, 0) + 1
+        if count > limit:
+            return max(1, int(start + window - now + 0.999))
+        if len(self._counts) >= self._max_buckets and key not in self._counts:
+            return None  # refuse to grow without bound; fail open for new buckets
+        self._counts[key] = count
+        return None
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+
+class RedisRateLimiter:
+    """Counters in Redis (``INCR`` + ``EXPIRE`` in one pipeline), shared by instances."""
+
+    def __init__(self, url: str, *, prefix: str = "keyturn:rl:") -> None:
+        try:
+            import redis.asyncio as redis  # noqa: PLC0415 -- optional dependency
+        except ImportError as exc:  # pragma: no cover - depends on the installed extras
+            raise RuntimeError(
+                "KEYTURN_REDIS_URL needs the extra: pip install 'keyturn[redis]'"
+            ) from exc
+        self._redis: Any = redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self._prefix = prefix
+
+    async def hit(self, bucket: str, *, limit: int, window: int) -> int | None:
+        """Count one hit; return None if allowed, else the seconds to wait.
+
+        If Redis is unreachable the hit is allowed (fail open): an outage of the limiter
+        must not lock every client out.
+        """
+        now = time.time()
+        start = int(now // window) * window
+        key = f"{self._prefix}{bucket}:{start}"
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.incr(key)
+                pipe.expire(key, window + 1)
+                count, _ = await pipe.execute()
+        except Exception:  # any Redis failure: fail open, by design
+            return None
+        if int(count) > limit:
+            return max(1, int(start + window - now + 0.999))
+        return None
+
+    async def close(self) -> None:
+        """Close the Redis connection pool."""
+        await self._redis.aclose()

@@ -1,0 +1,183 @@
+"""Reading request bodies safely: size cap, media type, JSON, and the pydantic model.
+
+Everything that can go wrong with a body becomes a `RequestRejectedError` carrying the
+right status (413, 415, 400), so no input reaches a handler unparsed or unchecked.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, Final, TypeVar
+from urllib.parse import parse_qsl
+
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+
+from keyturn.server.errors import RequestRejectedError
+
+__all__ = [
+    "MAX_BODY_BYTES",
+    "bearer_token",
+    "read_form_or_json",
+    "read_json",
+    "read_model",
+    "read_optional_json",
+    "validation_messages",
+]
+
+MAX_BODY_BYTES: Final = 64 * 1024
+_JSON_TYPES: Final = ("application/json",)
+_FORM_TYPE: Final = "application/x-www-form-urlencoded"
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+async def _body(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
+        raise RequestRejectedError(
+            f"the body may be at most {MAX_BODY_BYTES} bytes",
+            status_code=413,
+            error_code="payload_too_large",
+        )
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise RequestRejectedError(
+                f"the body may be at most {MAX_BODY_BYTES} bytes",
+                status_code=413,
+                error_code="payload_too_large",
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _parse_json(body: bytes) -> Any:
+    try:
+        data = json.loads(body.decode("utf-8"), parse_constant=_refuse_constant)
+        # A lone surrogate escape ("\ud800") parses but cannot be encoded later (T-IN-04).
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise RequestRejectedError("the body is not valid UTF-8 JSON") from exc
+    return data
+
+
+async def read_json(request: Request) -> Any:
+    """Read a JSON body (``application/json`` or no declared type).
+
+    Raises:
+        RequestRejectedError: 413 too large, 415 another media type, 400 not JSON.
+    """
+    media_type = _media_type(request)
+    if media_type and media_type not in _JSON_TYPES and not media_type.endswith("+json"):
+        raise RequestRejectedError(
+            "send the body as application/json",
+            status_code=415,
+            error_code="unsupported_media_type",
+        )
+    return _parse_json(await _body(request))
+
+
+async def read_optional_json(request: Request) -> Any:
+    """Like `read_json`, but an empty body reads as ``{}`` (optional request bodies)."""
+    body = await _body(request)
+    if not body:
+        return {}
+    media_type = _media_type(request)
+    if media_type and media_type not in _JSON_TYPES and not media_type.endswith("+json"):
+        raise RequestRejectedError(
+            "send the body as application/json",
+            status_code=415,
+            error_code="unsupported_media_type",
+        )
+    return _parse_json(body)
+
+
+async def read_form_or_json(request: Request) -> dict[str, str]:
+    """Read an OAuth-style body: form-encoded (RFC 6749) or a flat JSON object of strings.
+
+    Raises:
+        RequestRejectedError: 413, 415, or 400 for a malformed or repeated parameter.
+    """
+    media_type = _media_type(request)
+    if media_type == _FORM_TYPE:
+        body = await _body(request)
+        try:
+            pairs = parse_qsl(
+                body.decode("utf-8"),
+                keep_blank_values=True,
+                strict_parsing=bool(body),
+                max_num_fields=100,
+            )
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise RequestRejectedError("the form body is malformed") from exc
+        params: dict[str, str] = {}
+        for name, value in pairs:
+            if name in params:  # RFC 6749 §3.1: parameters must not be repeated
+                raise RequestRejectedError(f"parameter {name!r} is repeated")
+            params[name] = value
+        return params
+    if media_type in _JSON_TYPES:
+        data = _parse_json(await _body(request))
+        if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+            raise RequestRejectedError("the JSON body must be an object of string values")
+        return data
+    raise RequestRejectedError(
+        f"send the body as {_FORM_TYPE} (or application/json)",
+        status_code=415,
+        error_code="unsupported_media_type",
+    )
+
+
+def validation_messages(exc: ValidationError) -> dict[str, list[str]]:
+    """Field -> messages, the shape of JWThenticator's marshmallow errors; no input echoed."""
+    messages: dict[str, list[str]] = {}
+    for error in exc.errors(include_input=False, include_url=False):
+        field = ".".join(str(part) for part in error["loc"]) or "_schema"
+        text = "Unknown field." if error["type"] == "extra_forbidden" else error["msg"]
+        if error["type"] == "missing":
+            text = "Missing data for required field."
+        messages.setdefault(field, []).append(text)
+    return messages
+
+
+def read_model(model: type[Model], data: Any) -> Model:
+    """Validate parsed JSON against a pydantic model.
+
+    Raises:
+        RequestRejectedError: 400 with per-field messages.
+    """
+    if not isinstance(data, Mapping):
+        raise RequestRejectedError(
+            "the body must be a JSON object", fields={"_schema": ["Invalid input type."]}
+        )
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise RequestRejectedError(
+            "the body has missing, unknown or invalid fields", fields=validation_messages(exc)
+        ) from exc
+
+
+def bearer_token(request: Request) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, or None.
+
+    Only the header counts: ``?access_token=`` is ignored (T-LOG-02).
+    """
+    header = request.headers.get("authorization")
+    if header is None:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token or " " in token.strip():
+        return None
+    return token.strip()

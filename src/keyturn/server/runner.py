@@ -1,0 +1,220 @@
+"""``keyturn serve``: the public and admin listeners in one process, or N worker processes.
+
+The parent binds both sockets, prepares shared state once (migrations, generated
+secrets, the first signing key), then runs the listeners itself (one worker) or hands
+the sockets to N spawned workers. Each worker serves both listeners from one event loop
+and one `KeyturnState`. SIGTERM/SIGINT stop accepting, let in-flight requests finish,
+then release the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import multiprocessing.connection
+import signal
+import socket
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import uvicorn
+
+from keyturn.config import Settings
+from keyturn.errors import KeyturnError
+from keyturn.server.app import build_admin_app, build_public_app
+from keyturn.server.state import KeyturnState, is_loopback
+
+__all__ = ["ServeError", "bind", "check_admin_exposure", "serve"]
+
+logger = logging.getLogger("keyturn.server")
+
+
+class ServeError(KeyturnError):
+    """The server cannot start as configured (the message says why and what to do)."""
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server whose signals the runner handles (two servers share one loop)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def check_admin_exposure(settings: Settings) -> None:
+    """Refuse an admin listener off loopback without credentials (T-OPS-02).
+
+    Raises:
+        ServeError: the admin listener would be reachable by others and unauthenticated.
+    """
+    if settings.disable_admin_api:
+        return
+    if not is_loopback(settings.admin_host) and settings.admin_token is None:
+        raise ServeError(
+            f"the admin listener is bound to {settings.admin_host}, which is not loopback, "
+            "and KEYTURN_ADMIN_TOKEN is not set: set a token or bind it to 127.0.0.1"
+        )
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """Bind and listen on ``host:port`` (port 0 picks a free one).
+
+    Raises:
+        ServeError: the address is taken or not ours.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _config(app: Any, settings: Settings, *, trust_proxies: bool) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        lifespan="off",
+        log_config=None,
+        access_log=False,  # it would log query strings (T-LOG-02); Keyturn logs its own
+        server_header=False,
+        date_header=True,
+        proxy_headers=trust_proxies,
+        forwarded_allow_ips=settings.forwarded_allow_ips if trust_proxies else "",
+        timeout_graceful_shutdown=30,
+        http="httptools",
+    )
+
+
+async def _serve(settings: Settings, sockets: dict[str, socket.socket]) -> None:
+    state = await KeyturnState.open(settings)
+    servers: list[tuple[_Server, socket.socket]] = []
+    try:
+        public = _Server(_config(build_public_app(state), settings, trust_proxies=True))
+        servers.append((public, sockets["public"]))
+        if "admin" in sockets:
+            # The admin listener never rewrites the peer from X-Forwarded-For (T-OPS-03).
+            admin = _Server(_config(build_admin_app(state), settings, trust_proxies=False))
+            servers.append((admin, sockets["admin"]))
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, _stop, [server for server, _ in servers])
+        await asyncio.gather(*(server.serve(sockets=[sock]) for server, sock in servers))
+    finally:
+        await state.close()
+
+
+def _stop(servers: list[_Server]) -> None:
+    for server in servers:
+        server.should_exit = True
+
+
+def _run_loop(settings: Settings, sockets: dict[str, socket.socket]) -> None:
+    try:
+        import uvloop  # noqa: PLC0415 -- optional speed-up, part of uvicorn[standard]
+    except ImportError:  # pragma: no cover
+        asyncio.run(_serve(settings, sockets))
+    else:
+        uvloop.run(_serve(settings, sockets))
+
+
+def _worker(settings: Settings, sockets: dict[str, socket.socket]) -> None:
+    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr)
+    _run_loop(settings, sockets)
+
+
+async def _prepare(settings: Settings) -> None:
+    """Migrate, generate secrets and the first signing key once, before workers start."""
+    state = await KeyturnState.open(settings, background=False)
+    await state.close()
+
+
+def serve(settings: Settings, *, workers: int | None = None) -> None:
+    """Run Keyturn until SIGINT/SIGTERM.
+
+    Raises:
+        ServeError: unsafe admin exposure, or a port that cannot be bound.
+        KeyturnError: storage, secrets or keys are unusable.
+    """
+    check_admin_exposure(settings)
+    if settings.legacy_admin_on_public and not settings.disable_admin_api:
+        logger.warning(
+            "KEYTURN_LEGACY_ADMIN_ON_PUBLIC is on: /register_key and /is_key_registered are "
+            "served on the public listener without credentials (JWThenticator one-port mode)"
+        )
+    sockets = {"public": bind(settings.public_host, settings.public_port)}
+    if not settings.disable_admin_api:
+        sockets["admin"] = bind(settings.admin_host, settings.admin_port)
+    for name, sock in sockets.items():
+        host, port = sock.getsockname()[:2]
+        logger.info("keyturn %s listener on %s:%s", name, host, port)
+    count = workers or settings.workers
+    try:
+        if count == 1:
+            _run_loop(settings, sockets)
+            return
+        asyncio.run(_prepare(settings))
+        context = multiprocessing.get_context("spawn")
+        processes = [
+            context.Process(target=_worker, args=(settings, sockets), daemon=False)
+            for _ in range(count)
+        ]
+        _run_workers(processes)
+    finally:
+        for sock in sockets.values():
+            sock.close()
+
+
+def _run_workers(processes: list[Any]) -> None:
+    """Start the workers, forward SIGTERM/SIGINT to them, and wait for all to exit.
+
+    The signal handlers are in place before the first worker starts, so a SIGTERM that
+    comes early never leaves a worker behind.
+
+    A worker that exits on its own (crashed, OOM-killed) is not replaced: the others are
+    stopped too and `ServeError` makes the command exit non-zero, so the supervisor
+    (systemd, Kubernetes) restarts the whole server instead of it running short-handed.
+
+    Raises:
+        ServeError: a worker exited without being asked to.
+    """
+    stopping = False
+    crashed: list[str] = []
+
+    def stop_all() -> None:
+        for process in processes:
+            if process.is_alive():
+                process.terminate()  # SIGTERM: each worker shuts down gracefully
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        stop_all()
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    pending = []
+    for process in processes:
+        if stopping:
+            break
+        process.start()
+        pending.append(process)
+    while pending:
+        ready = multiprocessing.connection.wait([process.sentinel for process in pending])
+        for process in [process for process in pending if process.sentinel in ready]:
+            process.join()
+            pending.remove(process)
+            if not stopping:
+                crashed.append(f"worker {process.pid} exited with code {process.exitcode}")
+                logger.error("%s; stopping the other workers", crashed[-1])
+                stopping = True
+                stop_all()
+    if crashed:
+        raise ServeError(f"{crashed[0]} (a worker crashed or was killed); the server stopped")

@@ -1,0 +1,187 @@
+"""What every request handler shares: settings, the service, the rate limiter.
+
+`KeyturnState.open()` builds it from `Settings` (storage, migrations, secrets, policy,
+signing keys) and `close()` releases it. Both listeners of a process share one state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Final
+
+from starlette.requests import Request
+
+from keyturn.config import Settings
+from keyturn.core.policy import ClaimsPolicy
+from keyturn.core.signing import SigningKey
+from keyturn.errors import KeyturnError
+from keyturn.server.errors import RateLimitedError
+from keyturn.server.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from keyturn.server_secrets import load_server_secrets
+from keyturn.service import KeyturnService, utc_now
+from keyturn.storage.sql import SQLStorage
+
+__all__ = ["KeyturnState", "client_address", "is_loopback"]
+
+logger = logging.getLogger("keyturn.server")
+
+#: How often each instance re-reads revocations and signing keys: the documented bound
+#: on how long a revocation made on another instance takes to be honoured here.
+POLL_INTERVAL: Final = 2.0
+MAINTENANCE_INTERVAL: Final = 60.0
+
+
+def is_loopback(host: str | None) -> bool:
+    """True for 127.0.0.0/8, ::1 and unix sockets (no host)."""
+    if host is None or host == "":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def client_address(request: Request) -> str:
+    """The peer address as the server saw it (after uvicorn's trusted-proxy handling)."""
+    client = request.client
+    return client.host if client is not None else "unix"
+
+
+@dataclass
+class KeyturnState:
+    """Shared per process; built by `open`, released by `close`."""
+
+    settings: Settings
+    service: KeyturnService
+    storage: SQLStorage
+    limiter: RateLimiter
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @classmethod
+    async def open(
+        cls,
+        settings: Settings,
+        *,
+        background: bool = True,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> KeyturnState:
+        """Connect storage (migrating if configured), load secrets and keys, start polling.
+
+        ``clock`` is the service's and the in-process rate limiter's time source; tests
+        pass a `keyturn.testing.FakeClock` to move time instead of sleeping.
+
+        Raises:
+            KeyturnError: storage, secrets or keys are unusable (message says which).
+        """
+        storage = await SQLStorage.open(
+            settings.resolved_database_url,
+            migrate=settings.should_migrate_on_start,
+            pool_size=settings.database_pool_size,
+        )
+        try:
+            secrets = load_server_secrets(
+                settings.data_dir,
+                kek=_secret(settings.kek),
+                kek_file=settings.kek_file,
+                pepper=_secret(settings.pepper),
+                pepper_file=settings.pepper_file,
+            )
+            policy = (
+                ClaimsPolicy.from_toml_file(settings.policy_file)
+                if settings.policy_file is not None
+                else None
+            )
+            service = KeyturnService(
+                storage,
+                pepper=secrets.pepper,
+                key_wrapper=secrets.key_wrapper,
+                config=settings.service_config(),
+                policy=policy,
+                clock=clock,
+            )
+            imported = _configured_signing_key(settings)
+            if imported is not None:
+                await service.import_signing_key(imported)
+            await service.start()
+        except BaseException:
+            await storage.close()
+            raise
+        limiter: RateLimiter = (
+            RedisRateLimiter(settings.redis_url.get_secret_value())
+            if settings.redis_url is not None
+            else MemoryRateLimiter(clock=lambda: clock().timestamp())
+        )
+        state = cls(settings=settings, service=service, storage=storage, limiter=limiter)
+        if background:
+            state._tasks = [
+                asyncio.create_task(state._every(POLL_INTERVAL, state._poll)),
+                asyncio.create_task(state._every(MAINTENANCE_INTERVAL, service.maintain)),
+            ]
+        return state
+
+    async def close(self) -> None:
+        """Stop polling and release the database and the rate limiter."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.limiter.close()
+        await self.storage.close()
+
+    async def _poll(self) -> None:
+        await self.service.reload_revocations()
+        await self.service.reload_signing_keys()
+
+    @staticmethod
+    async def _every(seconds: float, job: object) -> None:
+        assert callable(job)  # noqa: S101 -- internal use
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await job()
+            except KeyturnError as exc:  # storage down: keep serving from memory
+                logger.warning("background refresh failed: %s", exc.message)
+
+    async def check_rate(self, request: Request, key_bucket: str | None) -> None:
+        """Apply the per-address and per-key limits of token endpoints.
+
+        Raises:
+            RateLimitedError: over a limit (429 + Retry-After).
+        """
+        settings = self.settings
+        if not settings.rate_limit_enabled:
+            return
+        buckets = [(f"addr:{client_address(request)}", settings.rate_limit_per_address)]
+        if key_bucket is not None:
+            buckets.append((f"key:{key_bucket}", settings.rate_limit_per_key))
+        for bucket, limit in buckets:
+            wait = await self.limiter.hit(bucket, limit=limit, window=60)
+            if wait is not None:
+                raise RateLimitedError("too many requests; retry later", retry_after=wait)
+
+
+def _secret(value: object) -> str | None:
+    get = getattr(value, "get_secret_value", None)
+    return get() if callable(get) else None
+
+
+def _configured_signing_key(settings: Settings) -> SigningKey | None:
+    """The signing key named by ``signing_key_pem`` / ``signing_key_file`` (migration)."""
+    if settings.signing_key_pem is not None:
+        return SigningKey.from_pem(settings.signing_key_pem.get_secret_value())
+    if settings.signing_key_file is not None:
+        try:
+            pem = settings.signing_key_file.read_bytes()
+        except OSError as exc:
+            raise KeyturnError(
+                f"cannot read the signing key file {settings.signing_key_file}: {exc.strerror}"
+            ) from exc
+        return SigningKey.from_pem(pem)
+    return None

@@ -1,0 +1,280 @@
+"""Keyturn's own public API, following the RFCs.
+
+* ``POST /v1/token`` -- RFC 6749 §4.4 ``client_credentials`` (the API key as the client
+  secret: HTTP Basic with the key as password, or ``client_secret`` in the body) and §6
+  ``refresh_token`` with rotation; §5.1 responses and §5.2 errors.
+* ``POST /v1/revoke`` -- RFC 7009 (200 for unknown tokens).
+* ``POST /v1/introspect`` -- RFC 7662, admin credential required.
+* ``GET /v1/validate`` -- for gateways: 200 with identity headers, RFC 6750 errors.
+* ``GET /.well-known/jwks.json`` and ``/.well-known/oauth-authorization-server`` (RFC 8414).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import hmac
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+from urllib.parse import unquote
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from keyturn.core.tokens import format_scope, parse_scope
+from keyturn.errors import InvalidGrantError, InvalidRequestError, KeyturnError
+from keyturn.server.errors import (
+    NO_STORE,
+    RequestRejectedError,
+    bearer_error,
+    oauth_error,
+    problem_for,
+)
+from keyturn.server.legacy import _key_bucket, _request_id, _state
+from keyturn.server.requests import bearer_token, read_form_or_json
+from keyturn.service import TokenPair
+
+__all__ = ["IDENTITY_HEADERS", "public_routes"]
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+#: Headers `/v1/validate` returns for the gateway to forward upstream.
+IDENTITY_HEADERS: Final = {
+    "subject": "X-Keyturn-Subject",
+    "client_id": "X-Keyturn-Client-Id",
+    "scope": "X-Keyturn-Scope",
+    "identifier": "X-Keyturn-Identifier",
+    "jti": "X-Keyturn-Token-Id",
+    "expires": "X-Keyturn-Expires",
+}
+
+
+class _InvalidClientError(KeyturnError):
+    error_code = "invalid_client"
+    status_code = 401
+
+
+class _UnsupportedGrantError(KeyturnError):
+    error_code = "unsupported_grant_type"
+    status_code = 400
+
+
+def _oauth(handler: Handler) -> Handler:
+    """Render every error as an RFC 6749 §5.2 body."""
+
+    @functools.wraps(handler)
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except RequestRejectedError as exc:
+            if exc.status_code in (413, 415):
+                return problem_for(exc)
+            return oauth_error(exc)
+        except KeyturnError as exc:
+            return oauth_error(exc)
+
+    return endpoint
+
+
+def _token_response(pair: TokenPair) -> JSONResponse:
+    body: dict[str, Any] = {
+        "access_token": pair.access.token,
+        "token_type": "Bearer",
+        "expires_in": pair.access.expires_in,
+        "scope": format_scope(pair.scopes),
+    }
+    if pair.refresh_token is not None:
+        body["refresh_token"] = pair.refresh_token
+    return JSONResponse(body, headers=NO_STORE)  # RFC 6749 §5.1
+
+
+def _client_secret(request: Request, params: dict[str, str]) -> str:
+    """The API key, from HTTP Basic (password) or ``client_secret`` -- exactly one."""
+    header = request.headers.get("authorization")
+    from_body = params.get("client_secret")
+    if header is None:
+        if not from_body:
+            raise _InvalidClientError("send the API key as HTTP Basic password or client_secret")
+        return from_body
+    if from_body is not None:
+        # RFC 6749 §2.3: one authentication method per request.
+        raise InvalidRequestError("use either HTTP Basic or client_secret, not both")
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        raise _InvalidClientError("the token endpoint takes HTTP Basic client authentication")
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise _InvalidClientError("malformed HTTP Basic credentials") from exc
+    username, sep, password = decoded.partition(":")
+    # client_id:API_KEY (RFC 6749 §2.3.1), or the key alone as the user name (curl -u KEY:).
+    secret = password or username
+    if not sep or not secret:
+        raise _InvalidClientError("malformed HTTP Basic credentials")
+    return unquote(secret)  # RFC 6749 §2.3.1: form-urlencoded before Basic
+
+
+def _requested_scopes(params: dict[str, str]) -> frozenset[str] | None:
+    scope = params.get("scope")
+    if scope is None:
+        return None
+    try:
+        return parse_scope(scope)
+    except ValueError as exc:
+        raise InvalidRequestError("scope breaks the RFC 6749 §3.3 grammar") from exc
+
+
+@_oauth
+async def token(request: Request) -> Response:
+    """``POST /v1/token``: client_credentials or refresh_token grant."""
+    state = _state(request)
+    params = await read_form_or_json(request)
+    grant_type = params.get("grant_type")
+    scopes = _requested_scopes(params)
+    if grant_type == "client_credentials":
+        key = _client_secret(request, params)
+        await state.check_rate(request, key_bucket=_key_bucket(key))
+        try:
+            pair = await state.service.authenticate(
+                key, scopes=scopes, rotating=True, request_id=_request_id(request)
+            )
+        except InvalidGrantError as exc:
+            # RFC 6749 §5.2: failed client authentication is invalid_client (401).
+            raise _InvalidClientError(exc.message) from exc
+        return _token_response(pair)
+    if grant_type == "refresh_token":
+        refresh_token = params.get("refresh_token")
+        if not refresh_token:
+            raise InvalidRequestError("refresh_token is required")
+        await state.check_rate(request, key_bucket=None)
+        pair = await state.service.refresh(
+            refresh_token, scopes=scopes, request_id=_request_id(request)
+        )
+        return _token_response(pair)
+    if grant_type is None:
+        raise InvalidRequestError("grant_type is required")
+    raise _UnsupportedGrantError("supported grant types: client_credentials, refresh_token")
+
+
+@_oauth
+async def revoke(request: Request) -> Response:
+    """``POST /v1/revoke`` (RFC 7009): 200 whether or not the token was known."""
+    params = await read_form_or_json(request)
+    value = params.get("token")
+    if not value:
+        raise InvalidRequestError("token is required")
+    await _state(request).service.revoke_token(value, request_id=_request_id(request))
+    return Response(status_code=200, headers=NO_STORE)
+
+
+def admin_credential_ok(request: Request) -> bool:
+    """True when the request carries the configured admin bearer token."""
+    expected = _state(request).settings.admin_token
+    presented = bearer_token(request)
+    if expected is None or presented is None:
+        return False
+    return hmac.compare_digest(presented.encode(), expected.get_secret_value().encode())
+
+
+async def introspect(request: Request) -> Response:
+    """``POST /v1/introspect`` (RFC 7662): ``{"active": false}`` for anything invalid."""
+    if not request.app.state.trusted_admin and not admin_credential_ok(request):
+        return JSONResponse(
+            {"error": "invalid_client", "error_description": "admin credential required"},
+            status_code=401,
+            headers={"WWW-Authenticate": 'Bearer realm="keyturn"', **NO_STORE},
+        )
+    try:
+        params = await read_form_or_json(request)
+    except RequestRejectedError as exc:
+        return problem_for(exc)
+    try:
+        verified = _state(request).service.validate(params.get("token", ""))
+    except KeyturnError:
+        return JSONResponse({"active": False}, headers=NO_STORE)
+    claims = verified.claims
+    body = {
+        "active": True,
+        "scope": format_scope(verified.scopes),
+        "client_id": verified.client_id,
+        "token_type": "Bearer",
+        "exp": verified.expires_at,
+        "iat": verified.issued_at,
+        "sub": verified.subject,
+        "aud": claims["aud"],
+        "iss": claims["iss"],
+        "jti": verified.jti,
+    }
+    return JSONResponse(body, headers=NO_STORE)
+
+
+async def validate(request: Request) -> Response:
+    """``GET /v1/validate[?scope=a+b]``: 200 with identity headers, or 401/403."""
+    token = bearer_token(request)
+    if token is None:
+        return bearer_error(None)
+    try:
+        required = parse_scope(request.query_params.get("scope", ""))
+    except ValueError:
+        required = None
+    if required is None:  # a gateway misconfiguration, not the client's fault: deny
+        return bearer_error(InvalidRequestError("the required scope is malformed"))
+    try:
+        verified = _state(request).service.validate(token, required_scopes=required)
+    except KeyturnError as exc:
+        return bearer_error(exc)
+    headers = {
+        IDENTITY_HEADERS["subject"]: verified.subject,
+        IDENTITY_HEADERS["client_id"]: verified.client_id,
+        IDENTITY_HEADERS["scope"]: format_scope(verified.scopes),
+        IDENTITY_HEADERS["jti"]: verified.jti,
+        IDENTITY_HEADERS["expires"]: str(verified.expires_at),
+        "Cache-Control": "no-store",
+    }
+    if verified.identifier is not None:
+        headers[IDENTITY_HEADERS["identifier"]] = verified.identifier
+    return Response(status_code=200, headers=headers)
+
+
+async def jwks(request: Request) -> Response:
+    """``GET /.well-known/jwks.json``."""
+    return JSONResponse(
+        _state(request).service.jwks(),
+        media_type="application/jwk-set+json",
+        headers={"Cache-Control": "public, max-age=300"},
+    )
+
+
+async def metadata(request: Request) -> Response:
+    """``GET /.well-known/oauth-authorization-server`` (RFC 8414)."""
+    settings = _state(request).settings
+    base = settings.issuer.rstrip("/") + settings.url_prefix
+    return JSONResponse(
+        {
+            "issuer": settings.issuer,
+            "token_endpoint": f"{base}/v1/token",
+            "jwks_uri": f"{base}/.well-known/jwks.json",
+            "revocation_endpoint": f"{base}/v1/revoke",
+            "introspection_endpoint": f"{base}/v1/introspect",
+            "grant_types_supported": ["client_credentials", "refresh_token"],
+            "response_types_supported": [],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "revocation_endpoint_auth_methods_supported": ["none"],
+            "introspection_endpoint_auth_methods_supported": ["bearer"],
+        },
+        headers={"Cache-Control": "public, max-age=3600"},
+    )
+
+
+def public_routes(prefix: str) -> list[Route]:
+    """The v1 routes of the public listener."""
+    return [
+        Route(f"{prefix}/v1/token", token, methods=["POST"]),
+        Route(f"{prefix}/v1/revoke", revoke, methods=["POST"]),
+        Route(f"{prefix}/v1/introspect", introspect, methods=["POST"]),
+        Route(f"{prefix}/v1/validate", validate, methods=["GET"]),
+        Route(f"{prefix}/.well-known/jwks.json", jwks, methods=["GET"]),
+        Route(f"{prefix}/.well-known/oauth-authorization-server", metadata, methods=["GET"]),
+    ]

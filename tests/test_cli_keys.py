@@ -1,0 +1,538 @@
+"""``keyturn keys ...``, ``keyturn signing-keys list|rotate`` and ``keyturn config show``.
+
+Each test runs the commands in process against its own SQLite database in a temporary
+data directory (``KEYTURN_DATA_DIR``), as an operator would on a fresh install.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from keyturn.cli import app
+from keyturn.config import Settings
+from keyturn.server.state import KeyturnState
+from keyturn.storage.engine import default_sqlite_url
+from keyturn.storage.sql import SQLStorage
+
+runner = CliRunner()
+
+KEY_FIELDS = {
+    "id",
+    "name",
+    "identifier",
+    "roles",
+    "scopes",
+    "extra_claims",
+    "metadata",
+    "legacy",
+    "created_at",
+    "expires_at",
+    "last_used_at",
+    "revoked_at",
+    "revoked_reason",
+    "rotation_grace_until",
+}
+SIGNING_KEY_FIELDS = {
+    "kid",
+    "alg",
+    "state",
+    "created_at",
+    "activated_at",
+    "retired_at",
+    "publish_until",
+}
+WARNING = "warning: this is the only time the key is shown; store it now."
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    directory = tmp_path / "data"
+    monkeypatch.setenv("KEYTURN_DATA_DIR", str(directory))
+    return directory
+
+
+def invoke(*args: str) -> Result:
+    result = runner.invoke(app, list(args))
+    assert "Traceback" not in result.output
+    return result
+
+
+def run_json(*args: str) -> Any:
+    result = invoke(*args, "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+@pytest.fixture
+def created(data_dir: Path) -> dict[str, Any]:
+    """A key made with `keys create --json`: {"key": secret, "record": {...}}."""
+    document: dict[str, Any] = run_json(
+        "keys",
+        "create",
+        "--name",
+        "billing",
+        "--identifier",
+        "svc-billing",
+        "--scope",
+        "read",
+        "--scope",
+        "write",
+        "--expires-at",
+        "2999-01-31T12:00:00Z",
+    )
+    return document
+
+
+def is_registered(key: str) -> bool:
+    async def check() -> bool:
+        state = await KeyturnState.open(Settings.from_environment(), background=False)
+        try:
+            return await state.service.is_key_registered(key)
+        finally:
+            await state.close()
+
+    return asyncio.run(check())
+
+
+def audit_actions(data_dir: Path) -> list[tuple[str, str | None, str | None]]:
+    """(action, target_id, actor) of every audit row, oldest first."""
+
+    async def read() -> list[tuple[str, str | None, str | None]]:
+        storage = await SQLStorage.open(default_sqlite_url(data_dir))
+        try:
+            rows = await storage.audit.list(limit=1000)
+        finally:
+            await storage.close()
+        return [(r.event.action, r.event.target_id, r.event.actor) for r in reversed(rows)]
+
+    return asyncio.run(read())
+
+
+def audit_at(created: dict[str, Any], action: str) -> str:
+    """When the audit trail says ``action`` happened to the created key."""
+
+    async def read() -> str:
+        storage = await SQLStorage.open(Settings.from_environment().resolved_database_url)
+        try:
+            rows = await storage.audit.list(
+                limit=1, action=action, target_id=created["record"]["id"]
+            )
+        finally:
+            await storage.close()
+        return rows[0].event.at.isoformat()
+
+    return asyncio.run(read())
+
+
+# -- keys create ---------------------------------------------------------------------------
+
+
+def test_create_prints_the_key_once_and_warns_on_stderr(data_dir: Path) -> None:
+    result = invoke("keys", "create", "--name", "ci")
+
+    assert result.exit_code == 0, result.output
+    key_line = result.stdout.splitlines()[0]
+    assert key_line.startswith("key  kt_")
+    assert result.stderr.strip() == WARNING
+
+
+def test_create_json_is_the_key_and_its_record(created: dict[str, Any]) -> None:
+    record = created["record"]
+
+    assert set(created) == {"key", "record"}
+    assert set(record) == KEY_FIELDS
+    assert created["key"].startswith(f"kt_{record['id']}_")
+    assert record["name"] == "billing"
+    assert record["identifier"] == "svc-billing"
+    assert record["scopes"] == ["read", "write"]
+    assert record["roles"] == []
+    assert record["expires_at"] == "2999-01-31T12:00:00+00:00"
+    assert record["revoked_at"] is None
+    assert datetime.fromisoformat(record["created_at"]).tzinfo is not None
+
+
+def test_the_printed_key_is_the_stored_one(created: dict[str, Any]) -> None:
+    assert is_registered(created["key"])
+
+
+def test_create_takes_an_expiry_without_offset_as_utc(data_dir: Path) -> None:
+    created = run_json("keys", "create", "--expires-at", "2999-06-01T08:30:00")
+
+    assert created["record"]["expires_at"] == "2999-06-01T08:30:00+00:00"
+
+
+@pytest.mark.parametrize(
+    ("expires_at", "exit_code"),
+    [
+        pytest.param("next tuesday", 2, id="not-iso-8601"),
+        pytest.param("2001-01-01T00:00:00Z", 1, id="in-the-past"),
+    ],
+)
+def test_create_refuses_a_bad_expiry(data_dir: Path, expires_at: str, exit_code: int) -> None:
+    result = invoke("keys", "create", "--expires-at", expires_at)
+
+    assert result.exit_code == exit_code
+    assert "kt_" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        pytest.param("--scope", "read write", id="scope-with-space"),
+        pytest.param("--scope", 'say"hi"', id="scope-with-quote"),
+        pytest.param("--role", "site admin", id="role-with-space"),
+        pytest.param("--name", "n" * 201, id="name-too-long"),
+    ],
+)
+def test_create_refuses_what_the_admin_api_refuses(data_dir: Path, option: str, value: str) -> None:
+    result = invoke("keys", "create", option, value)
+
+    assert result.exit_code == 2
+    assert f"Invalid value for {option}" in result.stderr
+    assert not data_dir.exists()  # refused before anything was opened
+
+
+# -- keys list / show ----------------------------------------------------------------------
+
+
+def test_list_json_is_a_page_of_records(created: dict[str, Any]) -> None:
+    page = run_json("keys", "list")
+
+    assert page == {"keys": [created["record"]], "next_after": None}
+
+
+def test_list_never_shows_the_secret(created: dict[str, Any]) -> None:
+    secret_part = created["key"].rsplit("_", 1)[1]
+
+    for args in (
+        ("keys", "list"),
+        ("keys", "list", "--json"),
+        ("keys", "show", created["record"]["id"]),
+    ):
+        assert secret_part not in invoke(*args).output
+
+
+def test_list_for_people_is_a_table(created: dict[str, Any]) -> None:
+    result = invoke("keys", "list")
+
+    assert result.exit_code == 0, result.output
+    header, row = result.stdout.splitlines()
+    assert header.split() == [
+        "id",
+        "name",
+        "identifier",
+        "roles",
+        "scopes",
+        "created",
+        "expires",
+        "last",
+        "used",
+        "revoked",
+    ]
+    assert row.split()[:5] == [created["record"]["id"], "billing", "svc-billing", "-", "read"]
+    assert "2999-01-31 12:00Z" in row
+
+
+def test_list_pages_with_after(data_dir: Path) -> None:
+    ids = sorted(run_json("keys", "create")["record"]["id"] for _ in range(3))
+
+    first = run_json("keys", "list", "--limit", "2")
+    second = run_json("keys", "list", "--limit", "2", "--after", first["next_after"])
+
+    assert [k["id"] for k in first["keys"]] == ids[:2]
+    assert first["next_after"] == ids[1]
+    assert [k["id"] for k in second["keys"]] == ids[2:]
+    assert second["next_after"] is None
+
+
+def test_list_filters_by_identifier(created: dict[str, Any]) -> None:
+    run_json("keys", "create", "--identifier", "someone-else")
+
+    page = run_json("keys", "list", "--identifier", "svc-billing")
+
+    assert [k["id"] for k in page["keys"]] == [created["record"]["id"]]
+
+
+def test_list_of_an_empty_database_says_so(data_dir: Path) -> None:
+    result = invoke("keys", "list")
+
+    assert result.exit_code == 0
+    assert result.stdout == "no keys\n"
+
+
+def test_show_prints_one_record(created: dict[str, Any]) -> None:
+    key_id = created["record"]["id"]
+
+    assert run_json("keys", "show", key_id) == created["record"]
+    human = invoke("keys", "show", key_id).stdout
+    assert f"id                    {key_id}\n" in human
+    assert "scopes                read write\n" in human
+
+
+# -- keys rotate / revoke ------------------------------------------------------------------
+
+
+def test_rotate_prints_a_new_key_for_the_same_id(created: dict[str, Any]) -> None:
+    key_id = created["record"]["id"]
+
+    result = invoke("keys", "rotate", key_id, "--grace", "3600", "--json")
+
+    assert result.exit_code == 0, result.output
+    assert result.stderr.strip() == WARNING
+    rotated = json.loads(result.stdout)
+    assert rotated["record"]["id"] == key_id
+    assert rotated["key"].startswith(f"kt_{key_id}_")
+    assert rotated["key"] != created["key"]
+    grace_until = datetime.fromisoformat(rotated["record"]["rotation_grace_until"])
+    rotated_at = datetime.fromisoformat(audit_at(created, "key.rotated"))
+    assert (grace_until - rotated_at).total_seconds() == 3600
+
+
+def test_rotate_keeps_the_old_key_working_during_the_grace(created: dict[str, Any]) -> None:
+    rotated = run_json("keys", "rotate", created["record"]["id"])
+
+    assert is_registered(rotated["key"])
+    assert is_registered(created["key"])
+
+
+def test_revoke_then_show_reports_the_revocation(created: dict[str, Any]) -> None:
+    key_id = created["record"]["id"]
+
+    revoked = run_json("keys", "revoke", key_id, "--reason", "leaked in a log")
+    shown = run_json("keys", "show", key_id)
+
+    assert revoked == shown
+    assert shown["revoked_reason"] == "leaked in a log"
+    assert datetime.fromisoformat(shown["revoked_at"]) <= datetime.now(UTC)
+    assert not is_registered(created["key"])
+
+
+def test_revoked_keys_can_be_left_out_of_the_list(created: dict[str, Any]) -> None:
+    kept = run_json("keys", "create")["record"]["id"]
+    run_json("keys", "revoke", created["record"]["id"])
+
+    everything = run_json("keys", "list")
+    live = run_json("keys", "list", "--no-include-revoked")
+
+    assert len(everything["keys"]) == 2
+    assert [k["id"] for k in live["keys"]] == [kept]
+
+
+def test_a_revoked_key_cannot_be_rotated(created: dict[str, Any]) -> None:
+    run_json("keys", "revoke", created["record"]["id"])
+
+    result = invoke("keys", "rotate", created["record"]["id"])
+
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: no usable API key")
+    assert "kt_" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        pytest.param(("keys", "show"), id="show"),
+        pytest.param(("keys", "revoke"), id="revoke"),
+        pytest.param(("keys", "rotate"), id="rotate"),
+    ],
+)
+def test_an_unknown_id_exits_1_with_an_error_line(data_dir: Path, command: tuple[str, str]) -> None:
+    result = invoke(*command, "0000000000000000")
+
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr.startswith("error: no ")
+    assert "'0000000000000000'" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_every_change_writes_one_audit_row(created: dict[str, Any], data_dir: Path) -> None:
+    key_id = created["record"]["id"]
+    first_kid = run_json("signing-keys", "list")["signing_keys"][0]["kid"]
+    run_json("keys", "show", key_id)
+    run_json("keys", "list")
+    run_json("keys", "rotate", key_id)
+    run_json("keys", "revoke", key_id)
+    kid = run_json("signing-keys", "rotate", "--immediately")["kid"]
+
+    rows = audit_actions(data_dir)
+
+    assert [(action, target) for action, target, _ in rows] == [
+        ("signing_key.created", first_kid),  # the first start-up, before the first key
+        ("key.created", key_id),
+        ("key.rotated", key_id),
+        ("key.revoked", key_id),
+        ("signing_key.created", kid),
+        ("signing_key.activated", kid),
+    ]
+    assert all(actor is not None and actor.startswith("cli") for _, _, actor in rows[1:])
+
+
+# -- signing keys --------------------------------------------------------------------------
+
+
+def test_signing_keys_list_shows_the_active_key(data_dir: Path) -> None:
+    listed = run_json("signing-keys", "list")["signing_keys"]
+
+    assert len(listed) == 1
+    assert set(listed[0]) == SIGNING_KEY_FIELDS
+    assert listed[0]["state"] == "active"
+    assert listed[0]["alg"] == "ES256"
+    assert listed[0]["activated_at"] is not None
+
+
+def test_signing_keys_list_for_people_is_a_table(data_dir: Path) -> None:
+    kid = run_json("signing-keys", "list")["signing_keys"][0]["kid"]
+
+    header, row = invoke("signing-keys", "list").stdout.splitlines()
+
+    assert header.split() == [
+        "kid",
+        "alg",
+        "state",
+        "created",
+        "activated",
+        "retired",
+        "publish",
+        "until",
+    ]
+    assert row.split()[:3] == [kid, "ES256", "active"]
+
+
+def test_signing_keys_rotate_publishes_a_pending_key(data_dir: Path) -> None:
+    before = run_json("signing-keys", "list")["signing_keys"]
+
+    rotated = run_json("signing-keys", "rotate")
+    after = run_json("signing-keys", "list")["signing_keys"]
+
+    assert rotated["state"] == "pending"
+    assert rotated["activated_at"] is None
+    delay = datetime.fromisoformat(rotated["activates_at"]) - datetime.fromisoformat(
+        rotated["created_at"]
+    )
+    assert delay.total_seconds() == 600  # KEYTURN_SIGNING_KEY_PUBLISH_DELAY's default
+    assert [(k["kid"], k["state"]) for k in after] == [
+        (before[0]["kid"], "active"),
+        (rotated["kid"], "pending"),
+    ]
+
+
+def test_signing_keys_rotate_immediately_retires_the_old_key(data_dir: Path) -> None:
+    old = run_json("signing-keys", "list")["signing_keys"][0]["kid"]
+
+    rotated = run_json("signing-keys", "rotate", "--immediately")
+    after = {k["kid"]: k for k in run_json("signing-keys", "list")["signing_keys"]}
+
+    assert rotated["state"] == "active"
+    assert rotated["activates_at"] is None
+    assert after[old]["state"] == "retired"
+    assert after[old]["publish_until"] is not None
+    assert after[rotated["kid"]]["state"] == "active"
+
+
+# -- settings and errors -------------------------------------------------------------------
+
+
+def test_config_show_masks_secrets(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    secrets = {
+        "KEYTURN_PEPPER": "cGVwcGVyLXZhbHVlLXRoYXQtbXVzdC1uZXZlci1sZWFr",
+        "KEYTURN_KEK": "a2VrLXZhbHVlLXRoYXQtbXVzdC1uZXZlci1sZWFrISE",
+        "KEYTURN_ADMIN_TOKEN": "admin-token-that-must-never-leak",
+        "KEYTURN_DATABASE_URL": "postgresql://kt:db-password-never-leaks@db/kt",
+        "KEYTURN_REDIS_URL": "redis://:redis-password-never-leaks@cache:6379/0",
+    }
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+
+    shown = run_json("config", "show")
+    human = invoke("config", "show").stdout
+
+    for name in ("pepper", "kek", "admin_token", "database_url", "redis_url"):
+        assert shown[name] == "**********"
+    for value in secrets.values():
+        assert value not in human
+        assert value not in json.dumps(shown)
+    assert "never-leak" not in human
+    assert shown["data_dir"] == str(data_dir)
+    assert shown["access_token_lifetime"] == 900
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        pytest.param("KEYTURN_LEEWAY", "9999", id="out-of-range"),
+        pytest.param("KEYTURN_ACCESS_TOKEN_LIFETIME", "-5", id="negative-duration"),
+        pytest.param("KEYTURN_NOT_A_SETTING", "1", id="misspelt-name"),
+    ],
+)
+@pytest.mark.parametrize(
+    "command",
+    [
+        pytest.param(("keys", "list"), id="keys-list"),
+        pytest.param(("signing-keys", "rotate"), id="signing-keys-rotate"),
+        pytest.param(("config", "show"), id="config-show"),
+    ],
+)
+def test_an_invalid_setting_exits_2(
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    value: str,
+    command: tuple[str, str],
+) -> None:
+    monkeypatch.setenv(name, value)
+
+    result = invoke(*command)
+
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith("error: invalid settings")
+    assert name.removeprefix("KEYTURN_").lower() in result.stderr
+    assert not data_dir.exists()  # nothing was created
+
+
+def test_a_malformed_pepper_exits_2_without_echoing_it(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KEYTURN_PEPPER", "c2hvcnQ")
+
+    result = invoke("keys", "list")
+
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: invalid settings: the pepper")
+    assert "c2hvcnQ" not in result.output
+
+
+def test_an_unreachable_database_exits_1_and_hides_the_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KEYTURN_DATABASE_URL", "postgresql://kt:s3cret@127.0.0.1:1/kt")
+
+    result = invoke("keys", "list")
+
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: ")
+    assert "the database is unavailable" in result.stderr
+    assert "postgresql+asyncpg://kt:***@127.0.0.1:1/kt" in result.stderr
+    assert "s3cret" not in result.output
+
+
+def test_db_commands_use_jwthenticator_database_variables(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without KEYTURN_DATABASE_URL, DB_* choose the database, as for the server."""
+    monkeypatch.setenv("DB_HOST", "127.0.0.1:1")
+    monkeypatch.setenv("DB_PASS", "s3cret")
+
+    result = invoke("db", "current")
+
+    assert result.exit_code == 1
+    assert "postgresql+asyncpg://postgres:***@127.0.0.1:1/jwthenticator" in result.stderr
+    assert "s3cret" not in result.output
