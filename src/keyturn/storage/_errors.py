@@ -10,7 +10,7 @@ from sqlalchemy import exc as sa_exc
 
 from keyturn.errors import ConflictError, StorageUnavailableError
 
-__all__ = ["storage_error", "translate_errors"]
+__all__ = ["driver_error", "storage_error", "translate_errors"]
 
 _UNAVAILABLE = (
     sa_exc.OperationalError,  # refused, dropped, locked, read-only, disk full, cancelled
@@ -37,7 +37,10 @@ def _driver_connect_errors() -> tuple[type[BaseException], ...]:
 
 
 def _is_retryable(exc: sa_exc.DBAPIError) -> bool:
-    sqlstate = getattr(exc.orig, "sqlstate", None)
+    return _is_retryable_sqlstate(getattr(exc.orig, "sqlstate", None))
+
+
+def _is_retryable_sqlstate(sqlstate: object) -> bool:
     if not isinstance(sqlstate, str):
         return False
     return sqlstate in _RETRYABLE_SQLSTATES or sqlstate[:2] in _RETRYABLE_SQLSTATE_CLASSES
@@ -53,6 +56,25 @@ def storage_error(exc: BaseException, doing: str) -> Exception | None:
         return ConflictError(f"cannot {doing}: it clashes with a stored record")
     reason = _unavailable_reason(exc)
     return None if reason is None else StorageUnavailableError(f"cannot {doing}: {reason}")
+
+
+def driver_error(exc: BaseException, doing: str) -> Exception | None:
+    """Like `storage_error`, for asyncpg's own exceptions from a statement it ran.
+
+    The PostgreSQL fast path (`keyturn.storage._pgfast`) runs statements on the pooled
+    asyncpg connection directly, so its errors reach us unwrapped; they map as SQLAlchemy
+    would have wrapped them: a constraint violation (SQLSTATE class 23) is a conflict, a
+    retryable SQLSTATE, a lost connection or a timeout means unavailable.
+    """
+    import asyncpg  # noqa: PLC0415 -- optional driver; only its fast path calls this
+
+    if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
+        return ConflictError(f"cannot {doing}: it clashes with a stored record")
+    if isinstance(exc, asyncpg.InterfaceError | OSError):  # OSError: TimeoutError too
+        return StorageUnavailableError(f"cannot {doing}: the database is unavailable")
+    if isinstance(exc, asyncpg.PostgresError) and _is_retryable_sqlstate(exc.sqlstate):
+        return StorageUnavailableError(f"cannot {doing}: the database is unavailable")
+    return None
 
 
 def _unavailable_reason(exc: BaseException) -> str | None:

@@ -10,7 +10,10 @@ writers instead of failing them.
 
 CPU per verb: the hot statements are built once, with named parameters, so SQLAlchemy
 finds them compiled without building them or their cache keys again; and each verb runs
-all its statements on one connection in a single greenlet (`_Repository`).
+all its statements on one connection in a single greenlet (`_Repository`). On PostgreSQL
+the hot verbs (`find_by_hash`, `mark_used`, and the refresh tokens' `add`,
+`find_with_key` and `rotate`) skip SQLAlchemy's execution layer: the same statements,
+rendered once, run on the pooled asyncpg connection (`keyturn.storage._pgfast`).
 
 Errors: a database that cannot be reached (refused or dropped connection, pool timeout,
 locked or read-only SQLite file) raises `StorageUnavailableError`, a clash with a unique
@@ -100,6 +103,11 @@ class _Repository:
         self._autocommit = autocommit_options(engine)
         self._postgresql = engine.dialect.name == "postgresql"
         self._write_lock = write_lock
+        self._fast: FastPath | None = None
+        if self._postgresql:
+            from keyturn.storage._pgfast import FastPath  # noqa: PLC0415 -- asyncpg is optional
+
+            self._fast = FastPath(self._engine)
 
     async def _read(self, doing: str, work: Callable[[sa.Connection], _T]) -> _T:
         """Run ``work`` on an autocommit connection (reads)."""
@@ -509,6 +517,14 @@ _RECENT_REVOCATIONS: Final = _revocations(revoked_since=True)
 class SQLKeyRepository(_Repository):
     """API keys (`keyturn.storage.base.KeyRepository`)."""
 
+    def __init__(self, engine: AsyncEngine, *, write_lock: asyncio.Lock | None = None) -> None:
+        super().__init__(engine, write_lock=write_lock)
+        self._fast_find: FastStatement | None = None
+        self._fast_mark_used: FastStatement | None = None
+        if self._fast is not None:
+            self._fast_find = self._fast.prepare(_FIND_KEY_BY_HASH)
+            self._fast_mark_used = self._fast.prepare(_MARK_KEY_USED)
+
     async def add(self, key: ApiKeyRecord, *, audit: AuditEvent) -> None:
         """Store a new key; `ConflictError` if its id or hash is taken."""
         values, event = _api_key_values(key), _audit_params(audit)
@@ -552,6 +568,9 @@ class SQLKeyRepository(_Repository):
     async def find_by_hash(self, key_hash: bytes, *, now: datetime) -> ApiKeyRecord | None:
         """The key whose current hash, or still-in-grace previous hash, is ``key_hash``."""
         params = {"hash": key_hash, "now": now}
+        if self._fast is not None and self._fast_find is not None:
+            row = await self._fast.fetchrow("look up the API key", self._fast_find, params)
+            return None if row is None else _api_key(row)
         row = await self._read(
             "look up the API key", lambda conn: conn.execute(_FIND_KEY_BY_HASH, params).first()
         )
@@ -666,6 +685,9 @@ class SQLKeyRepository(_Repository):
     async def mark_used(self, key_id: str, *, at: datetime) -> None:
         """Record ``last_used_at`` (never moves it backwards)."""
         params = {"key": key_id, "at": at}
+        if self._fast is not None and self._fast_mark_used is not None:
+            await self._fast.fetchrow("record the API key's use", self._fast_mark_used, params)
+            return
         await self._write(
             "record the API key's use", lambda conn: conn.execute(_MARK_KEY_USED, params)
         )
@@ -674,9 +696,22 @@ class SQLKeyRepository(_Repository):
 class SQLRefreshTokenRepository(_Repository):
     """Refresh tokens (`keyturn.storage.base.RefreshTokenRepository`)."""
 
+    def __init__(self, engine: AsyncEngine, *, write_lock: asyncio.Lock | None = None) -> None:
+        super().__init__(engine, write_lock=write_lock)
+        self._fast_add: FastStatement | None = None
+        self._fast_find: FastStatement | None = None
+        self._fast_rotate: FastStatement | None = None
+        if self._fast is not None:
+            self._fast_add = self._fast.prepare(_ADD_REFRESH_TOKEN_WITH_AUDIT)
+            self._fast_find = self._fast.prepare(_FIND_REFRESH_TOKEN_WITH_KEY)
+            self._fast_rotate = self._fast.prepare(_ROTATE_WITH_SUCCESSOR_AND_AUDIT)
+
     async def add(self, token: RefreshTokenRecord, *, audit: AuditEvent) -> None:
         """Store a new refresh token and its audit row; `ConflictError` on a clash."""
         stored, event = _new_token_params(token), _audit_params(audit)
+        if self._fast is not None and self._fast_add is not None:
+            await self._fast.fetchrow("store the refresh token", self._fast_add, stored | event)
+            return
         if self._postgresql:
             params = stored | event
             await self._write(
@@ -696,10 +731,13 @@ class SQLRefreshTokenRepository(_Repository):
     ) -> tuple[RefreshTokenRecord, ApiKeyRecord | None] | None:
         """The refresh token with this hash and its API key, in one query."""
         params = {"hash": token_hash}
-        row = await self._read(
-            "look up the refresh token",
-            lambda conn: conn.execute(_FIND_REFRESH_TOKEN_WITH_KEY, params).first(),
-        )
+        if self._fast is not None and self._fast_find is not None:
+            row = await self._fast.fetchrow("look up the refresh token", self._fast_find, params)
+        else:
+            row = await self._read(
+                "look up the refresh token",
+                lambda conn: conn.execute(_FIND_REFRESH_TOKEN_WITH_KEY, params).first(),
+            )
         if row is None:
             return None
         values = tuple(row)
@@ -713,6 +751,10 @@ class SQLRefreshTokenRepository(_Repository):
         """Mark ``token_id`` used and store ``successor``, if the token is still live."""
         used = {"token": token_id, "now": now, "new_id": successor.id}
         stored, event = _new_token_params(successor), _audit_params(audit)
+        if self._fast is not None and self._fast_rotate is not None:
+            params = used | stored | event
+            row = await self._fast.fetchrow("rotate the refresh token", self._fast_rotate, params)
+            return bool(row[0])
         if self._postgresql:
             params = used | stored | event
             rotated = await self._write(
@@ -1010,4 +1052,6 @@ class SQLStorage:
 
 
 if TYPE_CHECKING:
+    from keyturn.storage._pgfast import FastPath, FastStatement
+
     _conforms: type[Storage] = SQLStorage  # mypy checks SQLStorage against the Protocol

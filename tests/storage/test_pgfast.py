@@ -1,0 +1,159 @@
+"""The PostgreSQL fast path returns and writes exactly what the SQLAlchemy path does.
+
+The same verbs run once through `keyturn.storage._pgfast` and once through SQLAlchemy
+(the fast path switched off on the repositories) over the same rows; their results and
+the tables they leave behind must be identical.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+import sqlalchemy as sa
+
+from keyturn.errors import ConflictError, StorageUnavailableError
+from keyturn.storage.engine import autocommit, create_engine
+from keyturn.storage.sql import SQLStorage
+from keyturn.storage.tables import metadata
+
+from .factories import LATER, NOW, api_key, event, hash_of, refresh_token
+
+pytestmark = pytest.mark.postgresql
+
+
+def _without_fast_path(storage: SQLStorage) -> SQLStorage:
+    storage.keys._fast = None
+    storage.refresh_tokens._fast = None
+    return storage
+
+
+async def _tables(storage: SQLStorage) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row, audit ids left out (a sequence does not restart)."""
+    async with autocommit(storage.engine).connect() as conn:
+        tables = {}
+        for table in metadata.sorted_tables:
+            columns = [c for c in table.c if not (table.name == "audit_events" and c.name == "id")]
+            rows = (await conn.execute(sa.select(*columns))).all()
+            tables[table.name] = sorted(map(tuple, rows), key=repr)
+        return tables
+
+
+async def _clear(storage: SQLStorage) -> None:
+    async with autocommit(storage.engine).connect() as conn:
+        for table in reversed(metadata.sorted_tables):
+            await conn.execute(sa.delete(table))
+
+
+async def _scenario(storage: SQLStorage, results_cause: list[Any]) -> list[Any]:
+    """Seed keys and tokens of every shape, then run every hot verb; what they return."""
+    await storage.keys.add(
+        api_key(
+            "k1",
+            name="full",
+            roles=("admin", "reader"),
+            scopes=("read", "write"),
+            extra_claims={"tenant": "t-1", "n": 3, "nested": {"a": [1, None]}},
+            metadata={"owner": "ops"},
+            expires_at=LATER,
+        ),
+        audit=event("key.registered"),
+    )
+    await storage.keys.add(api_key("k2", legacy=True, identifier=None), audit=event("x"))
+    await storage.keys.rotate(
+        "k2", new_hash=hash_of("k2-new"), grace_until=NOW + timedelta(hours=1), audit=event("y")
+    )
+    await storage.keys.add(api_key("k3"), audit=event("key.registered"))
+    await storage.keys.revoke("k3", at=NOW, reason="leaked", audit=event("key.revoked"))
+
+    results: list[Any] = []
+    keys, tokens = storage.keys, storage.refresh_tokens
+    await tokens.add(refresh_token("t1"), audit=event("refresh.issued", "t1"))
+    await tokens.add(
+        refresh_token("t2", key_id=None, subject="user:u1", user_id="u1", scope=(), rotating=False),
+        audit=event("refresh.issued", "t2", detail={"why": "login", "n": [1, 2]}),
+    )
+    for name in ("k1", "k2", "k2-new", "k3", "unknown"):
+        results.append(await keys.find_by_hash(hash_of(name), now=NOW))
+    results.append(await keys.find_by_hash(hash_of("k2"), now=NOW + timedelta(hours=2)))
+    for name in ("t1", "t2", "unknown"):
+        results.append(await tokens.find_with_key(hash_of(name)))
+    successor = refresh_token("t3", parent_id="t1", created_at=NOW + timedelta(minutes=1))
+    results.append(await tokens.rotate("t1", successor, now=NOW, audit=event("rotated", "t1")))
+    results.append(await tokens.rotate("t1", successor, now=NOW, audit=event("rotated", "t1")))
+    results.append(await tokens.rotate("t2", refresh_token("t4"), now=LATER, audit=event("z")))
+    results.append(await tokens.find_with_key(hash_of("t1")))
+    results.append(await tokens.find_with_key(hash_of("t3")))
+    await keys.mark_used("k1", at=NOW + timedelta(minutes=5))
+    await keys.mark_used("k1", at=NOW)  # never moves backwards
+    await keys.mark_used("unknown", at=NOW)
+    results.append(await keys.find_by_hash(hash_of("k1"), now=NOW))
+    with pytest.raises(ConflictError) as conflict:
+        await tokens.add(refresh_token("t9", token_hash=hash_of("t1")), audit=event("x"))
+    results.append(type(conflict.value).__name__)
+    # The driver's exception stays the cause: asyncpg's here, SQLAlchemy's wrapper there.
+    cause = conflict.value.__cause__
+    results_cause.append(getattr(cause, "orig", cause))
+    return results
+
+
+async def test_fast_path_and_sqlalchemy_path_agree(postgresql_database_url: str) -> None:
+    storage = SQLStorage(create_engine(postgresql_database_url))
+    try:
+        fast_causes: list[Any] = []
+        fast_results = await _scenario(storage, fast_causes)
+        fast_tables = await _tables(storage)
+        await _clear(storage)
+        slow_results = await _scenario(_without_fast_path(storage), [])
+        slow_tables = await _tables(storage)
+    finally:
+        await storage.close()
+
+    assert fast_results == slow_results
+    assert repr(fast_results) == repr(slow_results)  # same types and time zones too
+    assert fast_tables == slow_tables
+    assert fast_results[-1] == "ConflictError"
+    assert isinstance(fast_causes[0], asyncpg.UniqueViolationError)
+    assert fast_results[0] is not None
+    assert fast_results[0].extra_claims["nested"] == {"a": [1, None]}
+    assert fast_results[0].created_at.utcoffset() == timedelta(0)
+
+
+async def test_fast_path_refuses_a_naive_datetime_before_sending(
+    postgresql_database_url: str,
+) -> None:
+    storage = SQLStorage(create_engine(postgresql_database_url))
+    try:
+        with pytest.raises(sa.exc.StatementError) as exc_info:
+            await storage.keys.find_by_hash(hash_of("k1"), now=NOW.replace(tzinfo=None))
+        assert isinstance(exc_info.value.orig, ValueError)
+    finally:
+        await storage.close()
+
+
+async def test_fast_path_drops_a_lost_connection_and_recovers(
+    postgresql_database_url: str,
+) -> None:
+    """A server-side disconnect fails one fast-path call; the pool then reconnects."""
+    storage = SQLStorage(create_engine(postgresql_database_url, pool_size=1, max_overflow=0))
+    try:
+        await storage.keys.add(api_key("k1"), audit=event("key.registered"))
+        assert await storage.keys.find_by_hash(hash_of("k1"), now=NOW) is not None
+        admin = await asyncpg.connect(postgresql_database_url)
+        try:
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        finally:
+            await admin.close()
+
+        with pytest.raises(StorageUnavailableError) as exc_info:
+            await storage.keys.find_by_hash(hash_of("k1"), now=NOW)
+        assert exc_info.value.status_code == 503
+        assert await storage.keys.find_by_hash(hash_of("k1"), now=NOW) is not None
+        await storage.keys.mark_used("k1", at=NOW)
+    finally:
+        await storage.close()
