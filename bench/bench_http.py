@@ -26,6 +26,19 @@ and ``/validate``, an ``Authorization: Bearer <jwt>`` header for ``/validate_req
 Prints req/s, p50 and p99 per route and server, the ratios against JWThenticator with
 PASS/FAIL against the targets, ``/validate_request`` against the same server's
 ``/healthz``, and each server's peak RSS (``VmHWM``). Exits 1 when a target is missed.
+
+The machine may be shared, so each run also records where the CPU went: the server
+process, the PostgreSQL server (the backends of the benchmark's database, its helper
+processes and the backends that exited), wrk, and "other" (everything else busy on the
+machine). Before each route it waits (``--quiet-wait``) for the machine to go idle, and
+a run in which other work took more than ``--max-other`` of a core is repeated
+(``--retries``), keeping the least disturbed, within ``--budget`` seconds in all.
+
+For investigation: ``--routes`` runs a subset, ``--py-spy DIR`` samples the server with
+py-spy during each measured run and prints its top frames, ``--keyturn-env NAME=VALUE``
+passes extra settings (e.g. ``KEYTURN_DATABASE_POOL_SIZE=32``), ``--keyturn PATH`` runs
+another executable in place of ``keyturn`` (it gets the ``serve`` argument), and
+``--json FILE`` writes every figure.
 """
 
 from __future__ import annotations
@@ -210,7 +223,8 @@ def proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-_BACKEND = re.compile(rb"^postgres: [^:]+: \S+ (\S+) ")  # "postgres: 15/main: user db host"
+# A backend's title: "postgres: 15/main: <user> <database> <host>(<port>) <state>".
+_BACKEND = re.compile(rb"^postgres: [^:]+: \S+ (\S+) (?:\[local\]|\S+\(\d+\)) ")
 
 
 def postgres_cpu_ticks(database: str | None, *, reaped: bool) -> dict[int, int]:
@@ -393,6 +407,8 @@ def measure_once(
         raise RuntimeError(f"no BENCH_RESULT line in wrk's output:\n{text}")
     lua = parsed["lua"]
     rps = lua["requests"] / (lua["duration_us"] / 1e6)
+    if parsed.get("rps") and abs(parsed["rps"] - rps) > 0.02 * rps:
+        print(f"    (wrk printed {parsed['rps']:,.0f} req/s, its Lua summary {rps:,.0f})")
     result = RunResult(
         route=route.name,
         path=path,
