@@ -102,7 +102,13 @@ class Settings(BaseSettings):
         description="Apply migrations at start-up; default: yes for the embedded SQLite "
         "database, no for a configured URL (run `keyturn db upgrade`).",
     )
-    database_pool_size: int = Field(10, ge=1, le=200, description="Connections per process.")
+    database_pool_size: int = Field(
+        32,
+        ge=1,
+        le=200,
+        description="Database connections per server process (kept open; no overflow). "
+        "workers x pool size must stay below PostgreSQL's max_connections.",
+    )
 
     # -- secrets ---------------------------------------------------------------------------
     kek: SecretStr | None = Field(

@@ -1,0 +1,68 @@
+"""The raw-ASGI fast path for gateway validation answers exactly as Starlette would."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from keyturn.server.app import GatewayFastPath, build_public_app
+from keyturn.server.state import KeyturnState
+from tests.server.conftest import (
+    REMOTE,
+    MakeClient,
+    bearer,
+    legacy_tokens,
+    register_legacy_key,
+)
+
+
+def _comparable(response: httpx.Response) -> tuple[int, dict[str, str], bytes]:
+    headers = {k: v for k, v in response.headers.items() if k != "date"}
+    return response.status_code, headers, response.content
+
+
+@pytest.mark.parametrize("path", ["/validate_request", "/v1/validate"])
+async def test_fast_path_matches_the_starlette_handler(
+    sqlite_state: KeyturnState,
+    sqlite_admin: httpx.AsyncClient,
+    make_client: MakeClient,
+    path: str,
+) -> None:
+    app = build_public_app(sqlite_state)
+    assert isinstance(app, GatewayFastPath)
+    fast, slow = make_client(app, peer=REMOTE), make_client(app.app, peer=REMOTE)
+    await register_legacy_key(sqlite_admin)
+    jwt = (await legacy_tokens(fast))["jwt"]
+
+    answered = await fast.get(path, headers=bearer(jwt))
+    expected = await slow.get(path, headers=bearer(jwt))
+
+    assert answered.status_code == 200
+    assert _comparable(answered) == _comparable(expected)
+
+
+async def test_fast_path_serves_without_entering_starlette(
+    sqlite_state: KeyturnState,
+    sqlite_admin: httpx.AsyncClient,
+    make_client: MakeClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    app = build_public_app(sqlite_state)
+    assert isinstance(app, GatewayFastPath)
+    client = make_client(app, peer=REMOTE)
+    await register_legacy_key(sqlite_admin)
+    jwt = (await legacy_tokens(client))["jwt"]
+    entered: list[str] = []
+    inner = app.app
+
+    async def spy(scope, receive, send):  # type: ignore[no-untyped-def]
+        entered.append(scope["path"])
+        await inner(scope, receive, send)
+
+    monkeypatch.setattr(app, "app", spy)
+
+    assert (await client.get("/v1/validate", headers=bearer(jwt))).status_code == 200
+    assert (await client.get("/v1/validate", headers=bearer("junk"))).status_code == 401
+    assert (await client.get("/v1/validate?scope=x", headers=bearer(jwt))).status_code == 403
+
+    assert entered == ["/v1/validate", "/v1/validate"]  # failures render in Starlette
