@@ -66,3 +66,36 @@ async def test_fast_path_serves_without_entering_starlette(
     assert (await client.get("/v1/validate?scope=x", headers=bearer(jwt))).status_code == 403
 
     assert entered == ["/v1/validate", "/v1/validate"]  # failures render in Starlette
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        pytest.param("valid", 200, id="valid"),
+        pytest.param({"jwt": "junk"}, 401, id="bad-token"),
+        pytest.param({"jwt": "x", "extra": 1}, 400, id="unknown-field"),
+        pytest.param({}, 400, id="missing-field"),
+        pytest.param("[1, 2", 400, id="not-json"),
+    ],
+)
+async def test_post_validate_fast_path_matches_starlette(
+    sqlite_state: KeyturnState,
+    sqlite_admin: httpx.AsyncClient,
+    make_client: MakeClient,
+    body: object,
+    status: int,
+) -> None:
+    """Answered in the fast path or replayed into Starlette: the same response either way."""
+    app = build_public_app(sqlite_state)
+    assert isinstance(app, GatewayFastPath)
+    fast, slow = make_client(app, peer=REMOTE), make_client(app.app, peer=REMOTE)
+    await register_legacy_key(sqlite_admin)
+    if body == "valid":
+        body = {"jwt": (await legacy_tokens(fast))["jwt"]}
+    kwargs = {"content": body} if isinstance(body, str) else {"json": body}
+
+    answered = await fast.post("/validate", **kwargs)  # type: ignore[arg-type]
+    expected = await slow.post("/validate", **kwargs)  # type: ignore[arg-type]
+
+    assert answered.status_code == status
+    assert _comparable(answered) == _comparable(expected)

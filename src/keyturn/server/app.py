@@ -8,6 +8,7 @@ lifespan opens and closes the state itself.
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,14 +19,16 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keyturn.config import Settings
 from keyturn.core.tokens import VerifiedToken, format_scope
 from keyturn.errors import KeyturnError
 from keyturn.server import admin, legacy, v1
 from keyturn.server.errors import problem
+from keyturn.server.models import MAX_TOKEN
 from keyturn.server.openapi import docs_page, openapi_document
+from keyturn.server.requests import MAX_BODY_BYTES
 from keyturn.server.state import KeyturnState, is_loopback
 
 __all__ = ["build_admin_app", "build_public_app", "create_app"]
@@ -124,7 +127,7 @@ def build_public_app(state: KeyturnState) -> ASGIApp:
 
 
 class GatewayFastPath:
-    """Answers a *valid* ``GET /validate_request`` or ``GET /v1/validate`` in raw ASGI.
+    """Answers a *valid* ``GET /validate_request``, ``GET /v1/validate`` or ``POST /validate``.
 
     Gateways call these on every request, and a cached verification costs ~1 µs while
     Starlette's routing, request and response objects cost ~50 µs. Only the success path
@@ -139,8 +142,57 @@ class GatewayFastPath:
         prefix = state.settings.url_prefix
         self._legacy = f"{prefix}/validate_request"
         self._v1 = f"{prefix}/v1/validate"
+        self._post = f"{prefix}/validate"
+
+    async def _validate_body(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``POST /validate {"jwt"}``: answer a valid token here, replay anything else."""
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more and size <= MAX_BODY_BYTES:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        if not more and size <= MAX_BODY_BYTES and _json_content(scope["headers"]):
+            token = _jwt_field(body)
+            if token is not None:
+                try:
+                    self._service.validate(token)
+                except KeyturnError:
+                    pass
+                else:
+                    await send(
+                        {
+                            "type": "http.response.start",
+                            "status": 200,
+                            "headers": [
+                                (b"content-length", b"15"),
+                                (b"content-type", b"application/json"),
+                            ],
+                        }
+                    )
+                    await send({"type": "http.response.body", "body": b'{"result":true}'})
+                    return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": more}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == self._post:
+            await self._validate_body(scope, receive, send)
+            return
         if scope["type"] == "http" and scope["method"] == "GET" and not scope["query_string"]:
             path = scope["path"]
             if path in (self._legacy, self._v1):
@@ -168,6 +220,25 @@ class GatewayFastPath:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.app, name)
+
+
+def _json_content(headers: list[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        if name == b"content-type":
+            return value.split(b";", 1)[0].strip().lower() == b"application/json"
+    return True  # JWThenticator's clients may send none
+
+
+def _jwt_field(body: bytes) -> str | None:
+    """The token of a body that is exactly ``{"jwt": "<str>"}``, or None."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    if type(data) is not dict or len(data) != 1:
+        return None
+    token = data.get("jwt")
+    return token if type(token) is str and len(token) <= MAX_TOKEN else None
 
 
 def _bearer(headers: list[tuple[bytes, bytes]]) -> str | None:

@@ -70,7 +70,9 @@ def driver_error(exc: BaseException, doing: str) -> Exception | None:
 
     if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
         return ConflictError(f"cannot {doing}: it clashes with a stored record")
-    if isinstance(exc, asyncpg.InterfaceError | OSError):  # OSError: TimeoutError too
+    # InternalClientError: the protocol state broke mid-operation (a connection dying
+    # under a statement); like a lost connection, the caller may retry.
+    if isinstance(exc, asyncpg.InterfaceError | asyncpg.InternalClientError | OSError):
         return StorageUnavailableError(f"cannot {doing}: the database is unavailable")
     if isinstance(exc, asyncpg.PostgresError) and _is_retryable_sqlstate(exc.sqlstate):
         return StorageUnavailableError(f"cannot {doing}: the database is unavailable")
