@@ -22,7 +22,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keyturn.config import Settings
-from keyturn.core.tokens import VerifiedToken, format_scope
+from keyturn.core.tokens import VerifiedToken
 from keyturn.errors import KeyturnError
 from keyturn.server import admin, legacy, v1
 from keyturn.server.errors import problem
@@ -253,18 +253,11 @@ def _bearer(headers: list[tuple[bytes, bytes]]) -> str | None:
 
 
 def _identity_headers(verified: VerifiedToken) -> list[tuple[bytes, bytes]]:
-    names = v1.IDENTITY_HEADERS
-    pairs = [
-        (names["subject"], verified.subject),
-        (names["client_id"], verified.client_id),
-        (names["scope"], format_scope(verified.scopes)),
-        (names["jti"], verified.jti),
-        (names["expires"], str(verified.expires_at)),
-        ("Cache-Control", "no-store"),
+    # The same headers as the Starlette handler's, in ASGI's raw form.
+    return [
+        (name.lower().encode("latin-1"), value.encode("latin-1"))
+        for name, value in v1.identity_headers(verified).items()
     ]
-    if verified.identifier is not None:
-        pairs.append((names["identifier"], verified.identifier))
-    return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in pairs]
 
 
 def build_admin_app(state: KeyturnState) -> ASGIApp:

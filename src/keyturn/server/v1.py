@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from keyturn.core.tokens import format_scope, parse_scope
+from keyturn.core.tokens import VerifiedToken, format_scope, parse_scope
 from keyturn.errors import InvalidGrantError, InvalidRequestError, KeyturnError
 from keyturn.server.errors import (
     NO_STORE,
@@ -36,7 +36,7 @@ from keyturn.server.legacy import _key_bucket, _request_id, _state
 from keyturn.server.requests import bearer_token, read_form_or_json
 from keyturn.service import TokenPair
 
-__all__ = ["IDENTITY_HEADERS", "public_routes"]
+__all__ = ["IDENTITY_HEADERS", "identity_headers", "public_routes"]
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -225,6 +225,12 @@ async def validate(request: Request) -> Response:
         verified = _state(request).service.validate(token, required_scopes=required)
     except KeyturnError as exc:
         return bearer_error(exc)
+    headers = identity_headers(verified)
+    return Response(status_code=200, headers=headers)
+
+
+def identity_headers(verified: VerifiedToken) -> dict[str, str]:
+    """The headers a 200 from ``/v1/validate`` carries for the gateway to forward."""
     headers = {
         IDENTITY_HEADERS["subject"]: verified.subject,
         IDENTITY_HEADERS["client_id"]: verified.client_id,
@@ -235,7 +241,7 @@ async def validate(request: Request) -> Response:
     }
     if verified.identifier is not None:
         headers[IDENTITY_HEADERS["identifier"]] = verified.identifier
-    return Response(status_code=200, headers=headers)
+    return headers
 
 
 async def jwks(request: Request) -> Response:
