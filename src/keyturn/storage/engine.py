@@ -32,6 +32,7 @@ __all__ = [
     "default_sqlite_url",
     "has_sqlite_hooks",
     "normalize_url",
+    "sqlite_file",
 ]
 
 DEFAULT_SQLITE_FILENAME: Final = "keyturn.db"
@@ -140,6 +141,14 @@ def autocommit_options(engine: AsyncEngine) -> dict[str, Any]:
 def has_sqlite_hooks(engine: AsyncEngine) -> bool:
     """True when ``engine`` is SQLite with the transaction handling set up here."""
     return event.contains(engine.sync_engine, "begin", _begin_immediate)
+
+
+def sqlite_file(engine: AsyncEngine) -> str | None:
+    """The path of ``engine``'s SQLite file; None for other databases, memory or URI forms."""
+    url = engine.url
+    if engine.dialect.name != "sqlite" or _is_sqlite_memory(url) or url.query.get("uri"):
+        return None
+    return url.database
 
 
 def _is_sqlite_memory(url: URL) -> bool:

@@ -13,7 +13,10 @@ finds them compiled without building them or their cache keys again; and each ve
 all its statements on one connection in a single greenlet (`_Repository`). On PostgreSQL
 the hot verbs (`find_by_hash`, `mark_used`, and the refresh tokens' `add`,
 `find_with_key` and `rotate`) skip SQLAlchemy's execution layer: the same statements,
-rendered once, run on the pooled asyncpg connection (`keyturn.storage._pgfast`).
+rendered once, run on the pooled asyncpg connection (`keyturn.storage._pgfast`). On a
+SQLite file the same verbs run on the event loop's own ``sqlite3`` connection, falling
+back to the pooled path when another writer holds the database
+(`keyturn.storage._litefast`).
 
 Errors: a database that cannot be reached (refused or dropped connection, pool timeout,
 locked or read-only SQLite file) raises `StorageUnavailableError`, a clash with a unique
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import dataclasses
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -44,12 +48,14 @@ from keyturn.core.records import (
 )
 from keyturn.errors import ConflictError
 from keyturn.storage._errors import storage_error, translate_errors
+from keyturn.storage._litefast import Busy, LiteConnection, LitePath, LiteStatement
 from keyturn.storage.base import RevocationSnapshot, Storage, StoredAuditEvent
 from keyturn.storage.engine import (
     autocommit,
     autocommit_options,
     create_engine,
     has_sqlite_hooks,
+    sqlite_file,
 )
 from keyturn.storage.migrate import upgrade_engine
 from keyturn.storage.tables import (
@@ -98,8 +104,15 @@ class _Repository:
     sleeping in SQLite's busy handler while holding a pooled connection.
     """
 
-    def __init__(self, engine: AsyncEngine, *, write_lock: asyncio.Lock | None = None) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        write_lock: asyncio.Lock | None = None,
+        lite: LitePath | None = None,
+    ) -> None:
         self._engine = engine.sync_engine
+        self._lite = lite
         self._autocommit = autocommit_options(engine)
         self._postgresql = engine.dialect.name == "postgresql"
         self._write_lock = write_lock
@@ -517,13 +530,24 @@ _RECENT_REVOCATIONS: Final = _revocations(revoked_since=True)
 class SQLKeyRepository(_Repository):
     """API keys (`keyturn.storage.base.KeyRepository`)."""
 
-    def __init__(self, engine: AsyncEngine, *, write_lock: asyncio.Lock | None = None) -> None:
-        super().__init__(engine, write_lock=write_lock)
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        write_lock: asyncio.Lock | None = None,
+        lite: LitePath | None = None,
+    ) -> None:
+        super().__init__(engine, write_lock=write_lock, lite=lite)
         self._fast_find: FastStatement | None = None
         self._fast_mark_used: FastStatement | None = None
         if self._fast is not None:
             self._fast_find = self._fast.prepare(_FIND_KEY_BY_HASH)
             self._fast_mark_used = self._fast.prepare(_MARK_KEY_USED)
+        self._lite_find: LiteStatement | None = None
+        self._lite_mark_used: LiteStatement | None = None
+        if lite is not None:
+            self._lite_find = lite.prepare(_FIND_KEY_BY_HASH)
+            self._lite_mark_used = lite.prepare(_MARK_KEY_USED)
 
     async def add(self, key: ApiKeyRecord, *, audit: AuditEvent) -> None:
         """Store a new key; `ConflictError` if its id or hash is taken."""
@@ -571,6 +595,10 @@ class SQLKeyRepository(_Repository):
         if self._fast is not None and self._fast_find is not None:
             row = await self._fast.fetchrow("look up the API key", self._fast_find, params)
             return None if row is None else _api_key(row)
+        if self._lite is not None and (find := self._lite_find) is not None:
+            with contextlib.suppress(Busy):
+                row = self._lite.read("look up the API key", lambda conn: conn.first(find, params))
+                return None if row is None else _api_key(row)
         row = await self._read(
             "look up the API key", lambda conn: conn.execute(_FIND_KEY_BY_HASH, params).first()
         )
@@ -688,6 +716,12 @@ class SQLKeyRepository(_Repository):
         if self._fast is not None and self._fast_mark_used is not None:
             await self._fast.fetchrow("record the API key's use", self._fast_mark_used, params)
             return
+        if self._lite is not None and (mark := self._lite_mark_used) is not None:
+            with contextlib.suppress(Busy):
+                await self._lite.write(
+                    "record the API key's use", lambda conn: conn.execute(mark, params)
+                )
+                return
         await self._write(
             "record the API key's use", lambda conn: conn.execute(_MARK_KEY_USED, params)
         )
@@ -696,8 +730,14 @@ class SQLKeyRepository(_Repository):
 class SQLRefreshTokenRepository(_Repository):
     """Refresh tokens (`keyturn.storage.base.RefreshTokenRepository`)."""
 
-    def __init__(self, engine: AsyncEngine, *, write_lock: asyncio.Lock | None = None) -> None:
-        super().__init__(engine, write_lock=write_lock)
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        write_lock: asyncio.Lock | None = None,
+        lite: LitePath | None = None,
+    ) -> None:
+        super().__init__(engine, write_lock=write_lock, lite=lite)
         self._fast_add: FastStatement | None = None
         self._fast_find: FastStatement | None = None
         self._fast_rotate: FastStatement | None = None
@@ -705,6 +745,9 @@ class SQLRefreshTokenRepository(_Repository):
             self._fast_add = self._fast.prepare(_ADD_REFRESH_TOKEN_WITH_AUDIT)
             self._fast_find = self._fast.prepare(_FIND_REFRESH_TOKEN_WITH_KEY)
             self._fast_rotate = self._fast.prepare(_ROTATE_WITH_SUCCESSOR_AND_AUDIT)
+        self._lite_statements: _LiteRefreshStatements | None = None
+        if lite is not None:
+            self._lite_statements = _LiteRefreshStatements(lite)
 
     async def add(self, token: RefreshTokenRecord, *, audit: AuditEvent) -> None:
         """Store a new refresh token and its audit row; `ConflictError` on a clash."""
@@ -720,6 +763,16 @@ class SQLRefreshTokenRepository(_Repository):
             )
             return
 
+        if self._lite is not None and (lite := self._lite_statements) is not None:
+
+            def store_fast(conn: LiteConnection) -> None:
+                conn.execute(lite.insert_token, stored)
+                conn.execute(lite.insert_audit, event)
+
+            with contextlib.suppress(Busy):
+                await self._lite.write("store the refresh token", store_fast)
+                return
+
         def store(conn: sa.Connection) -> None:
             conn.execute(_INSERT_REFRESH_TOKEN, stored)
             conn.execute(_INSERT_AUDIT_EVENT, event)
@@ -733,6 +786,16 @@ class SQLRefreshTokenRepository(_Repository):
         params = {"hash": token_hash}
         if self._fast is not None and self._fast_find is not None:
             row = await self._fast.fetchrow("look up the refresh token", self._fast_find, params)
+        elif self._lite is not None and (lite := self._lite_statements) is not None:
+            try:
+                row = self._lite.read(
+                    "look up the refresh token", lambda conn: conn.first(lite.find, params)
+                )
+            except Busy:
+                row = await self._read(
+                    "look up the refresh token",
+                    lambda conn: conn.execute(_FIND_REFRESH_TOKEN_WITH_KEY, params).first(),
+                )
         else:
             row = await self._read(
                 "look up the refresh token",
@@ -762,6 +825,18 @@ class SQLRefreshTokenRepository(_Repository):
                 lambda conn: conn.execute(_ROTATE_WITH_SUCCESSOR_AND_AUDIT, params).scalar_one(),
             )
             return bool(rotated)
+
+        if self._lite is not None and (lite := self._lite_statements) is not None:
+
+            def rotate_fast(conn: LiteConnection) -> bool:
+                if conn.first(lite.mark_used, used) is None:
+                    return False
+                conn.execute(lite.insert_token, stored)
+                conn.execute(lite.insert_audit, event)
+                return True
+
+            with contextlib.suppress(Busy):
+                return await self._lite.write("rotate the refresh token", rotate_fast)
 
         def rotate(conn: sa.Connection) -> bool:
             if conn.execute(_MARK_REFRESH_TOKEN_USED, used).first() is None:
@@ -794,6 +869,18 @@ class SQLRefreshTokenRepository(_Repository):
         return await self._write(
             "delete expired refresh tokens", lambda conn: int(conn.execute(query).rowcount)
         )
+
+
+class _LiteRefreshStatements:
+    """The refresh-token statements of the SQLite fast path, rendered once."""
+
+    __slots__ = ("find", "insert_audit", "insert_token", "mark_used")
+
+    def __init__(self, lite: LitePath) -> None:
+        self.find: Final = lite.prepare(_FIND_REFRESH_TOKEN_WITH_KEY)
+        self.mark_used: Final = lite.prepare(_MARK_REFRESH_TOKEN_USED)
+        self.insert_token: Final = lite.prepare(_INSERT_REFRESH_TOKEN)
+        self.insert_audit: Final = lite.prepare(_INSERT_AUDIT_EVENT)
 
 
 class SQLSigningKeyRepository(_Repository):
@@ -971,8 +1058,10 @@ class SQLStorage:
             raise ValueError(f"unsupported database: {engine.dialect.name}")
         self._engine = engine
         lock = asyncio.Lock() if engine.dialect.name == "sqlite" else None
-        self._keys = SQLKeyRepository(engine, write_lock=lock)
-        self._refresh_tokens = SQLRefreshTokenRepository(engine, write_lock=lock)
+        path = sqlite_file(engine)
+        self._lite = None if path is None else LitePath(path, engine.dialect, write_lock=lock)
+        self._keys = SQLKeyRepository(engine, write_lock=lock, lite=self._lite)
+        self._refresh_tokens = SQLRefreshTokenRepository(engine, write_lock=lock, lite=self._lite)
         self._signing_keys = SQLSigningKeyRepository(engine, write_lock=lock)
         self._revocations = SQLRevocationRepository(engine, write_lock=lock)
         self._audit = SQLAuditRepository(engine, write_lock=lock)
@@ -1048,6 +1137,8 @@ class SQLStorage:
 
     async def close(self) -> None:
         """Release every connection."""
+        if self._lite is not None:
+            await self._lite.close()
         await self._engine.dispose()
 
 

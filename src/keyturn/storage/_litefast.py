@@ -1,0 +1,338 @@
+"""The SQLite fast path: hot statements run on the event loop's own ``sqlite3`` connection.
+
+aiosqlite gives every connection a thread and hands each driver call to it: a cursor, the
+statement, the fetch, the close, ``BEGIN`` and ``COMMIT`` are each a round trip between
+threads, about sixteen for an authentication. On a WAL-mode file the statements
+themselves take microseconds, far less than those hand-offs, so the hot verbs run
+synchronously on one private connection owned by the event loop instead, with the same
+SQL and the same bind and result processing as the SQLAlchemy path.
+
+The loop must never wait on a lock, so that connection has ``busy_timeout = 0``: if
+another writer holds the database (a writer of this process on the pooled path, another
+worker, the CLI), the statement fails at once with "database is locked" and the caller
+falls back to the pooled path, which waits in its thread (`Busy`). WAL readers never
+block. The connection does not checkpoint on commit (that would ``fsync`` on the loop);
+every `CHECKPOINT_EVERY` commits a passive checkpoint runs in a worker thread instead.
+
+Only a file database already in WAL mode gets a fast path (`LitePath.open`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlalchemy.sql.compiler import SQLCompiler
+
+from keyturn.errors import ConflictError, StorageUnavailableError
+
+__all__ = ["CHECKPOINT_EVERY", "Busy", "LiteConnection", "LitePath", "LiteStatement"]
+
+#: Commits on the fast connection between two passive WAL checkpoints (SQLite's own
+#: automatic checkpoint runs at 1000 WAL pages; a hot commit writes about three).
+CHECKPOINT_EVERY: Final = 300
+_PRAGMAS: Final = (
+    "PRAGMA busy_timeout = 0",
+    "PRAGMA synchronous = NORMAL",
+    "PRAGMA foreign_keys = ON",
+    "PRAGMA wal_autocheckpoint = 0",
+)
+
+_T = TypeVar("_T")
+
+
+class Busy(Exception):  # noqa: N818 -- a signal to fall back, not an error
+    """Another connection holds the write lock: run the verb on the pooled path instead."""
+
+
+class LiteStatement:
+    """A prebuilt statement rendered once for SQLite, with its bind and result processing."""
+
+    __slots__ = ("_binds", "_results", "sql")
+
+    def __init__(self, statement: sa.ClauseElement, dialect: Dialect) -> None:
+        compiled = statement.compile(dialect=dialect)
+        if not isinstance(compiled, SQLCompiler):  # pragma: no cover - DML and SELECT are
+            raise TypeError(f"cannot render {type(statement).__name__} for SQLite")
+        names = compiled.positiontup
+        if names is None:  # pragma: no cover - sqlite3's paramstyle is qmark
+            raise ValueError("the dialect's paramstyle is not positional")
+        defaults = compiled.params  # values of literal binds, such as LIMIT 1
+        self.sql: Final = compiled.string
+        self._binds: Final = tuple(
+            (
+                name,
+                compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect),
+                defaults.get(name),
+            )
+            for name in names
+        )
+        # The dialect's own implementation of each type, as SQLAlchemy's execution uses:
+        # SQLite keeps datetimes as text, JSON as text, booleans as integers.
+        columns = getattr(statement, "exported_columns", ())
+        self._results: Final = tuple(
+            column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
+        )
+
+    def arguments(self, params: Mapping[str, Any]) -> list[Any]:
+        """The positional arguments for ``params``, through the types' bind processors.
+
+        A value its type refuses (a naive datetime, ``detail`` that is not JSON) raises
+        `sqlalchemy.exc.StatementError`, as on the SQLAlchemy path, before anything runs.
+        """
+        arguments = []
+        try:
+            for name, process, default in self._binds:
+                value = params.get(name, default)
+                arguments.append(value if process is None else process(value))
+        except Exception as exc:
+            reason = f"({type(exc).__module__}.{type(exc).__qualname__}) {exc}"
+            raise sa.exc.StatementError(reason, self.sql, None, exc, hide_parameters=True) from exc
+        return arguments
+
+    def row(self, raw: Sequence[Any]) -> tuple[Any, ...]:
+        """A result row with each column through its type's result processor."""
+        return tuple(
+            value if process is None else process(value)
+            for value, process in zip(raw, self._results, strict=True)
+        )
+
+
+class LiteConnection:
+    """What a verb's work sees: run statements on the fast connection."""
+
+    __slots__ = ("_connection",)
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
+
+    def first(self, statement: LiteStatement, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        """Run ``statement``; its first row (processed), or None."""
+        cursor = self._connection.execute(statement.sql, statement.arguments(params))
+        try:
+            raw = cursor.fetchone()
+        finally:
+            cursor.close()
+        return None if raw is None else statement.row(raw)
+
+    def execute(self, statement: LiteStatement, params: Mapping[str, Any]) -> int:
+        """Run ``statement``; the number of rows it changed."""
+        cursor = self._connection.execute(statement.sql, statement.arguments(params))
+        try:
+            return cursor.rowcount
+        finally:
+            cursor.close()
+
+
+class LitePath:
+    """The event loop's private connection to a WAL-mode SQLite file."""
+
+    __slots__ = (
+        "_checkpoints",
+        "_commits",
+        "_connection",
+        "_dialect",
+        "_path",
+        "_pending",
+        "_write_lock",
+    )
+
+    def __init__(
+        self, path: str, dialect: Dialect, *, write_lock: asyncio.Lock | None = None
+    ) -> None:
+        self._path = path
+        self._dialect = dialect
+        self._write_lock = write_lock
+        self._connection: sqlite3.Connection | None = None
+        self._commits = 0
+        self._checkpoints: set[asyncio.Future[None]] = set()
+        self._pending: list[_Write] = []
+
+    def prepare(self, statement: sa.ClauseElement) -> LiteStatement:
+        """Render ``statement`` for SQLite."""
+        return LiteStatement(statement, self._dialect)
+
+    def read(self, doing: str, work: Callable[[LiteConnection], _T]) -> _T:
+        """Run ``work`` (statements that only read) on the fast connection.
+
+        Raises:
+            Busy: the fast path cannot run it now (not in WAL mode, or locked).
+            StorageUnavailableError: the file cannot be read.
+        """
+        connection = self._open(doing)
+        try:
+            return work(LiteConnection(connection))
+        except sqlite3.Error as exc:
+            raise self._failure(exc, doing) from exc
+
+    async def write(self, doing: str, work: Callable[[LiteConnection], _T]) -> _T:
+        """Run ``work`` in a ``BEGIN IMMEDIATE`` transaction; an exception undoes all of it.
+
+        Group commit: the writes that arrive in one turn of the event loop share one
+        transaction (each in its own savepoint, so one failing leaves the others), which
+        writes the shared pages to the WAL once. Each caller resumes after the COMMIT.
+
+        Raises:
+            Busy: another writer is queued or holds the database; nothing was written.
+            ConflictError: a unique constraint refused a row (``work`` was rolled back).
+            StorageUnavailableError: the file cannot be written.
+        """
+        if self._write_lock is not None and self._write_lock.locked():
+            raise Busy(doing)  # writers of this process are queued on the pooled path
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Any] = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self._flush)
+        self._pending.append(_Write(doing, work, done))
+        result: _T = await done
+        return result
+
+    def _flush(self) -> None:
+        """Run the writes queued in this turn of the loop in one transaction."""
+        writes = [write for write in self._pending if not write.done.cancelled()]
+        self._pending = []
+        if not writes:
+            return
+        doing = writes[0].doing
+        try:
+            connection = self._open(doing)
+            connection.execute("BEGIN IMMEDIATE")
+            outcomes = _run_all(connection, writes)
+            connection.execute("COMMIT")
+        except Exception as exc:
+            if self._connection is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    self._connection.execute("ROLLBACK")
+            failure = self._failure(exc, doing) if isinstance(exc, sqlite3.Error) else exc
+            for write in writes:
+                write.fail(failure)
+            return
+        self._committed()
+        for write, value, error in outcomes:
+            if error is None:
+                write.succeed(value)
+            else:
+                write.fail(
+                    self._failure(error, write.doing) if isinstance(error, sqlite3.Error) else error
+                )
+
+    async def close(self) -> None:
+        """Wait for running checkpoints, then close the connection."""
+        if self._checkpoints:
+            await asyncio.gather(*self._checkpoints, return_exceptions=True)
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def _open(self, doing: str) -> sqlite3.Connection:
+        if self._connection is not None:
+            return self._connection
+        try:
+            connection = sqlite3.connect(
+                self._path, isolation_level=None, check_same_thread=False, cached_statements=64
+            )
+        except sqlite3.Error as exc:
+            raise self._failure(exc, doing) from exc
+        try:
+            (mode,) = connection.execute("PRAGMA journal_mode").fetchone()
+            if str(mode).lower() != "wal":
+                raise Busy(f"{doing}: the database is not in WAL mode")
+            for pragma in _PRAGMAS:
+                connection.execute(pragma)
+        except BaseException as exc:
+            connection.close()
+            if isinstance(exc, sqlite3.Error):
+                raise self._failure(exc, doing) from exc
+            raise
+        self._connection = connection
+        return connection
+
+    def _failure(self, exc: sqlite3.Error, doing: str) -> Exception:
+        if isinstance(exc, sqlite3.IntegrityError):
+            return ConflictError(f"cannot {doing}: it clashes with a stored record")
+        if isinstance(exc, sqlite3.OperationalError) and _is_lock_error(exc):
+            return Busy(doing)
+        # Anything else (I/O error, read-only or corrupt file): start afresh next time.
+        if self._connection is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._connection.close()
+            self._connection = None
+        return StorageUnavailableError(f"cannot {doing}: the database is unavailable")
+
+    def _committed(self) -> None:
+        self._commits += 1
+        if self._commits % CHECKPOINT_EVERY:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # pragma: no cover - repositories run on a loop
+            return
+        future = loop.run_in_executor(None, _checkpoint, self._path)
+        self._checkpoints.add(future)
+        future.add_done_callback(self._checkpoints.discard)
+
+
+class _Write:
+    """A write waiting for the next group commit."""
+
+    __slots__ = ("doing", "done", "work")
+
+    def __init__(
+        self, doing: str, work: Callable[[LiteConnection], Any], done: asyncio.Future[Any]
+    ) -> None:
+        self.doing = doing
+        self.work = work
+        self.done = done
+
+    def succeed(self, value: Any) -> None:
+        if not self.done.done():
+            self.done.set_result(value)
+
+    def fail(self, error: BaseException) -> None:
+        if not self.done.done():
+            self.done.set_exception(error)
+
+
+def _run_all(
+    connection: sqlite3.Connection, writes: list[_Write]
+) -> list[tuple[_Write, Any, Exception | None]]:
+    """Run each write in its own savepoint: a failing one is undone, the others stay.
+
+    A lone write needs no savepoint (its failure rolls the transaction back).
+    """
+    if len(writes) == 1:
+        return [(writes[0], writes[0].work(LiteConnection(connection)), None)]
+    outcomes: list[tuple[_Write, Any, Exception | None]] = []
+    for write in writes:
+        connection.execute("SAVEPOINT keyturn_write")
+        try:
+            value = write.work(LiteConnection(connection))
+        except Exception as exc:
+            connection.execute("ROLLBACK TO keyturn_write")
+            connection.execute("RELEASE keyturn_write")
+            outcomes.append((write, None, exc))
+            continue
+        connection.execute("RELEASE keyturn_write")
+        outcomes.append((write, value, None))
+    return outcomes
+
+
+def _is_lock_error(exc: sqlite3.OperationalError) -> bool:
+    # The primary result code is the low byte of the extended one.
+    return exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def _checkpoint(path: str) -> None:
+    """A passive WAL checkpoint on a short-lived connection (runs in a worker thread)."""
+    with contextlib.suppress(sqlite3.Error):
+        connection = sqlite3.connect(path, isolation_level=None)
+        try:
+            connection.execute("PRAGMA busy_timeout = 1000")
+            connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            connection.close()
