@@ -66,14 +66,17 @@ async def redis_limiter() -> AsyncIterator[RateLimiter]:
         pytest.skip(f"Redis not reachable at {REDIS_URL}: {exc}")
     finally:
         await client.aclose()
-    limiter = RedisRateLimiter(REDIS_URL, prefix=f"keyturn-test:{secrets.token_hex(4)}:")
+    # A generous timeout: a busy test machine must not make the limiter fail open.
+    limiter = RedisRateLimiter(
+        REDIS_URL, prefix=f"keyturn-test:{secrets.token_hex(4)}:", timeout=10
+    )
     yield limiter
     await limiter.close()
 
 
 async def test_redis_limiter_counts_across_instances(redis_limiter: RateLimiter) -> None:
     """Two instances sharing Redis share one budget (KEYTURN_REDIS_URL)."""
-    other = RedisRateLimiter(REDIS_URL, prefix=redis_limiter._prefix)  # type: ignore[attr-defined]
+    other = RedisRateLimiter(REDIS_URL, prefix=redis_limiter._prefix, timeout=10)  # type: ignore[attr-defined]
     try:
         assert await redis_limiter.hit("addr:x", limit=2, window=60) is None
         assert await other.hit("addr:x", limit=2, window=60) is None

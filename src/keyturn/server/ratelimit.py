@@ -58,14 +58,17 @@ class MemoryRateLimiter:
 class RedisRateLimiter:
     """Counters in Redis (``INCR`` + ``EXPIRE`` in one pipeline), shared by instances."""
 
-    def __init__(self, url: str, *, prefix: str = "keyturn:rl:") -> None:
+    def __init__(self, url: str, *, prefix: str = "keyturn:rl:", timeout: float = 0.5) -> None:
+        """Connect lazily to ``url``; a call slower than ``timeout`` seconds fails open."""
         try:
             import redis.asyncio as redis  # noqa: PLC0415 -- optional dependency
         except ImportError as exc:  # pragma: no cover - depends on the installed extras
             raise RuntimeError(
                 "KEYTURN_REDIS_URL needs the extra: pip install 'keyturn[redis]'"
             ) from exc
-        self._redis: Any = redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self._redis: Any = redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
         self._prefix = prefix
 
     async def hit(self, bucket: str, *, limit: int, window: int) -> int | None:
