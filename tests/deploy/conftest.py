@@ -150,25 +150,14 @@ def nginx_gateway(
         port = free_port()
         conf = prefix / "nginx.conf"
         conf.write_text(main_config(prefix, render_nginx_site(keyturn, app, port)))
+        command = [nginx_binary, "-p", str(prefix), "-e", str(prefix / "error.log")]
+        command += ["-c", str(conf)]
         test = subprocess.run(  # noqa: S603 -- nginx -t on our own file
-            [nginx_binary, "-t", "-p", str(prefix), "-e", str(prefix / "error.log"), "-c", str(conf)],
-            capture_output=True,
-            text=True,
-            check=False,
+            [*command, "-t"], capture_output=True, text=True, check=False
         )
         assert test.returncode == 0, f"nginx -t rejected the shipped config:\n{test.stderr}"
         process = subprocess.Popen(  # noqa: S603
-            [
-                nginx_binary,
-                "-p",
-                str(prefix),
-                "-e",
-                str(prefix / "error.log"),
-                "-c",
-                str(conf),
-                "-g",
-                f"daemon off; pid {prefix / 'nginx.pid'};",
-            ],
+            [*command, "-g", f"daemon off; pid {prefix / 'nginx.pid'};"],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

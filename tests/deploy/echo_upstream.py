@@ -8,7 +8,6 @@ its first line of output, and answers every request with
 from __future__ import annotations
 
 import json
-import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -34,7 +33,7 @@ class EchoHandler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_DELETE = _echo  # noqa: N815 -- http.server's names
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         """Quiet: the tests read responses, not an access log."""
 
 
