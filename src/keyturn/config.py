@@ -109,6 +109,13 @@ class Settings(BaseSettings):
         description="Database connections per server process (kept open; no overflow). "
         "workers x pool size must stay below PostgreSQL's max_connections.",
     )
+    poll_interval: float = Field(
+        2.0,
+        ge=0.05,
+        le=60,
+        description="Seconds between re-reads of revocations and signing keys: how long a "
+        "revocation made on another instance may take to be honoured here.",
+    )
 
     # -- secrets ---------------------------------------------------------------------------
     kek: SecretStr | None = Field(

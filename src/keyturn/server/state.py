@@ -31,9 +31,8 @@ __all__ = ["KeyturnState", "client_address", "is_loopback"]
 
 logger = logging.getLogger("keyturn.server")
 
-#: How often each instance re-reads revocations and signing keys: the documented bound
-#: on how long a revocation made on another instance takes to be honoured here.
-POLL_INTERVAL: Final = 2.0
+#: How often the periodic upkeep (`KeyturnService.maintain`) runs. Revocations and
+#: signing keys are re-read more often, every ``Settings.poll_interval`` seconds.
 MAINTENANCE_INTERVAL: Final = 60.0
 
 
@@ -123,7 +122,7 @@ class KeyturnState:
         state = cls(settings=settings, service=service, storage=storage, limiter=limiter)
         if background:
             state._tasks = [
-                asyncio.create_task(state._every(POLL_INTERVAL, state._poll)),
+                asyncio.create_task(state._every(settings.poll_interval, state._poll)),
                 asyncio.create_task(state._every(MAINTENANCE_INTERVAL, service.maintain)),
             ]
         return state
@@ -139,8 +138,11 @@ class KeyturnState:
         await self.storage.close()
 
     async def _poll(self) -> None:
+        # Every instance activates a due signing key (storage lets one activation in), so
+        # the new key signs on time without waiting for the next maintenance run.
         await self.service.reload_revocations()
-        await self.service.reload_signing_keys()
+        if not await self.service.activate_due_signing_keys():
+            await self.service.reload_signing_keys()
 
     @staticmethod
     async def _every(seconds: float, job: object) -> None:

@@ -1,0 +1,172 @@
+"""The Traefik and Envoy examples in ``deploy/`` name Keyturn's real routes and headers.
+
+Neither proxy runs here; these tests parse the shipped YAML and compare every route,
+header name, issuer and audience with what the server defines, so renaming one on the
+server side without the examples fails the suite.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import yaml
+
+from keyturn.config import Settings
+from keyturn.core.signing import SigningKey
+from keyturn.core.tokens import issue_access_token, parse_scope, peek_unverified_claims
+from keyturn.server.v1 import IDENTITY_HEADERS, public_routes
+from tests.deploy.conftest import DEPLOY
+
+TRAEFIK = yaml.safe_load((DEPLOY / "traefik" / "dynamic.yaml").read_text())
+ENVOY = yaml.safe_load((DEPLOY / "envoy" / "envoy.yaml").read_text())
+DEFAULTS = Settings()
+#: The public listener's v1 routes: the paths a gateway may name.
+PUBLIC_PATHS = {route.path for route in public_routes("")}
+#: Which claim each identity header carries (the fields of `identity_headers`).
+CLAIM_OF = {
+    "subject": "sub",
+    "client_id": "client_id",
+    "scope": "scope",
+    "identifier": "identifier",
+    "jti": "jti",
+    "expires": "exp",
+}
+
+
+def a_token_claims() -> dict[str, Any]:
+    """The claims of a real Keyturn access token with an identifier and a scope."""
+    token = issue_access_token(
+        SigningKey.generate("ES256"),
+        issuer=DEFAULTS.issuer,
+        audience=DEFAULTS.audience,
+        subject="key:k1",
+        client_id="k1",
+        now=1_800_000_000,
+        lifetime=900,
+        scopes=["read"],
+        identifier="svc",
+    ).token
+    return peek_unverified_claims(token)[1]
+
+
+def test_every_identity_header_has_a_claim_in_real_tokens() -> None:
+    claims = a_token_claims()
+
+    assert set(CLAIM_OF) == set(IDENTITY_HEADERS)
+    assert set(CLAIM_OF.values()) <= set(claims)
+
+
+# -- Traefik -----------------------------------------------------------------------------
+
+
+def forward_auths() -> dict[str, dict[str, Any]]:
+    middlewares = TRAEFIK["http"]["middlewares"]
+    found = {name: m["forwardAuth"] for name, m in middlewares.items() if "forwardAuth" in m}
+    assert found, "deploy/traefik/dynamic.yaml has no forwardAuth middleware"
+    return found
+
+
+@pytest.mark.parametrize("name", sorted(forward_auths()))
+def test_traefik_forward_auth_calls_v1_validate_and_copies_the_identity_headers(
+    name: str,
+) -> None:
+    auth = forward_auths()[name]
+    address = urlsplit(auth["address"])
+    pattern = re.compile(auth["authResponseHeadersRegex"])
+
+    assert address.path == "/v1/validate"
+    assert address.path in PUBLIC_PATHS
+    for scope in parse_qs(address.query).get("scope", []):
+        assert parse_scope(scope)  # a well-formed RFC 6749 §3.3 scope list
+    assert auth["authRequestHeaders"] == ["Authorization"]
+    assert set(auth["authResponseHeaders"]) == set(IDENTITY_HEADERS.values())
+    assert all(pattern.search(header) for header in IDENTITY_HEADERS.values())
+    assert not pattern.search("Authorization")
+
+
+def test_traefik_lets_only_keyturns_own_endpoints_through_without_a_token() -> None:
+    routers = TRAEFIK["http"]["routers"]
+    open_routers = {name: r for name, r in routers.items() if not r.get("middlewares")}
+    named = {
+        path
+        for router in open_routers.values()
+        for path in re.findall(r"Path(?:Prefix)?\(`([^`]+)`\)", router["rule"])
+    }
+
+    assert {r["service"] for r in open_routers.values()} == {"keyturn"}
+    assert named - {"/.well-known/"} <= PUBLIC_PATHS
+    assert "/v1/validate" not in named
+    assert {p for p in PUBLIC_PATHS if p.startswith("/.well-known/")}
+    for router in routers.values():
+        for middleware in router.get("middlewares", []):
+            assert middleware in forward_auths()
+
+
+# -- Envoy -------------------------------------------------------------------------------
+
+
+def http_filters() -> list[dict[str, Any]]:
+    listener = ENVOY["static_resources"]["listeners"][0]
+    manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    filters: list[dict[str, Any]] = manager["http_filters"]
+    return filters
+
+
+def jwt_provider() -> dict[str, Any]:
+    (jwt,) = [f for f in http_filters() if f["name"] == "envoy.filters.http.jwt_authn"]
+    (provider,) = jwt["typed_config"]["providers"].values()
+    assert isinstance(provider, dict)
+    return provider
+
+
+def test_envoy_verifies_keyturns_issuer_and_audience_with_its_jwks() -> None:
+    provider = jwt_provider()
+    jwks_uri = urlsplit(provider["remote_jwks"]["http_uri"]["uri"])
+    clusters = {c["name"] for c in ENVOY["static_resources"]["clusters"]}
+
+    assert provider["issuer"] == DEFAULTS.issuer
+    assert provider["audiences"] == [DEFAULTS.audience]
+    assert jwks_uri.path == "/.well-known/jwks.json"
+    assert jwks_uri.path in PUBLIC_PATHS
+    assert provider["remote_jwks"]["http_uri"]["cluster"] in clusters
+    assert provider["clock_skew_seconds"] == DEFAULTS.leeway
+
+
+def test_envoy_caches_the_jwks_for_less_than_the_signing_key_publish_delay() -> None:
+    """A new key is published this long before it signs; a longer cache would miss it."""
+    cached = int(jwt_provider()["remote_jwks"]["cache_duration"].removesuffix("s"))
+
+    assert cached < DEFAULTS.signing_key_publish_delay.total_seconds()
+
+
+def test_envoy_sets_the_identity_headers_from_the_claims_they_carry() -> None:
+    mapping = {m["header_name"]: m["claim_name"] for m in jwt_provider()["claim_to_headers"]}
+
+    assert mapping == {IDENTITY_HEADERS[field]: claim for field, claim in CLAIM_OF.items()}
+
+
+def test_envoy_removes_client_identity_headers_before_verifying() -> None:
+    names = [f["name"] for f in http_filters()]
+    (mutation,) = [f for f in http_filters() if f["name"] == "envoy.filters.http.header_mutation"]
+    removed = {m["remove"] for m in mutation["typed_config"]["mutations"]["request_mutations"]}
+
+    assert removed == {header.lower() for header in IDENTITY_HEADERS.values()}
+    assert names.index("envoy.filters.http.header_mutation") < names.index(
+        "envoy.filters.http.jwt_authn"
+    )
+    assert names[-1] == "envoy.filters.http.router"
+
+
+def test_envoy_requires_a_token_everywhere_but_keyturns_own_endpoints() -> None:
+    (jwt,) = [f for f in http_filters() if f["name"] == "envoy.filters.http.jwt_authn"]
+    rules = jwt["typed_config"]["rules"]
+    open_paths = {
+        r["match"].get("path") or r["match"]["prefix"] for r in rules if "requires" not in r
+    }
+
+    assert rules[-1] == {"match": {"prefix": "/"}, "requires": {"provider_name": "keyturn"}}
+    assert open_paths - {"/.well-known/"} <= PUBLIC_PATHS
+    assert "/v1/validate" not in open_paths

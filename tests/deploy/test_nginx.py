@@ -1,0 +1,250 @@
+"""``deploy/nginx/keyturn.conf`` run by a real nginx in front of a real Keyturn.
+
+One nginx (the shipped file, only its addresses replaced), one ``keyturn serve`` and one
+upstream that echoes the headers it received. The test proves what the file promises:
+valid tokens pass with Keyturn's identity headers, bad tokens get 401 with a challenge,
+a missing scope gets 403, and headers a client forges never reach the application.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from keyturn.config import Settings
+from keyturn.core.signing import SigningKey
+from keyturn.core.tokens import issue_access_token, peek_unverified_claims
+from keyturn.server.state import KeyturnState
+from keyturn.server.v1 import IDENTITY_HEADERS
+from keyturn.service import utc_now
+from keyturn.testing import FakeClock
+from tests.deploy.conftest import DEPLOY, NginxGateway, Upstream
+from tests.serve_fixtures import KeyturnServer
+
+SITE = (DEPLOY / "nginx" / "keyturn.conf").read_text()
+IDENTIFIER = "svc-orders"
+#: Every identity header, as a client trying to pass as someone else would send it.
+FORGED = {name: f"forged-{field}" for field, name in IDENTITY_HEADERS.items()}
+
+
+@dataclass
+class Stack:
+    """nginx in front of the echo upstream, checking tokens with Keyturn."""
+
+    gateway: NginxGateway
+    keyturn: KeyturnServer
+    key: str
+
+    def token(self, scope: str | None = None) -> str:
+        """An access token for the stack's key, fetched through nginx."""
+        data = {"grant_type": "client_credentials"}
+        if scope is not None:
+            data["scope"] = scope
+        response = httpx.post(
+            f"{self.gateway.url}/v1/token", data=data, auth=(self.key, ""), timeout=10
+        )
+        assert response.status_code == 200, response.text
+        token: str = response.json()["access_token"]
+        return token
+
+    def get(self, path: str, token: str | None = None, **headers: str) -> httpx.Response:
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        return httpx.get(f"{self.gateway.url}{path}", headers=headers, timeout=10)
+
+
+@pytest.fixture(scope="module")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory,
+    echo_upstream: Upstream,
+    nginx_gateway: Callable[..., NginxGateway],
+) -> Iterator[Stack]:
+    """One stack for the module: starting nginx and Keyturn per test would cost seconds."""
+    home = tmp_path_factory.mktemp("keyturn")
+    server = KeyturnServer.start(
+        home / "data", home / "keyturn.log", env={"KEYTURN_RATE_LIMIT_ENABLED": "false"}
+    )
+    created = httpx.post(
+        f"{server.admin}/v1/admin/keys",
+        json={"identifier": IDENTIFIER, "scopes": ["orders:read", "orders:write"]},
+        timeout=10,
+    )
+    assert created.status_code == 201, created.text
+    gateway = nginx_gateway(keyturn=f"127.0.0.1:{server.public_port}", app=echo_upstream.address)
+    try:
+        yield Stack(gateway=gateway, keyturn=server, key=created.json()["key"])
+    finally:
+        assert server.stop() == 0
+    assert "Traceback" not in server.log()
+    complaints = re.findall(r"\[(?:warn|error|crit|alert|emerg)\].*", gateway.error_log())
+    assert complaints == []
+
+
+def received(response: httpx.Response) -> dict[str, list[str]]:
+    """The headers the upstream saw (the echo upstream's answer)."""
+    assert response.status_code == 200, (response.status_code, response.text)
+    headers: dict[str, list[str]] = response.json()["headers"]
+    return headers
+
+
+def keyturn_headers(seen: dict[str, list[str]]) -> dict[str, list[str]]:
+    return {name: values for name, values in seen.items() if name.startswith("x-keyturn-")}
+
+
+def expired_token(data_dir: Path, key: str) -> str:
+    """A token signed with the server's own key, but issued an hour ago.
+
+    Issued in-process by a service on the server's own database and secrets whose clock
+    stands an hour back, so only the time claims differ from a fresh token.
+    """
+
+    async def issue() -> str:
+        clock = FakeClock(utc_now() - timedelta(hours=1))
+        settings = Settings(data_dir=data_dir)
+        state = await KeyturnState.open(settings, background=False, clock=clock)
+        try:
+            pair = await state.service.authenticate(key, scopes=["orders:read"])
+            return pair.access.token
+        finally:
+            await state.close()
+
+    return asyncio.run(issue())
+
+
+def tampered_token(valid: str) -> str:
+    """``valid`` with its payload changed to claim a scope, the signature left as it was."""
+    header, payload, signature = valid.split(".")
+    claims = peek_unverified_claims(valid)[1] | {"scope": "orders:read orders:write admin"}
+    encoded = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    assert encoded != payload
+    return f"{header}.{encoded}.{signature}"
+
+
+def foreign_token(valid: str) -> str:
+    """The claims of ``valid``, signed by a key Keyturn never published."""
+    claims = peek_unverified_claims(valid)[1]
+    return issue_access_token(
+        SigningKey.generate("ES256"),
+        issuer=claims["iss"],
+        audience=claims["aud"],
+        subject=claims["sub"],
+        client_id=claims["client_id"],
+        now=claims["iat"],
+        lifetime=claims["exp"] - claims["iat"],
+        scopes=claims["scope"].split(),
+        identifier=claims.get("identifier"),
+    ).token
+
+
+def test_a_valid_token_reaches_the_upstream_with_the_identity_headers(stack: Stack) -> None:
+    token = stack.token("orders:read")
+    claims = peek_unverified_claims(token)[1]
+
+    seen = received(stack.get("/anything?x=1", token))
+
+    assert keyturn_headers(seen) == {
+        "x-keyturn-subject": [claims["sub"]],
+        "x-keyturn-client-id": [claims["client_id"]],
+        "x-keyturn-scope": ["orders:read"],
+        "x-keyturn-identifier": [IDENTIFIER],
+        "x-keyturn-token-id": [claims["jti"]],
+        "x-keyturn-expires": [str(claims["exp"])],
+    }
+
+
+def test_forged_identity_headers_never_reach_the_upstream(stack: Stack) -> None:
+    token = stack.token()
+    claims = peek_unverified_claims(token)[1]
+
+    seen = received(stack.get("/anything", token, **FORGED))
+
+    assert seen["x-keyturn-subject"] == [claims["sub"]]
+    assert not any("forged" in value for values in seen.values() for value in values)
+
+
+def test_a_location_that_requires_a_scope_admits_a_token_with_it(stack: Stack) -> None:
+    """``location /orders/`` sets ``$keyturn_scope`` to orders:write."""
+    seen = received(stack.get("/orders/1", stack.token("orders:read orders:write")))
+
+    assert seen["x-keyturn-scope"] == ["orders:read orders:write"]
+
+
+def test_a_missing_scope_gets_403_with_keyturns_challenge(stack: Stack) -> None:
+    response = stack.get("/orders/1", stack.token("orders:read"), **FORGED)
+
+    assert response.status_code == 403
+    assert response.headers["www-authenticate"].startswith('Bearer realm="keyturn"')
+    assert 'error="insufficient_scope"' in response.headers["www-authenticate"]
+    assert 'scope="orders:write"' in response.headers["www-authenticate"]
+    assert "forged" not in response.text
+
+
+@pytest.mark.parametrize(
+    "kind", ["missing", "garbage", "tampered", "foreign-key", "expired", "revoked"]
+)
+def test_a_bad_token_gets_401_with_a_challenge_and_never_reaches_the_upstream(
+    stack: Stack, kind: str
+) -> None:
+    token: str | None
+    if kind == "missing":
+        token = None
+    elif kind == "garbage":
+        token = "not-a-jwt"
+    elif kind == "tampered":
+        token = tampered_token(stack.token())
+    elif kind == "foreign-key":
+        token = foreign_token(stack.token())
+    elif kind == "expired":
+        token = expired_token(stack.keyturn.data_dir, stack.key)
+    else:
+        token = stack.token()
+        assert stack.get("/anything", token).status_code == 200
+        revoked = httpx.post(f"{stack.gateway.url}/v1/revoke", data={"token": token}, timeout=10)
+        assert revoked.status_code == 200
+
+    response = stack.get("/anything", token, **FORGED)
+
+    assert response.status_code == 401
+    challenge = response.headers["www-authenticate"]
+    assert challenge.startswith('Bearer realm="keyturn"')
+    if kind != "missing":
+        assert 'error="invalid_token"' in challenge
+    assert "forged" not in response.text  # the upstream's echo never came back
+
+
+def test_the_legacy_validate_request_route_protects_a_location(stack: Stack) -> None:
+    """``/legacy/`` uses JWThenticator's ``/validate_request``: same verdicts, no identity."""
+    token = stack.token()
+
+    seen = received(stack.get("/legacy/x", token, **FORGED))
+    refused = stack.get("/legacy/x", "not-a-jwt", **FORGED)
+
+    assert keyturn_headers(seen) == {}
+    assert refused.status_code == 401
+    assert refused.headers["www-authenticate"].startswith('Bearer realm="keyturn"')
+
+
+def test_keyturn_endpoints_behind_nginx_need_no_token(stack: Stack) -> None:
+    jwks = httpx.get(f"{stack.gateway.url}/.well-known/jwks.json", timeout=10)
+
+    assert jwks.status_code == 200
+    assert jwks.json() == httpx.get(f"{stack.keyturn.public}/.well-known/jwks.json").json()
+
+
+def test_the_config_sets_every_identity_header_from_keyturns_answer() -> None:
+    """Adding an identity header to the server without the config fails here."""
+    forwarded = dict(re.findall(r"proxy_set_header (X-Keyturn-[\w-]+)\s+\$(\w+);", SITE))
+    captured = dict(re.findall(r"auth_request_set \$(\w+)\s+\$upstream_http_(\w+);", SITE))
+
+    assert set(forwarded) == set(IDENTITY_HEADERS.values())
+    for header, variable in forwarded.items():
+        assert captured[variable] == header.lower().replace("-", "_")
