@@ -104,6 +104,12 @@ class AccessToken:
 
 
 @dataclass(frozen=True, slots=True)
+class _Rejected:
+    error: CredentialsRejectedError
+    persist: Persist | None
+
+
+@dataclass(frozen=True, slots=True)
 class _Transient:
     message: str
     status_code: int | None = None
@@ -195,15 +201,15 @@ class TokenState:
 
     def apply(
         self, grant: GrantType, result: httpx.Response | httpx.TransportError, now: float
-    ) -> _Transient | Persist | None:
+    ) -> _Transient | _Rejected | Persist | None:
         """Take Keyturn's answer in; return what the flow must do next.
 
         Returns None when a token was stored and the refresh token did not change,
         `Persist` when it did (or was discarded and the key is still there to try),
+        `_Rejected` when the credential was refused and nothing is left to try,
         `_Transient` when the request may be retried.
 
         Raises:
-            CredentialsRejectedError: the credential was refused and nothing is left.
             TokenEndpointError: any other refusal or a malformed answer.
         """
         if isinstance(result, httpx.TransportError):
@@ -266,11 +272,15 @@ class TokenState:
             return Persist(rotated)
         return None
 
-    def _discard(self, grant: GrantType, status: int, error: str, detail: str) -> Persist:
+    def _discard(
+        self, grant: GrantType, status: int, error: str, detail: str
+    ) -> Persist | _Rejected:
+        persist = None
         if grant == "refresh_token":
             self.refresh_token = None
+            persist = Persist(None)
             if self.api_key is not None:
-                return Persist(None)  # the flow goes on with the API key
+                return persist  # the flow goes on with the API key
             what = "the refresh token"
             todo = "give the client an API key or a new refresh token"
         else:
@@ -278,11 +288,12 @@ class TokenState:
             what = "the API key"
             todo = "the key is unknown, expired or revoked: create a new one"
         self.token = None
-        raise CredentialsRejectedError(
+        rejected = CredentialsRejectedError(
             f"Keyturn refused {what} ({error}{detail}); {todo}",
             status_code=status,
             error_code=error,
         )
+        return _Rejected(rejected, persist)
 
 
 def token_flow(
@@ -295,7 +306,8 @@ def token_flow(
 
     Raises:
         KeyturnUnavailableError: every attempt failed transiently; credentials are kept.
-        CredentialsRejectedError, NoCredentialsError, TokenEndpointError: see their docs.
+        CredentialsRejectedError: Keyturn refused the credential and nothing is left.
+        NoCredentialsError, TokenEndpointError: see their docs.
     """
     attempt = 0
     while True:
@@ -304,6 +316,10 @@ def token_flow(
         if result is None:
             raise TypeError("the driver must send a response or a transport error")
         outcome = state.apply(grant, result, clock())
+        if isinstance(outcome, _Rejected):
+            if outcome.persist is not None:
+                yield outcome.persist
+            raise outcome.error
         if isinstance(outcome, Persist):
             yield outcome
             if outcome.refresh_token is None:
