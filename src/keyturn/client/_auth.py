@@ -38,7 +38,7 @@ class KeyturnAuth(httpx.Auth):
     The token is renewed with the rotating refresh token once ``refresh_ratio`` of its
     lifetime has passed, and once more when the service answers 401. However many
     requests run at once, only one of them talks to Keyturn (one lock for threads, one
-    for each event loop). Connection errors, 5xx and 429 are retried with backoff
+    for each event loop; do not use one instance from sync and async code at once). Connection errors, 5xx and 429 are retried with backoff
     (honouring ``Retry-After``); only Keyturn's ``invalid_grant``/``invalid_client`` make
     the client discard a credential.
 
@@ -104,6 +104,7 @@ class KeyturnAuth(httpx.Auth):
         self._async_transport = async_transport
         self._thread_lock = threading.Lock()
         self._async_locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
+        self._async_locks_guard = threading.Lock()  # never held across I/O
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._state.token_url!r})"
@@ -199,7 +200,7 @@ class KeyturnAuth(httpx.Auth):
     def _async_lock(self) -> asyncio.Lock:
         # An asyncio.Lock belongs to one event loop; keep one per loop that uses us.
         loop = asyncio.get_running_loop()
-        with self._thread_lock:
+        with self._async_locks_guard:
             for other in [other for other in self._async_locks if other.is_closed()]:
                 del self._async_locks[other]
             return self._async_locks.setdefault(loop, asyncio.Lock())
