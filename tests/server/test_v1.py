@@ -18,6 +18,7 @@ from .conftest import (
     AUDIENCE,
     IDENTIFIER,
     ISSUER,
+    OTHER_IDENTIFIER,
     REMOTE,
     MakeClient,
     OpenState,
@@ -284,6 +285,27 @@ async def test_issuer_ignores_the_host_header(
 async def refresh(public: httpx.AsyncClient, token: str, **form: str) -> httpx.Response:
     return await public.post(
         "/v1/token", data={"grant_type": "refresh_token", "refresh_token": token, **form}
+    )
+
+
+async def test_the_identifier_must_match_the_keys_when_sent(
+    public: httpx.AsyncClient, key: dict[str, Any]
+) -> None:
+    """``identifier`` is optional on both grants; a wrong one fails like a wrong secret."""
+    right = await v1_tokens(public, key["key"], identifier=IDENTIFIER)
+    wrong = await public.post(
+        "/v1/token",
+        data={"grant_type": "client_credentials", "identifier": OTHER_IDENTIFIER},
+        auth=(key["key"], ""),
+    )
+
+    assert oauth_error(wrong) == invalid_client()
+    assert (
+        oauth_error(await refresh(public, right["refresh_token"], identifier=OTHER_IDENTIFIER))
+        == invalid_grant()
+    )
+    assert_token_response(
+        await refresh(public, right["refresh_token"], identifier=IDENTIFIER), scope="read write"
     )
 
 

@@ -133,12 +133,18 @@ async def token(request: Request) -> Response:
     params = await read_form_or_json(request)
     grant_type = params.get("grant_type")
     scopes = _requested_scopes(params)
+    # Optional, as on the legacy routes: a key registered with an identifier must match it.
+    identifier = params.get("identifier")
     if grant_type == "client_credentials":
         key = _client_secret(request, params)
         await state.check_rate(request, key_bucket=_key_bucket(key))
         try:
             pair = await state.service.authenticate(
-                key, scopes=scopes, rotating=True, request_id=_request_id(request)
+                key,
+                identifier=identifier,
+                scopes=scopes,
+                rotating=True,
+                request_id=_request_id(request),
             )
         except InvalidGrantError as exc:
             # RFC 6749 §5.2: failed client authentication is invalid_client (401).
@@ -150,7 +156,7 @@ async def token(request: Request) -> Response:
             raise InvalidRequestError("refresh_token is required")
         await state.check_rate(request, key_bucket=None)
         pair = await state.service.refresh(
-            refresh_token, scopes=scopes, request_id=_request_id(request)
+            refresh_token, identifier=identifier, scopes=scopes, request_id=_request_id(request)
         )
         return _token_response(pair)
     if grant_type is None:

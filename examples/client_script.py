@@ -1,0 +1,77 @@
+"""Call a protected service with tokens from Keyturn, using ``keyturn.client``.
+
+Usage (a running ``keyturn serve`` and a key from ``keyturn keys create --scope read``)::
+
+    KEYTURN_URL=http://localhost:8080 KEYTURN_API_KEY=kt_... python examples/client_script.py
+
+The "protected service" is Keyturn's own ``GET /v1/validate``, the check a gateway makes,
+so nothing else needs to run. The script trades the key for a token, renews it, saves
+the rotating refresh token to a file (mode 0600) and starts a second client from that
+file alone, as a process restarted without its key would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from keyturn.client import AsyncClient, Client, ClientError, KeyturnAuth
+
+
+def save_refresh_token(path: Path) -> Callable[[str | None], None]:
+    """``on_refresh_token``: keep the newest refresh token where only we can read it."""
+
+    def save(token: str | None) -> None:
+        if token is None:  # Keyturn refused it: forget it
+            path.unlink(missing_ok=True)
+            return
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(token)
+
+    return save
+
+
+async def with_the_key(url: str, key: str, store: Path) -> None:
+    async with AsyncClient(url, api_key=key, on_refresh_token=save_refresh_token(store)) as client:
+        response = await client.get(f"{url}/v1/validate")
+        print("async GET /v1/validate:", response.status_code)
+        print("subject:", response.headers["X-Keyturn-Subject"].split(":")[0] + ":...")
+        first = client.refresh_token
+        await client.access_token(force=True)  # renew now (normally: at 80 % of the lifetime)
+        print("refresh token rotated:", client.refresh_token != first)
+        print("refresh token saved:", store.read_text() == client.refresh_token)
+
+
+def from_the_saved_refresh_token(url: str, store: Path) -> None:
+    save = save_refresh_token(store)
+    with Client(url, refresh_token=store.read_text(), on_refresh_token=save) as client:
+        print("sync GET /v1/validate:", client.get(f"{url}/v1/validate").status_code)
+        print("refresh token saved:", store.read_text() == client.refresh_token)
+
+    # The same, with KeyturnAuth on a plain httpx client.
+    auth = KeyturnAuth(url, refresh_token=store.read_text(), on_refresh_token=save)
+    with httpx.Client(auth=auth) as http:
+        print("httpx.Client(auth=KeyturnAuth) GET:", http.get(f"{url}/v1/validate").status_code)
+
+
+def main() -> int:
+    url = os.environ.get("KEYTURN_URL", "http://localhost:8080").rstrip("/")
+    key = os.environ["KEYTURN_API_KEY"]
+    store = Path(os.environ.get("KEYTURN_REFRESH_TOKEN_FILE", ".keyturn-refresh-token"))
+    try:
+        asyncio.run(with_the_key(url, key, store))
+        from_the_saved_refresh_token(url, store)
+    except ClientError as exc:  # typed, and the message says what to do
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""The client and ``examples/client_script.py`` against a real ``keyturn serve``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import keyturn
+from keyturn.client import Client, CredentialsRejectedError, TokenEndpointError
+from tests.serve_fixtures import KeyturnServer
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "client_script.py"
+KEYTURN_SRC = Path(keyturn.__file__).resolve().parents[1]
+IDENTIFIER = "7d3c9b1e-5f0a-4c61-9a4e-2b8f6a0d1c55"
+
+
+def create_key(server: KeyturnServer, **body: Any) -> dict[str, Any]:
+    response = httpx.post(f"{server.admin}/v1/admin/keys", json=body, timeout=10)
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    return created
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyturnServer]:
+    """One ``keyturn serve`` for the module (as ``keyturn_server`` starts it): each test
+    creates its own key, so they do not interfere."""
+    base = tmp_path_factory.mktemp("keyturn")
+    server = KeyturnServer.start(base / "data", base / "keyturn.log")
+    try:
+        yield server
+    finally:
+        stopped = server.stop()
+        server.kill()
+    assert stopped == 0
+    assert "Traceback" not in server.log()
+
+
+def test_the_example_script_runs_against_keyturn(server: KeyturnServer, tmp_path: Path) -> None:
+    key = create_key(server, name="example", scopes=["read"])["key"]
+    store = tmp_path / "refresh-token"
+
+    result = subprocess.run(  # noqa: S603 -- this interpreter and our example
+        [sys.executable, str(EXAMPLE)],
+        env={
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PYTHONPATH": str(KEYTURN_SRC),
+            "KEYTURN_URL": server.public,
+            "KEYTURN_API_KEY": key,
+            "KEYTURN_REFRESH_TOKEN_FILE": str(store),
+        },
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert (result.returncode, result.stderr) == (0, ""), result
+    assert result.stdout.splitlines() == [
+        "async GET /v1/validate: 200",
+        "subject: key:...",
+        "refresh token rotated: True",
+        "refresh token saved: True",
+        "sync GET /v1/validate: 200",
+        "refresh token saved: True",
+        "httpx.Client(auth=KeyturnAuth) GET: 200",
+    ]
+    assert store.stat().st_mode & 0o777 == 0o600
+    assert store.read_text().startswith("ktr_")
+
+
+def test_real_refusals_and_fallbacks(server: KeyturnServer) -> None:
+    """Keyturn's own answers: a refused refresh token falls back to the key, a wrong
+    identifier and a revoked key are typed errors, a scope beyond the key is another."""
+    created = create_key(server, scopes=["read"], identifier=IDENTIFIER)
+    persisted: list[str | None] = []
+    validate = f"{server.public}/v1/validate"
+
+    with Client(
+        server.public,
+        api_key=created["key"],
+        refresh_token="ktr_not-a-real-token",
+        identifier=IDENTIFIER,
+        on_refresh_token=persisted.append,
+    ) as client:
+        assert client.get(validate).headers["X-Keyturn-Identifier"] == IDENTIFIER
+    assert persisted[0] is None
+    assert persisted[1] is not None
+    assert persisted[1].startswith("ktr_")
+
+    with pytest.raises(CredentialsRejectedError) as wrong_identifier:
+        Client(server.public, api_key=created["key"], identifier="someone-else").access_token()
+    with pytest.raises(TokenEndpointError) as too_wide:
+        Client(server.public, api_key=created["key"], scopes=["admin"]).access_token()
+    revoked = httpx.post(f"{server.admin}/v1/admin/keys/{created['record']['id']}/revoke", json={})
+    assert revoked.status_code == 200, revoked.text
+    with pytest.raises(CredentialsRejectedError) as after_revoke:
+        Client(server.public, api_key=created["key"]).access_token()
+
+    assert wrong_identifier.value.error_code == "invalid_client"
+    assert too_wide.value.error_code == "invalid_scope"
+    assert after_revoke.value.status_code == 401

@@ -1,0 +1,1 @@
+"""``jwthenticator`` as Keyturn's drop-in client provides it (test shim)."""

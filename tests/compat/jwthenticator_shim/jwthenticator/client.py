@@ -1,0 +1,5 @@
+"""``jwthenticator.client`` -> `keyturn.compat.jwthenticator`."""
+
+from keyturn.compat.jwthenticator import Client, InternalClient
+
+__all__ = ["Client", "InternalClient"]
