@@ -13,6 +13,7 @@ in the OpenAPI document. See ``docs/integrations-starlette.md``.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+
 from starlette.authentication import (
     AuthCredentials,
     AuthenticationBackend,
