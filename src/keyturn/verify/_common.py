@@ -139,7 +139,7 @@ async def _read_body(response: httpx.Response, *, max_bytes: int, what: str) -> 
     if declared.isdigit() and int(declared) > max_bytes:
         raise VerifierUnavailableError(f"{what} response is larger than {max_bytes} bytes")
     body = bytearray()
-    async for chunk in response.aiter_raw():
+    async for chunk in response.aiter_bytes():  # identity-encoded: the bytes as sent
         body += chunk
         if len(body) > max_bytes:
             raise VerifierUnavailableError(f"{what} response is larger than {max_bytes} bytes")
