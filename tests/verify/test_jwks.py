@@ -89,6 +89,7 @@ async def test_issuer_is_checked(
     ],
 )
 async def test_cache_lifetime_follows_cache_control_within_bounds(
+    *,
     issuer: FakeIssuer,
     http: httpx.AsyncClient,
     clock: FakeClock,
@@ -386,6 +387,7 @@ async def test_a_jwks_body_that_drips_forever_times_out(
     ],
 )
 async def test_unusable_jwks_responses_are_refused(
+    *,
     issuer: FakeIssuer,
     http: httpx.AsyncClient,
     clock: FakeClock,
@@ -469,7 +471,7 @@ def test_allow_insecure_http_admits_http_and_nothing_else(url: str, allowed: boo
     ],
 )
 def test_inconsistent_bounds_are_refused(options: dict[str, float]) -> None:
-    with pytest.raises(ValueError, match="must be positive|min_ttl"):
+    with pytest.raises(ValueError, match=r"must be positive|min_ttl"):
         JWKSVerifier(JWKS_URL, issuer=ISSUER, audience=AUDIENCE, **options)  # type: ignore[arg-type]
 
 
