@@ -294,6 +294,21 @@ async def test_no_keys_and_an_unreachable_jwks_is_unavailable_not_invalid(
     assert issuer.requests == 1
 
 
+async def test_an_unknown_kid_during_an_outage_is_unavailable_not_invalid(
+    issuer: FakeIssuer, http: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    """The new kid may be genuine: while the JWKS cannot be fetched, say 503, not 401."""
+    verifier = make_verifier(http, clock)
+    await verifier.verify(issuer.token())
+    clock.advance(31)
+    new_key = issuer.rotate()
+    issuer.status = 502
+
+    with pytest.raises(VerifierUnavailableError):
+        await verifier.verify(issuer.token(new_key))
+    assert (await verifier.verify(issuer.token(issuer.keys[1]))).kid == issuer.keys[1].kid
+
+
 def body_of(size: int) -> bytes:
     padding = "x" * max(0, size - 40)
     return json.dumps({"keys": [], "padding": padding}).encode()

@@ -143,3 +143,24 @@ def test_remote_verifier_refuses_plain_http_unless_allowed() -> None:
 
     verifier = RemoteVerifier("http://auth.internal:8080/", allow_insecure_http=True)
     assert verifier.validate_url == "http://auth.internal:8080/v1/validate"
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        pytest.param("a.b.c\r\nX-Injected: 1", id="header-injection"),
+        pytest.param("a b.c", id="space"),
+        pytest.param("", id="empty"),
+        pytest.param("a." * 5000, id="oversize"),
+    ],
+)
+async def test_remote_verifier_never_sends_what_cannot_be_a_token(token: str) -> None:
+    calls: list[httpx.Request] = []
+
+    def validate(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(200)
+
+    with pytest.raises(InvalidTokenError):
+        await remote(httpx.MockTransport(validate)).verify(token)
+    assert calls == []

@@ -9,16 +9,24 @@ vouched for: the signature it checked covers them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from types import MappingProxyType
 from typing import Any, Final
 
 import httpx
 
-from keyturn.core.tokens import VerifiedToken, format_scope, parse_scope, peek_unverified_claims
+from keyturn.core.tokens import (
+    MAX_TOKEN_BYTES,
+    VerifiedToken,
+    format_scope,
+    parse_scope,
+    peek_unverified_claims,
+)
 from keyturn.errors import (
     InsufficientScopeError,
     InvalidTokenError,
+    MalformedTokenError,
     TokenClaimsError,
     VerifierUnavailableError,
 )
@@ -31,6 +39,8 @@ from keyturn.verify._common import (
 
 __all__ = ["RemoteVerifier"]
 
+# What may go into the Authorization header at all; the server checks the rest.
+_TOKEN_CHARACTERS: Final = re.compile(r"[A-Za-z0-9_.-]+")
 _TOKEN_ID_HEADER: Final = "x-keyturn-token-id"  # noqa: S105 -- a header name
 
 
@@ -70,11 +80,15 @@ class RemoteVerifier:
         """Ask the server about ``token`` and return its claims.
 
         Raises:
-            InvalidTokenError: the server refused the token (401).
+            InvalidTokenError: the server refused the token (401), or it is not even a
+                compact JWS (then it is never sent).
             InsufficientScopeError: the token lacks a required scope (403).
             VerifierUnavailableError: the server could not be reached or failed (5xx,
                 429, timeout); answer 503, not 401.
         """
+        if len(token) > MAX_TOKEN_BYTES or not _TOKEN_CHARACTERS.fullmatch(token):
+            # Refused here, not sent: a CR/LF would otherwise fail as a transport error (503).
+            raise MalformedTokenError("token is not a compact JWS")
         required = frozenset(required_scopes)
         params = {"scope": format_scope(required)} if required else {}
         headers = {"Authorization": f"Bearer {token}", "Accept-Encoding": "identity"}
