@@ -34,6 +34,7 @@ from keyturn.errors import (
     StorageUnavailableError,
     TokenClaimsError,
     TokenSignatureError,
+    VerifierUnavailableError,
 )
 
 __all__ = [
@@ -62,6 +63,7 @@ __all__ = [
     "TokenVerifier",
     "VerificationKey",
     "VerifiedToken",
+    "VerifierUnavailableError",
     "__version__",
     "generate_secret",
     "issue_access_token",

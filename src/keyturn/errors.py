@@ -21,6 +21,7 @@ place. Messages say what was wrong and never echo a token, key or password.
   + ConflictError                 409 conflict
   + SigningKeyError               500 server_error         (bad key material or config)
   + StorageUnavailableError       503 temporarily_unavailable  (never a 401)
+    + VerifierUnavailableError        the JWKS or the Keyturn server could not be reached
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ __all__ = [
     "StorageUnavailableError",
     "TokenClaimsError",
     "TokenSignatureError",
+    "VerifierUnavailableError",
 ]
 
 
@@ -174,6 +176,14 @@ class StorageUnavailableError(KeyturnError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild_storage_error, (type(self), self.message, self.retry_after))
+
+
+class VerifierUnavailableError(StorageUnavailableError):
+    """A verifier could not reach the JWKS or the Keyturn server, or got nonsense back.
+
+    Like a database outage this may pass, so services answer 503 + ``Retry-After``,
+    never 401: the token may be perfectly good.
+    """
 
 
 def _rebuild_scope_error(
