@@ -38,9 +38,10 @@ class KeyturnAuth(httpx.Auth):
     The token is renewed with the rotating refresh token once ``refresh_ratio`` of its
     lifetime has passed, and once more when the service answers 401. However many
     requests run at once, only one of them talks to Keyturn (one lock for threads, one
-    for each event loop; do not use one instance from sync and async code at once). Connection errors, 5xx and 429 are retried with backoff
-    (honouring ``Retry-After``); only Keyturn's ``invalid_grant``/``invalid_client`` make
-    the client discard a credential.
+    for each event loop; do not use one instance from sync and async code at once).
+    Connection errors, 5xx and 429 are retried with backoff (honouring ``Retry-After``);
+    only Keyturn's ``invalid_grant``/``invalid_client`` make the client discard a
+    credential.
 
     Token requests go to ``server_url`` through a short-lived httpx client of their own
     (over ``transport``/``async_transport`` when given), never through the client the
