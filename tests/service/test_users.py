@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
@@ -24,6 +25,8 @@ from keyturn.errors import (
 )
 from keyturn.service import LOGIN_CLIENT_ID, KeyturnService, PasswordWorker
 from keyturn.storage.base import Storage
+from keyturn.storage.engine import create_engine
+from keyturn.storage.sql import SQLStorage
 from keyturn.testing import FakeClock
 
 FAST = PasswordParameters(memory_cost=8, time_cost=1)
@@ -52,10 +55,22 @@ def make_users_service(
 
 @pytest.fixture
 async def users(storage: Storage, clock: FakeClock) -> KeyturnService:
-    """A started service with cheap argon2 parameters."""
+    """A started service with cheap argon2 parameters, on each backend."""
     service = make_users_service(storage, clock)
     await service.start()
     return service
+
+
+@pytest.fixture
+async def sqlite_users(sqlite_database_url: str, clock: FakeClock) -> AsyncIterator[KeyturnService]:
+    """The same on SQLite only, for rules that do not depend on the backend."""
+    storage = SQLStorage(create_engine(sqlite_database_url))
+    service = make_users_service(storage, clock)
+    await service.start()
+    try:
+        yield service
+    finally:
+        await storage.close()
 
 
 async def test_login_issues_a_user_token_with_the_password_level(users: KeyturnService) -> None:
@@ -72,10 +87,12 @@ async def test_login_issues_a_user_token_with_the_password_level(users: KeyturnS
     assert pair.refresh_token is not None
 
 
-async def test_login_without_refresh_issues_only_the_access_token(users: KeyturnService) -> None:
-    await users.create_user("alice@example.com", PASSWORD)
+async def test_login_without_refresh_issues_only_the_access_token(
+    sqlite_users: KeyturnService,
+) -> None:
+    await sqlite_users.create_user("alice@example.com", PASSWORD)
 
-    pair = await users.login("alice@example.com", PASSWORD, refresh=False)
+    pair = await sqlite_users.login("alice@example.com", PASSWORD, refresh=False)
 
     assert pair.refresh_token is None
 
@@ -115,27 +132,27 @@ async def test_a_policy_that_refuses_the_password_level_refuses_the_user(
     ],
 )
 async def test_bad_credentials_fail_with_one_uniform_error(
-    users: KeyturnService, email: str, password: str
+    sqlite_users: KeyturnService, email: str, password: str
 ) -> None:
-    await users.create_user("alice@example.com", PASSWORD)
+    await sqlite_users.create_user("alice@example.com", PASSWORD)
 
     with pytest.raises(InvalidGrantError) as exc_info:
-        await users.login(email, password)
+        await sqlite_users.login(email, password)
 
     assert exc_info.value.message == "the email or password is not valid"
 
 
 async def test_unknown_email_spends_a_dummy_verification(
-    users: KeyturnService, monkeypatch: pytest.MonkeyPatch
+    sqlite_users: KeyturnService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """ASVS 6.3.8: the unknown-email path does the same argon2 work as a wrong password."""
     calls: list[str] = []
-    hasher = users.passwords.hasher
+    hasher = sqlite_users.passwords.hasher
     real_verify = hasher.verify
     monkeypatch.setattr(hasher, "verify", lambda h, p: calls.append("verify") or real_verify(h, p))
 
     with pytest.raises(InvalidGrantError):
-        await users.login("nobody@example.com", PASSWORD)
+        await sqlite_users.login("nobody@example.com", PASSWORD)
 
     assert calls == ["verify"]
 
@@ -190,14 +207,14 @@ async def test_a_disabled_user_cannot_refresh_even_if_the_token_was_not_revoked(
         await users.refresh(secret.value)
 
 
-async def test_enabled_again_the_user_logs_in(users: KeyturnService) -> None:
-    user = await users.create_user("alice@example.com", PASSWORD)
-    await users.disable_user(user.id)
+async def test_enabled_again_the_user_logs_in(sqlite_users: KeyturnService) -> None:
+    user = await sqlite_users.create_user("alice@example.com", PASSWORD)
+    await sqlite_users.disable_user(user.id)
 
-    enabled = await users.enable_user(user.id)
+    enabled = await sqlite_users.enable_user(user.id)
 
     assert enabled.is_active
-    assert (await users.login("alice@example.com", PASSWORD)).access.token
+    assert (await sqlite_users.login("alice@example.com", PASSWORD)).access.token
 
 
 async def test_user_refresh_tokens_rotate_and_keep_the_user_claims(users: KeyturnService) -> None:
@@ -215,19 +232,19 @@ async def test_user_refresh_tokens_rotate_and_keep_the_user_claims(users: Keytur
 
 
 async def test_reusing_a_rotated_user_token_revokes_the_family(
-    users: KeyturnService, clock: FakeClock
+    sqlite_users: KeyturnService, clock: FakeClock
 ) -> None:
-    await users.create_user("alice@example.com", PASSWORD)
-    first = await users.login("alice@example.com", PASSWORD)
+    await sqlite_users.create_user("alice@example.com", PASSWORD)
+    first = await sqlite_users.login("alice@example.com", PASSWORD)
     assert first.refresh_token is not None
-    second = await users.refresh(first.refresh_token)
+    second = await sqlite_users.refresh(first.refresh_token)
     assert second.refresh_token is not None
     clock.advance(minutes=1)
 
     with pytest.raises(InvalidGrantError):
-        await users.refresh(first.refresh_token)
+        await sqlite_users.refresh(first.refresh_token)
     with pytest.raises(InvalidGrantError):
-        await users.refresh(second.refresh_token)
+        await sqlite_users.refresh(second.refresh_token)
 
 
 async def test_logout_revokes_the_refresh_token_family(users: KeyturnService) -> None:
@@ -269,46 +286,46 @@ async def test_the_email_is_unique_ignoring_case(users: KeyturnService) -> None:
         await users.create_user("ALICE@example.COM", OTHER_PASSWORD)
 
 
-async def test_weak_passwords_and_bad_emails_are_refused(users: KeyturnService) -> None:
+async def test_weak_passwords_and_bad_emails_are_refused(sqlite_users: KeyturnService) -> None:
     with pytest.raises(WeakPasswordError):
-        await users.create_user("alice@example.com", "password123")
+        await sqlite_users.create_user("alice@example.com", "password123")
     with pytest.raises(InvalidRequestError):
-        await users.create_user("not-an-address", PASSWORD)
-    assert (await users.list_users()).users == []
+        await sqlite_users.create_user("not-an-address", PASSWORD)
+    assert (await sqlite_users.list_users()).users == []
 
 
-async def test_set_password_ends_the_sessions(users: KeyturnService) -> None:
-    user = await users.create_user("alice@example.com", PASSWORD)
-    pair = await users.login("alice@example.com", PASSWORD)
+async def test_set_password_ends_the_sessions(sqlite_users: KeyturnService) -> None:
+    user = await sqlite_users.create_user("alice@example.com", PASSWORD)
+    pair = await sqlite_users.login("alice@example.com", PASSWORD)
     assert pair.refresh_token is not None
 
-    await users.set_user_password(user.id, OTHER_PASSWORD)
+    await sqlite_users.set_user_password(user.id, OTHER_PASSWORD)
 
     with pytest.raises(InvalidGrantError):
-        await users.refresh(pair.refresh_token)
+        await sqlite_users.refresh(pair.refresh_token)
     with pytest.raises(InvalidGrantError):
-        await users.login("alice@example.com", PASSWORD)
-    assert (await users.login("alice@example.com", OTHER_PASSWORD)).access.token
+        await sqlite_users.login("alice@example.com", PASSWORD)
+    assert (await sqlite_users.login("alice@example.com", OTHER_PASSWORD)).access.token
 
 
 @pytest.mark.parametrize("operation", ["get", "disable", "enable", "set-password"])
-async def test_unknown_user_ids_are_not_found(users: KeyturnService, operation: str) -> None:
+async def test_unknown_user_ids_are_not_found(sqlite_users: KeyturnService, operation: str) -> None:
     calls = {
-        "get": lambda: users.get_user("nope"),
-        "disable": lambda: users.disable_user("nope"),
-        "enable": lambda: users.enable_user("nope"),
-        "set-password": lambda: users.set_user_password("nope", OTHER_PASSWORD),
+        "get": lambda: sqlite_users.get_user("nope"),
+        "disable": lambda: sqlite_users.disable_user("nope"),
+        "enable": lambda: sqlite_users.enable_user("nope"),
+        "set-password": lambda: sqlite_users.set_user_password("nope", OTHER_PASSWORD),
     }
     with pytest.raises(NotFoundError):
         await calls[operation]()
 
 
-async def test_list_users_pages_through_everything(users: KeyturnService) -> None:
+async def test_list_users_pages_through_everything(sqlite_users: KeyturnService) -> None:
     for n in range(5):
-        await users.create_user(f"user{n}@example.com", PASSWORD)
+        await sqlite_users.create_user(f"user{n}@example.com", PASSWORD)
 
-    first = await users.list_users(limit=3)
-    second = await users.list_users(limit=3, after=first.next_after)
+    first = await sqlite_users.list_users(limit=3)
+    second = await sqlite_users.list_users(limit=3, after=first.next_after)
 
     assert len(first.users) == 3
     assert second.next_after is None
@@ -375,7 +392,9 @@ def test_the_worker_refuses_a_zero_cap() -> None:
         PasswordWorker(PasswordHasher(FAST), concurrency=-1)
 
 
-async def test_login_times_do_not_extend_a_family(users: KeyturnService, clock: FakeClock) -> None:
-    await users.create_user("alice@example.com", PASSWORD)
-    pair = await users.login("alice@example.com", PASSWORD)
+async def test_login_times_do_not_extend_a_family(
+    sqlite_users: KeyturnService, clock: FakeClock
+) -> None:
+    await sqlite_users.create_user("alice@example.com", PASSWORD)
+    pair = await sqlite_users.login("alice@example.com", PASSWORD)
     assert pair.refresh_expires_at == clock() + timedelta(days=30)
