@@ -330,6 +330,7 @@ async def test_token_validation_is_served_while_argon2_is_busy(
             release.wait(timeout=10)
             return super().verify(password_hash, password)
 
+    release.set()  # the first login, which gets the token to validate, passes through
     state = await open_login_state(sqlite_database_url, hasher=StuckHasher(FAST))
     public, admin = clients(state, make_client)
     await create_user(admin, "alice@example.com")
