@@ -785,6 +785,17 @@ class KeyturnService:
             raise NotFoundError(f"no user with id {user_id!r}")
         return record
 
+    async def find_user(self, email: str) -> UserRecord:
+        """Return the user with this email (any letter case).
+
+        Raises:
+            NotFoundError: no such user.
+        """
+        record = await self.storage.users.find_by_email(email_key(email))
+        if record is None:
+            raise NotFoundError("no user with this email")
+        return record
+
     async def list_users(
         self, *, limit: int = 50, after: str | None = None, include_disabled: bool = True
     ) -> UserPage:

@@ -223,9 +223,9 @@ async def test_a_disabled_user_cannot_log_in_or_refresh(
 
 
 async def test_logout_revokes_the_refresh_token_family(
-    login_state: KeyturnState, make_client: MakeClient
+    sqlite_login_state: KeyturnState, make_client: MakeClient
 ) -> None:
-    public, admin = clients(login_state, make_client)
+    public, admin = clients(sqlite_login_state, make_client)
     await create_user(admin, "alice@example.com")
     tokens = (
         await public.post("/v1/login", json={"email": "alice@example.com", "password": PASSWORD})
@@ -356,9 +356,9 @@ async def test_token_validation_is_served_while_argon2_is_busy(
 
 
 async def test_admin_creates_lists_shows_and_changes_users(
-    login_state: KeyturnState, make_client: MakeClient
+    sqlite_login_state: KeyturnState, make_client: MakeClient
 ) -> None:
-    public, admin = clients(login_state, make_client)
+    public, admin = clients(sqlite_login_state, make_client)
     created = await create_user(admin, "Alice@Example.com", roles=["default"], scopes=["read"])
 
     assert set(created) == {
@@ -465,10 +465,10 @@ async def test_the_users_api_is_not_on_the_public_listener(
 
 
 async def test_passwords_never_appear_in_logs_or_audit_rows(
-    login_state: KeyturnState, make_client: MakeClient, caplog: pytest.LogCaptureFixture
+    sqlite_login_state: KeyturnState, make_client: MakeClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    public, admin = clients(login_state, make_client)
+    public, admin = clients(sqlite_login_state, make_client)
     new_password = "the replacement passphrase"
     user = await create_user(admin, "alice@example.com")
     await admin.post("/v1/admin/users", json={"email": "weak@example.com", "password": "password1"})
