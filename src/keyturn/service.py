@@ -828,8 +828,9 @@ class KeyturnService:
         )
         if record is None:
             raise NotFoundError(f"no user with id {user_id!r}")
-        if record.disabled_at is not None:
-            self.revocations.revoke_subject(record.subject, at=int(record.disabled_at.timestamp()))
+        if record.tokens_revoked_at is not None:
+            revoked_at = int(record.tokens_revoked_at.timestamp())
+            self.revocations.revoke_subject(record.subject, at=revoked_at)
         return record
 
     async def enable_user(

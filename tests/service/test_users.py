@@ -398,3 +398,22 @@ async def test_login_times_do_not_extend_a_family(
     await sqlite_users.create_user("alice@example.com", PASSWORD)
     pair = await sqlite_users.login("alice@example.com", PASSWORD)
     assert pair.refresh_expires_at == clock() + timedelta(days=30)
+
+
+async def test_enabling_again_does_not_revive_old_access_tokens(
+    users: KeyturnService, clock: FakeClock
+) -> None:
+    user = await users.create_user("alice@example.com", PASSWORD)
+    old = await users.login("alice@example.com", PASSWORD)
+    clock.advance(1)
+    await users.disable_user(user.id)
+    clock.advance(1)
+    await users.enable_user(user.id)
+    clock.advance(1)
+    new = await users.login("alice@example.com", PASSWORD)
+
+    await users.reload_revocations()  # as every instance does from storage
+
+    with pytest.raises(RevokedTokenError):
+        users.validate(old.access.token)
+    assert users.validate(new.access.token).subject == f"user:{user.id}"

@@ -161,10 +161,12 @@ async def test_failed_logins_count_up_and_a_login_resets_them(storage: SQLStorag
     ]
 
 
-async def test_snapshot_lists_disabled_users_as_subjects(storage: SQLStorage) -> None:
+async def test_snapshot_lists_users_disabled_even_once_as_subjects(storage: SQLStorage) -> None:
+    """Enabling a user again does not revive the tokens issued before they were disabled."""
     await storage.users.add(user("u1", "a@example.com"), audit=event("c"))
     await storage.users.add(user("u2", "b@example.com"), audit=event("c"))
     await storage.users.set_disabled("u1", disabled_at=NOW, reason=None, audit=event("d"))
+    await storage.users.set_disabled("u1", disabled_at=None, reason=None, audit=event("e"))
 
     snapshot = await storage.revocations.snapshot(now=NOW)
     recent = await storage.revocations.snapshot(

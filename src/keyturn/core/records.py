@@ -75,6 +75,9 @@ class UserRecord:
     scopes: tuple[str, ...] | None = None
     disabled_at: datetime | None = None
     disabled_reason: str | None = None
+    #: Access tokens issued up to this moment are refused (set when the user is disabled,
+    #: kept when they are enabled again, so old tokens stay dead).
+    tokens_revoked_at: datetime | None = None
     password_changed_at: datetime | None = None
     last_login_at: datetime | None = None
     failed_logins: int = 0

@@ -142,7 +142,8 @@ class UserRepository(Protocol):
     ) -> UserRecord | None:
         """Disable (``disabled_at`` set) or enable (None) a user; None if the id is unknown.
 
-        Disabling revokes every refresh token of the user in the same transaction.
+        Disabling sets ``tokens_revoked_at`` and revokes every refresh token of the user in
+        the same transaction; enabling keeps ``tokens_revoked_at``.
         Disabling a disabled user, or enabling an enabled one, changes and audits nothing.
         """
 
@@ -239,7 +240,8 @@ class RevocationRepository(Protocol):
     ) -> RevocationSnapshot:
         """Revoked ``jti``s still unexpired at ``now``, and revoked subjects.
 
-        Revoked subjects are revoked keys (``key:<id>``) and disabled users (``user:<id>``).
+        Revoked subjects are revoked keys (``key:<id>``) and users whose tokens were revoked
+        by disabling them (``user:<id>``, at ``tokens_revoked_at``).
 
         With ``max_token_lifetime`` (the longest an access token is accepted, leeway
         included), subjects revoked longer ago than that are left out: every token issued

@@ -503,11 +503,11 @@ def _revocations(*, revoked_since: bool) -> sa.CompoundSelect[tuple[str, str, da
     disabled_users = sa.select(
         sa.literal("user").label("kind"),
         users.c.id.label("name"),
-        users.c.disabled_at.label("at"),
-    ).where(users.c.disabled_at.is_not(None))
+        users.c.tokens_revoked_at.label("at"),
+    ).where(users.c.tokens_revoked_at.is_not(None))
     if revoked_since:
         disabled_users = disabled_users.where(
-            users.c.disabled_at >= sa.bindparam("revoked_since", type_=UTCDateTime())
+            users.c.tokens_revoked_at >= sa.bindparam("revoked_since", type_=UTCDateTime())
         )
     return sa.union_all(
         sa.select(
@@ -980,6 +980,7 @@ _USER_FIELDS: Final = (
     "created_at",
     "disabled_at",
     "disabled_reason",
+    "tokens_revoked_at",
     "password_changed_at",
     "last_login_at",
     "failed_logins",
@@ -999,6 +1000,7 @@ def _user_values(user: UserRecord) -> dict[str, Any]:
         "created_at": user.created_at,
         "disabled_at": user.disabled_at,
         "disabled_reason": user.disabled_reason,
+        "tokens_revoked_at": user.tokens_revoked_at,
         "password_changed_at": user.password_changed_at,
         "last_login_at": user.last_login_at,
         "failed_logins": user.failed_logins,
@@ -1072,10 +1074,13 @@ class SQLUserRepository(_Repository):
             if disabled_at is not None
             else users.c.disabled_at.is_not(None)
         )
+        values: dict[str, Any] = {"disabled_at": disabled_at, "disabled_reason": reason}
+        if disabled_at is not None:
+            values["tokens_revoked_at"] = disabled_at
         change = (
             sa.update(users)
             .where(users.c.id == user_id, state)
-            .values(disabled_at=disabled_at, disabled_reason=reason)
+            .values(values)
             .returning(*_USER_COLUMNS)
         )
         revoke_tokens = _revoke_user_tokens(user_id, audit.at)

@@ -127,6 +127,8 @@ users: Final = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("disabled_at", UTCDateTime()),
     sa.Column("disabled_reason", sa.String(255)),
+    # Tokens issued up to here are refused; set on disabling, kept when enabled again.
+    sa.Column("tokens_revoked_at", UTCDateTime()),
     sa.Column("password_changed_at", UTCDateTime()),
     sa.Column("last_login_at", UTCDateTime()),
     sa.Column("failed_logins", sa.Integer(), nullable=False),

@@ -34,6 +34,7 @@ def upgrade() -> None:
         sa.Column("created_at", _TIME, nullable=False),
         sa.Column("disabled_at", _TIME),
         sa.Column("disabled_reason", sa.String(255)),
+        sa.Column("tokens_revoked_at", _TIME),
         sa.Column("password_changed_at", _TIME),
         sa.Column("last_login_at", _TIME),
         sa.Column("failed_logins", sa.Integer(), nullable=False),
