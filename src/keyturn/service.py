@@ -674,7 +674,7 @@ class KeyturnService:
                 at=now,
                 audit=self._audit(
                     "refresh.revoked",
-                    record.key_id,
+                    record.key_id or record.user_id,
                     actor or record.subject,
                     request_id,
                     now,
