@@ -24,6 +24,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from keyturn.core.signing import SUPPORTED_ALGORITHMS
+from keyturn.core.throttle import LoginLimits
 from keyturn.service import MAX_ACCESS_TOKEN_LIFETIME, ServiceConfig
 from keyturn.storage.engine import default_sqlite_url
 
@@ -167,6 +168,25 @@ class Settings(BaseSettings):
     rate_limit_per_key: int = Field(
         300, ge=1, description="Token requests per minute for one API key."
     )
+    login_rate_limit_window: int = Field(
+        300, ge=1, le=86400, description="Seconds in one login-throttling window."
+    )
+    login_rate_limit_per_address: int = Field(
+        30, ge=1, description="Login attempts per window from one client address."
+    )
+    login_rate_limit_per_account_address: int = Field(
+        10, ge=1, description="Login attempts per window for one email from one address."
+    )
+    login_rate_limit_per_account: int = Field(
+        50, ge=1, description="Login attempts per window for one email from all addresses."
+    )
+    password_hash_concurrency: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="argon2 hashes computed at once, in worker threads; default: half "
+        "the CPUs, at least 1.",
+    )
     forwarded_allow_ips: str = Field(
         "127.0.0.1",
         description="Proxies whose X-Forwarded-For the public listener trusts "
@@ -275,6 +295,15 @@ class Settings(BaseSettings):
             signing_algorithm=self.signing_algorithm,
             signing_key_publish_delay=self.signing_key_publish_delay,
             leeway=self.leeway,
+        )
+
+    def login_limits(self) -> LoginLimits:
+        """The login throttling limits (`keyturn.core.throttle`)."""
+        return LoginLimits(
+            window=self.login_rate_limit_window,
+            per_address=self.login_rate_limit_per_address,
+            per_account_address=self.login_rate_limit_per_account_address,
+            per_account=self.login_rate_limit_per_account,
         )
 
     def masked(self) -> dict[str, Any]:

@@ -15,6 +15,7 @@ place. Messages say what was wrong and never echo a token, key or password.
   + InsufficientScopeError        403 insufficient_scope   (RFC 6750 §3.1)
   + InvalidRequestError           400 invalid_request
   | + MalformedSecretError            an API key or refresh token that cannot be ours
+  | + WeakPasswordError               a new password breaks the password rules
   + PolicyViolation               400 invalid_scope / invalid_request
   + InvalidGrantError             400 invalid_grant        (RFC 6749 §5.2; bad key or refresh token)
   + NotFoundError                 404 not_found
@@ -47,6 +48,7 @@ __all__ = [
     "TokenClaimsError",
     "TokenSignatureError",
     "VerifierUnavailableError",
+    "WeakPasswordError",
 ]
 
 
@@ -117,6 +119,10 @@ class MalformedSecretError(InvalidRequestError):
     """A string presented as an API key or refresh token cannot be one Keyturn issued."""
 
 
+class WeakPasswordError(InvalidRequestError):
+    """A new password is too short, too long, or on the list of common passwords."""
+
+
 class PolicyViolation(KeyturnError):  # noqa: N818 -- the name is the public contract
     """The claims policy forbids what was asked for; names the claim and the value."""
 
@@ -137,7 +143,9 @@ class PolicyViolation(KeyturnError):  # noqa: N818 -- the name is the public con
 
 
 class InvalidGrantError(KeyturnError):
-    """The API key or refresh token is unknown, expired, revoked or not bound to the caller.
+    """The credential is unknown, expired, revoked or not bound to the caller.
+
+    API keys, refresh tokens, and email and password pairs at login.
 
     One uniform error for every such case, so responses cannot tell them apart (T-BF-01).
     """

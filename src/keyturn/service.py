@@ -1,6 +1,8 @@
 """Keyturn's use cases: the one layer that both awaits storage and calls the core.
 
-`KeyturnService` registers, rotates and revokes API keys, trades keys for tokens,
+`KeyturnService` registers, rotates and revokes API keys, manages users and their
+passwords (argon2 runs in worker threads, `PasswordWorker`), trades keys and passwords
+for tokens,
 refreshes (legacy and rotating), manages the signing-key lifecycle and keeps the
 revocation state its verifier consults. It knows nothing of HTTP: the server, the CLI
 and the tests call it.
@@ -8,12 +10,16 @@ and the tests call it.
 
 from __future__ import annotations
 
+import asyncio
+import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
+from keyturn.core.accounts import check_email, email_key, new_user_id
 from keyturn.core.keywrap import KeyWrapper
+from keyturn.core.passwords import MAX_PASSWORD_LENGTH, PasswordHasher, check_new_password
 from keyturn.core.policy import ClaimsPolicy, Grant
 from keyturn.core.records import (
     ApiKeyRecord,
@@ -21,6 +27,7 @@ from keyturn.core.records import (
     RefreshTokenRecord,
     SigningKeyRecord,
     SigningKeyState,
+    UserRecord,
 )
 from keyturn.core.refresh import RefreshDecision, decide_refresh
 from keyturn.core.revocation import RevocationList
@@ -43,6 +50,7 @@ from keyturn.core.tokens import (
 )
 from keyturn.errors import (
     InvalidGrantError,
+    InvalidRequestError,
     InvalidTokenError,
     MalformedSecretError,
     NotFoundError,
@@ -52,18 +60,32 @@ from keyturn.errors import (
 from keyturn.storage.base import RevocationSnapshot, Storage
 
 __all__ = [
+    "LOGIN_CLIENT_ID",
     "MAX_ACCESS_TOKEN_LIFETIME",
+    "PASSWORD_FACTOR",
+    "PASSWORD_LEVEL",
     "CreatedKey",
     "KeyPage",
     "KeyturnService",
+    "PasswordWorker",
     "ServiceConfig",
     "TokenPair",
+    "UserPage",
+    "default_password_concurrency",
     "utc_now",
 ]
+
+_T = TypeVar("_T")
 
 # One message for every bad credential, so responses cannot tell the cases apart (T-BF-01).
 _BAD_KEY: Final = "the API key is not valid"
 _BAD_REFRESH: Final = "the refresh token is not valid"
+_BAD_LOGIN: Final = "the email or password is not valid"
+#: ``client_id`` of tokens issued at login: no OAuth client asked, the person did.
+LOGIN_CLIENT_ID: Final = "keyturn-login"
+#: apijwt's assurance level for a password login, and the factor it names.
+PASSWORD_LEVEL: Final = 2.0
+PASSWORD_FACTOR: Final = "password"  # noqa: S105 -- the factor's name, not a secret
 #: Room for JWThenticator's 25-hour JWT_LEASE_TIME; Keyturn's default is 15 minutes.
 MAX_ACCESS_TOKEN_LIFETIME: Final = timedelta(days=2)
 
@@ -146,6 +168,40 @@ class KeyPage:
 
 
 @dataclass(frozen=True, slots=True)
+class UserPage:
+    """One page of users and the cursor of the next (None on the last page)."""
+
+    users: list[UserRecord]
+    next_after: str | None
+
+
+def default_password_concurrency() -> int:
+    """Half the CPUs, at least one: argon2 never takes every core from the event loop."""
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
+class PasswordWorker:
+    """Runs argon2 in worker threads, at most ``concurrency`` at a time.
+
+    Each verification holds 19 MiB and ~40 ms of a core. Off the event loop, a login
+    flood queues here while token validation, which never waits on this, keeps being
+    served; the cap bounds both the memory and the cores a flood can take.
+    """
+
+    def __init__(self, hasher: PasswordHasher, *, concurrency: int | None = None) -> None:
+        self.hasher = hasher
+        self.concurrency = concurrency or default_password_concurrency()
+        if self.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self._slots = asyncio.Semaphore(self.concurrency)
+
+    async def run(self, work: Callable[..., _T], *args: Any) -> _T:
+        """Run ``work(*args)`` in a thread once a slot is free."""
+        async with self._slots:
+            return await asyncio.to_thread(work, *args)
+
+
+@dataclass(frozen=True, slots=True)
 class TokenPair:
     """An access token and, unless a legacy refresh re-used one, a refresh token."""
 
@@ -156,7 +212,7 @@ class TokenPair:
 
 
 class KeyturnService:
-    """The domain operations over a `Storage`.
+    """The domain operations over a `Storage`: API keys, users, tokens, signing keys.
 
     Call `start()` once before serving: it makes sure exactly one active signing key
     exists and loads the key set and the revocation state.
@@ -171,6 +227,8 @@ class KeyturnService:
         config: ServiceConfig | None = None,
         policy: ClaimsPolicy | None = None,
         clock: Callable[[], datetime] = utc_now,
+        password_hasher: PasswordHasher | None = None,
+        password_concurrency: int | None = None,
     ) -> None:
         self.storage = storage
         self.config = config or ServiceConfig()
@@ -178,6 +236,9 @@ class KeyturnService:
         self._pepper = pepper
         self._key_wrapper = key_wrapper
         self._clock = clock
+        self.passwords = PasswordWorker(
+            password_hasher or PasswordHasher(), concurrency=password_concurrency
+        )
         self._signing_key: SigningKey | None = None
         self.revocations = RevocationList()
         self.verifier = TokenVerifier(
@@ -514,12 +575,18 @@ class KeyturnService:
         if found is None:
             raise InvalidGrantError(_BAD_REFRESH)
         record, key = found
-        if (
-            key is None
-            or not key.is_usable(now)
-            or (identifier is not None and identifier != record.identifier)
-        ):
+        holder: ApiKeyRecord | UserRecord
+        if identifier is not None and identifier != record.identifier:
             raise InvalidGrantError(_BAD_REFRESH)
+        if record.user_id is not None:
+            user = await self.storage.users.get(record.user_id)
+            if user is None or not user.is_active:  # a disabled user cannot refresh
+                raise InvalidGrantError(_BAD_REFRESH)
+            holder = user
+        elif key is None or not key.is_usable(now):
+            raise InvalidGrantError(_BAD_REFRESH)
+        else:
+            holder = key
         decision = decide_refresh(record, now=now, grace=self.config.refresh_reuse_grace)
         if decision is RefreshDecision.REUSE_DETECTED:
             await self.storage.refresh_tokens.revoke_family(
@@ -527,7 +594,7 @@ class KeyturnService:
                 at=now,
                 audit=self._audit(
                     "refresh.reuse_detected",
-                    key.id,
+                    holder.id,
                     record.subject,
                     request_id,
                     now,
@@ -539,8 +606,8 @@ class KeyturnService:
             raise InvalidGrantError(_BAD_REFRESH)
         if decision not in (RefreshDecision.ROTATE, RefreshDecision.REUSE_LEGACY):
             raise InvalidGrantError(_BAD_REFRESH)
-        grant = self._refresh_grant(record, key, scopes)
-        access = self._issue(key, grant, now)
+        grant = self._refresh_grant(record, holder, scopes)
+        access = self._issue(holder, grant, now)
         if decision is RefreshDecision.REUSE_LEGACY:
             return TokenPair(access=access, scopes=grant.scopes)
         secret = generate_secret(SecretKind.REFRESH_TOKEN)
@@ -555,6 +622,7 @@ class KeyturnService:
             expires_at=record.expires_at,  # absolute: rotation never extends a family
             rotating=True,
             key_id=record.key_id,
+            user_id=record.user_id,
             identifier=record.identifier,
         )
         rotated = await self.storage.refresh_tokens.rotate(
@@ -563,7 +631,7 @@ class KeyturnService:
             now=now,
             audit=self._audit(
                 "token.refreshed",
-                key.id,
+                holder.id,
                 record.subject,
                 request_id,
                 now,
@@ -606,7 +674,7 @@ class KeyturnService:
                 at=now,
                 audit=self._audit(
                     "refresh.revoked",
-                    record.key_id,
+                    record.key_id or record.user_id,
                     actor or record.subject,
                     request_id,
                     now,
@@ -653,6 +721,304 @@ class KeyturnService:
         )
         self.revocations.replace(tokens=snapshot.tokens, subjects=snapshot.subjects)
         return snapshot
+
+    # -- users -------------------------------------------------------------------------
+
+    async def create_user(
+        self,
+        email: str,
+        password: str,
+        *,
+        roles: Iterable[str] = (),
+        scopes: Iterable[str] | None = None,
+        actor: str | None = None,
+        request_id: str | None = None,
+    ) -> UserRecord:
+        """Create a user who logs in with ``email`` and ``password``.
+
+        The email is stored as given and must be unique ignoring letter case. Roles and
+        scopes are checked against the claims policy now, as for keys.
+
+        Raises:
+            InvalidRequestError: not an email address.
+            WeakPasswordError: the password breaks the password rules.
+            PolicyViolation: a role or scope the policy does not allow.
+            ConflictError: a user with this email exists.
+        """
+        now = self._clock()
+        check_email(email)
+        check_new_password(password, email=email)
+        roles, scopes = tuple(roles), None if scopes is None else tuple(sorted(set(scopes)))
+        self.policy.build_claims(
+            roles=roles or None,
+            requested_scopes=scopes,
+            key_scopes=scopes,
+            extras=self._password_claims(),
+        )
+        password_hash = await self.passwords.run(self.passwords.hasher.hash, password)
+        record = UserRecord(
+            id=new_user_id(),
+            email=email,
+            email_key=email_key(email),
+            password_hash=password_hash,
+            created_at=now,
+            roles=roles,
+            scopes=scopes,
+            password_changed_at=now,
+        )
+        await self.storage.users.add(
+            record,
+            audit=self._audit(
+                "user.created", record.id, actor, request_id, now, email=email, roles=list(roles)
+            ),
+        )
+        return record
+
+    async def get_user(self, user_id: str) -> UserRecord:
+        """Return the user with this id.
+
+        Raises:
+            NotFoundError: no such user.
+        """
+        record = await self.storage.users.get(user_id)
+        if record is None:
+            raise NotFoundError(f"no user with id {user_id!r}")
+        return record
+
+    async def find_user(self, email: str) -> UserRecord:
+        """Return the user with this email (any letter case).
+
+        Raises:
+            NotFoundError: no such user.
+        """
+        record = await self.storage.users.find_by_email(email_key(email))
+        if record is None:
+            raise NotFoundError("no user with this email")
+        return record
+
+    async def list_users(
+        self, *, limit: int = 50, after: str | None = None, include_disabled: bool = True
+    ) -> UserPage:
+        """One page of users ordered by id; pass ``next_after`` back for the next page."""
+        if not 1 <= limit <= 1000:
+            raise PolicyViolation("limit", limit, "must be between 1 and 1000")
+        rows = await self.storage.users.list(
+            limit=limit + 1, after=after, include_disabled=include_disabled
+        )
+        page = rows[:limit]
+        return UserPage(users=page, next_after=page[-1].id if len(rows) > limit else None)
+
+    async def disable_user(
+        self,
+        user_id: str,
+        *,
+        reason: str = "",
+        actor: str | None = None,
+        request_id: str | None = None,
+    ) -> UserRecord:
+        """Disable a user: no more logins or refreshes; their refresh and access tokens die.
+
+        Raises:
+            NotFoundError: no such user.
+        """
+        now = self._clock()
+        audit = self._audit("user.disabled", user_id, actor, request_id, now, reason=reason)
+        record = await self.storage.users.set_disabled(
+            user_id, disabled_at=now, reason=reason or None, audit=audit
+        )
+        if record is None:
+            raise NotFoundError(f"no user with id {user_id!r}")
+        if record.tokens_revoked_at is not None:
+            revoked_at = int(record.tokens_revoked_at.timestamp())
+            self.revocations.revoke_subject(record.subject, at=revoked_at)
+        return record
+
+    async def enable_user(
+        self, user_id: str, *, actor: str | None = None, request_id: str | None = None
+    ) -> UserRecord:
+        """Let a disabled user log in again (their old refresh tokens stay revoked).
+
+        Raises:
+            NotFoundError: no such user.
+        """
+        now = self._clock()
+        record = await self.storage.users.set_disabled(
+            user_id,
+            disabled_at=None,
+            reason=None,
+            audit=self._audit("user.enabled", user_id, actor, request_id, now),
+        )
+        if record is None:
+            raise NotFoundError(f"no user with id {user_id!r}")
+        return record
+
+    async def set_user_password(
+        self,
+        user_id: str,
+        password: str,
+        *,
+        actor: str | None = None,
+        request_id: str | None = None,
+    ) -> UserRecord:
+        """Give a user a new password; their refresh tokens are revoked (sessions end).
+
+        Raises:
+            NotFoundError: no such user.
+            WeakPasswordError: the password breaks the password rules.
+        """
+        user = await self.get_user(user_id)
+        check_new_password(password, email=user.email)
+        password_hash = await self.passwords.run(self.passwords.hasher.hash, password)
+        now = self._clock()
+        record = await self.storage.users.set_password(
+            user_id,
+            password_hash=password_hash,
+            at=now,
+            audit=self._audit("user.password_changed", user_id, actor, request_id, now),
+        )
+        if record is None:
+            raise NotFoundError(f"no user with id {user_id!r}")
+        return record
+
+    async def login(
+        self,
+        email: str,
+        password: str,
+        *,
+        scopes: Iterable[str] | None = None,
+        refresh: bool = True,
+        request_id: str | None = None,
+    ) -> TokenPair:
+        """Trade an email and a password for an access token and a rotating refresh token.
+
+        An unknown email, a wrong password and a disabled user fail alike, after the same
+        argon2 work (a dummy verification for unknown emails; ASVS 6.3.8). A hash made
+        with other parameters is replaced on success. ``refresh`` False issues only the
+        access token (``POST /login``).
+
+        Raises:
+            InvalidGrantError: the email or password is not valid, or the user is disabled.
+            PolicyViolation: a requested scope the user or the policy does not allow.
+        """
+        now = self._clock()
+        if not _could_be_account(email) or len(password) > MAX_PASSWORD_LENGTH:
+            raise InvalidGrantError(_BAD_LOGIN)  # no account can match: no work to spend
+        user = await self.storage.users.find_by_email(email_key(email))
+        if user is None:
+            await self.passwords.run(self.passwords.hasher.verify_dummy, password)
+            await self.storage.audit.record(
+                self._audit(
+                    "user.login_failed",
+                    None,
+                    None,
+                    request_id,
+                    now,
+                    outcome="failure",
+                    reason="unknown_email",
+                )
+            )
+            raise InvalidGrantError(_BAD_LOGIN)
+        hasher = self.passwords.hasher
+        matches = await self.passwords.run(hasher.verify, user.password_hash, password)
+        if not matches or not user.is_active:
+            failed = self._audit(
+                "user.login_failed",
+                user.id,
+                user.subject,
+                request_id,
+                now,
+                outcome="failure",
+                reason="disabled" if matches else "wrong_password",
+            )
+            if matches:
+                await self.storage.audit.record(failed)
+            else:
+                await self.storage.users.record_failed_login(user.id, at=now, audit=failed)
+            raise InvalidGrantError(_BAD_LOGIN)
+        grant = self._grant(user, scopes)
+        rehashed = None
+        if hasher.needs_rehash(user.password_hash):
+            rehashed = await self.passwords.run(hasher.hash, password)
+        access = self._issue(user, grant, now)
+        await self.storage.users.record_login(
+            user.id,
+            at=now,
+            audit=self._audit(
+                "user.login",
+                user.id,
+                user.subject,
+                request_id,
+                now,
+                jti=access.jti,
+                rehashed=rehashed is not None,
+            ),
+            rehashed_password=rehashed,
+        )
+        if not refresh:
+            return TokenPair(access=access, scopes=grant.scopes)
+        secret = generate_secret(SecretKind.REFRESH_TOKEN)
+        token = RefreshTokenRecord(
+            id=secret.id,
+            family_id=secret.id,
+            token_hash=self._pepper.hash(secret.value, SecretKind.REFRESH_TOKEN),
+            subject=user.subject,
+            scope=tuple(sorted(grant.scopes)),
+            created_at=now,
+            expires_at=now + self.config.refresh_token_lifetime,
+            rotating=True,
+            user_id=user.id,
+        )
+        await self.storage.refresh_tokens.add(
+            token,
+            audit=self._audit(
+                "token.issued",
+                user.id,
+                user.subject,
+                request_id,
+                now,
+                jti=access.jti,
+                refresh_token_id=token.id,
+                rotating=True,
+            ),
+        )
+        return TokenPair(
+            access=access,
+            scopes=grant.scopes,
+            refresh_token=secret.value,
+            refresh_expires_at=token.expires_at,
+        )
+
+    async def logout(self, refresh_token: str, *, request_id: str | None = None) -> bool:
+        """End a session: revoke the refresh token's whole family.
+
+        Returns False for an unknown, malformed or already revoked token (the caller's
+        answer is the same either way, RFC 7009 §2.2).
+        """
+        now = self._clock()
+        try:
+            parsed = parse_secret(refresh_token, SecretKind.REFRESH_TOKEN)
+        except MalformedSecretError:
+            return False
+        found = await self.storage.refresh_tokens.find_with_key(
+            self._pepper.hash(parsed.value, SecretKind.REFRESH_TOKEN)
+        )
+        if found is None:
+            return False
+        record = found[0]
+        action = "user.logout" if record.user_id is not None else "refresh.revoked"
+        revoked = await self.storage.refresh_tokens.revoke_family(
+            record.family_id,
+            at=now,
+            audit=self._audit(
+                action,
+                record.user_id or record.key_id,
+                record.subject,
+                request_id,
+                now,
+                family_id=record.family_id,
+            ),
+        )
+        return revoked > 0
 
     # -- signing keys ------------------------------------------------------------------
 
@@ -797,7 +1163,10 @@ class KeyturnService:
         return record if record is not None and record.is_usable(now) else None
 
     def _refresh_grant(
-        self, record: RefreshTokenRecord, key: ApiKeyRecord, scopes: Iterable[str] | None
+        self,
+        record: RefreshTokenRecord,
+        holder: ApiKeyRecord | UserRecord,
+        scopes: Iterable[str] | None,
     ) -> Grant:
         original = frozenset(record.scope)
         if scopes is not None:
@@ -809,27 +1178,45 @@ class KeyturnService:
                     "scope", " ".join(sorted(beyond)), "not part of the original grant"
                 )
         else:
-            wanted = original if key.scopes is None else original & frozenset(key.scopes)
+            wanted = original if holder.scopes is None else original & frozenset(holder.scopes)
+        return self._grant(holder, wanted)
+
+    def _grant(self, holder: ApiKeyRecord | UserRecord, scopes: Iterable[str] | None) -> Grant:
+        """What a token for ``holder`` may carry: a key's stored claims, or a password login's."""
+        if isinstance(holder, UserRecord):
+            return self.policy.build_claims(
+                roles=holder.roles or None,
+                requested_scopes=scopes,
+                key_scopes=holder.scopes,
+                extras=self._password_claims(),
+            )
         return self.policy.build_claims(
-            roles=key.roles or None,
-            requested_scopes=wanted,
-            key_scopes=key.scopes,
-            extras=key.extra_claims,
+            roles=holder.roles or None,
+            requested_scopes=scopes,
+            key_scopes=holder.scopes,
+            extras=holder.extra_claims,
         )
 
-    def _issue(self, key: ApiKeyRecord, grant: Grant, now: datetime) -> IssuedToken:
+    def _password_claims(self) -> dict[str, Any]:
+        # Only the claims the policy declares: a policy without ``level`` gets none.
+        declared = {rule.name for rule in self.policy.claims}
+        claims = {"level": PASSWORD_LEVEL, "factor": PASSWORD_FACTOR}
+        return {name: value for name, value in claims.items() if name in declared}
+
+    def _issue(self, holder: ApiKeyRecord | UserRecord, grant: Grant, now: datetime) -> IssuedToken:
         if self._signing_key is None:
             raise SigningKeyError("no active signing key; call start() first")
+        is_key = isinstance(holder, ApiKeyRecord)
         return issue_access_token(
             self._signing_key,
             issuer=self.config.issuer,
             audience=self.config.audience,
-            subject=key.subject,
-            client_id=key.id,
+            subject=holder.subject,
+            client_id=holder.id if is_key else LOGIN_CLIENT_ID,
             now=int(now.timestamp()),
             lifetime=self.config.access_lifetime_seconds,
             scopes=grant.scopes,
-            identifier=key.identifier,
+            identifier=holder.identifier if isinstance(holder, ApiKeyRecord) else None,
             extra_claims=grant.claims,
         )
 
@@ -885,6 +1272,14 @@ class KeyturnService:
             request_id=request_id,
             detail=detail,
         )
+
+
+def _could_be_account(email: str) -> bool:
+    try:
+        check_email(email)
+    except InvalidRequestError:
+        return False
+    return True
 
 
 def _parse_or_invalid(value: str, kind: SecretKind, message: str) -> ParsedSecret:

@@ -156,8 +156,6 @@ async def test_bad_credentials_get_byte_identical_401s(
     revoked = await create_key(admin, identifier=IDENTIFIER)
     await admin.post(f"/v1/admin/keys/{revoked['record']['id']}/revoke", json={})
     prefix, key_id, secret = generated.split("_", 2)
-    refresh_token = tokens["refresh_token"]
-    tampered = refresh_token[:-1] + ("x" if refresh_token[-1] != "x" else "y")
     attempts = [
         (LEGACY_KEY + "x", IDENTIFIER),
         ("unknown-key-" + "a" * 30, IDENTIFIER),
@@ -240,6 +238,8 @@ async def test_legacy_refresh_failures_are_401_empty_object(
     await register_legacy_key(admin)
     tokens = await legacy_tokens(public)
     key_id = (await admin.get("/v1/admin/keys")).json()["keys"][0]["id"]
+    refresh_token = tokens["refresh_token"]
+    tampered = refresh_token[:-1] + ("x" if refresh_token[-1] != "x" else "y")
     attempts = [
         {"refresh_token": tokens["refresh_token"], "identifier": OTHER_IDENTIFIER},
         {"refresh_token": tokens["jwt"], "identifier": IDENTIFIER},

@@ -14,6 +14,7 @@ from keyturn.core.records import (
     RefreshTokenRecord,
     SigningKeyRecord,
     SigningKeyState,
+    UserRecord,
 )
 from keyturn.storage.engine import autocommit
 from keyturn.storage.sql import SQLStorage
@@ -85,3 +86,17 @@ async def count_rows(storage: SQLStorage, table: sa.Table) -> int:
 async def audit_actions(storage: SQLStorage) -> list[str]:
     """The actions of every audit row, oldest first."""
     return [stored.event.action for stored in reversed(await storage.audit.list(limit=1000))]
+
+
+def user(user_id: str = "u1", email: str = "Alice@Example.com", **fields: Any) -> UserRecord:
+    """A user created at NOW with a stand-in password hash."""
+    values: dict[str, Any] = {
+        "id": user_id,
+        "email": email,
+        "email_key": email.casefold(),
+        "password_hash": f"$argon2id$stand-in-for-{user_id}",
+        "created_at": NOW,
+        "roles": ("reader",),
+        "scopes": ("read",),
+    }
+    return UserRecord(**(values | fields))

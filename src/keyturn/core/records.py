@@ -18,6 +18,7 @@ __all__ = [
     "RefreshTokenRecord",
     "SigningKeyRecord",
     "SigningKeyState",
+    "UserRecord",
 ]
 
 
@@ -54,6 +55,43 @@ class ApiKeyRecord:
     def is_usable(self, now: datetime) -> bool:
         """True when the key is neither revoked nor expired at ``now``."""
         return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    """A person who logs in with an email and a password.
+
+    ``email`` is kept as given; ``email_key`` (its case fold) is what lookups compare.
+    ``password_hash`` is an argon2id PHC string, never the password. ``failed_logins``
+    counts wrong passwords since the last successful login.
+    """
+
+    id: str
+    email: str
+    email_key: str
+    password_hash: str = field(repr=False)
+    created_at: datetime
+    roles: tuple[str, ...] = ()
+    scopes: tuple[str, ...] | None = None
+    disabled_at: datetime | None = None
+    disabled_reason: str | None = None
+    #: Access tokens issued up to this moment are refused (set when the user is disabled,
+    #: kept when they are enabled again, so old tokens stay dead).
+    tokens_revoked_at: datetime | None = None
+    password_changed_at: datetime | None = None
+    last_login_at: datetime | None = None
+    failed_logins: int = 0
+    last_failed_login_at: datetime | None = None
+
+    @property
+    def subject(self) -> str:
+        """The token subject for this user (``user:`` keeps it apart from keys)."""
+        return f"user:{self.id}"
+
+    @property
+    def is_active(self) -> bool:
+        """True unless the user is disabled."""
+        return self.disabled_at is None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""The admin API (admin listener only): keys, signing keys and the audit trail.
+"""The admin API (admin listener only): keys, users, signing keys and the audit trail.
 
 Errors are RFC 9457 problem documents. Secrets appear once, in the response that
 creates them, and never in a listing.
@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from keyturn.core.records import ApiKeyRecord, SigningKeyState
+from keyturn.core.records import ApiKeyRecord, SigningKeyState, UserRecord
 from keyturn.errors import InvalidRequestError, KeyturnError
 from keyturn.server.errors import NO_STORE, problem_for
 from keyturn.server.legacy import _request_id, _state
@@ -23,11 +23,16 @@ from keyturn.server.models import (
     AuditPage,
     CreatedKeyOut,
     CreateKeyRequest,
+    CreateUserRequest,
+    DisableUserRequest,
     KeyOut,
     KeyPageOut,
     RevokeKeyRequest,
     RotateKeyRequest,
+    SetPasswordRequest,
     SigningKeyOut,
+    UserOut,
+    UserPageOut,
 )
 from keyturn.server.requests import read_json, read_model, read_optional_json
 
@@ -68,8 +73,32 @@ def key_out(record: ApiKeyRecord) -> KeyOut:
     )
 
 
+def user_out(record: UserRecord) -> UserOut:
+    """The admin view of a user: everything but the password hash."""
+    return UserOut(
+        id=record.id,
+        email=record.email,
+        roles=list(record.roles),
+        scopes=None if record.scopes is None else list(record.scopes),
+        created_at=record.created_at,
+        disabled_at=record.disabled_at,
+        disabled_reason=record.disabled_reason,
+        password_changed_at=record.password_changed_at,
+        last_login_at=record.last_login_at,
+        failed_logins=record.failed_logins,
+        last_failed_login_at=record.last_failed_login_at,
+    )
+
+
 def _json(
-    model: KeyOut | CreatedKeyOut | KeyPageOut | AuditPage | list[SigningKeyOut], status: int = 200
+    model: KeyOut
+    | CreatedKeyOut
+    | KeyPageOut
+    | AuditPage
+    | UserOut
+    | UserPageOut
+    | list[SigningKeyOut],
+    status: int = 200,
 ) -> JSONResponse:
     if isinstance(model, list):
         content = [item.model_dump(mode="json") for item in model]
@@ -153,6 +182,76 @@ async def rotate_key(request: Request) -> Response:
 
 
 @_problems
+async def create_user(request: Request) -> Response:
+    """``POST /v1/admin/users``."""
+    body = read_model(CreateUserRequest, await read_json(request))
+    record = await _state(request).service.create_user(
+        body.email,
+        body.password.get_secret_value(),
+        roles=body.roles,
+        scopes=body.scopes,
+        actor=ACTOR,
+        request_id=_request_id(request),
+    )
+    return _json(user_out(record), 201)
+
+
+@_problems
+async def list_users(request: Request) -> Response:
+    """``GET /v1/admin/users?limit=&after=&include_disabled=``."""
+    limit = _int_query(request, "limit", 50)
+    assert limit is not None  # noqa: S101 -- has a default
+    page = await _state(request).service.list_users(
+        limit=limit,
+        after=request.query_params.get("after"),
+        include_disabled=request.query_params.get("include_disabled", "true") != "false",
+    )
+    return _json(UserPageOut(users=[user_out(u) for u in page.users], next_after=page.next_after))
+
+
+@_problems
+async def get_user(request: Request) -> Response:
+    """``GET /v1/admin/users/{user_id}``."""
+    record = await _state(request).service.get_user(request.path_params["user_id"])
+    return _json(user_out(record))
+
+
+@_problems
+async def disable_user(request: Request) -> Response:
+    """``POST /v1/admin/users/{user_id}/disable``: no more logins; their tokens die."""
+    body = read_model(DisableUserRequest, await read_optional_json(request))
+    record = await _state(request).service.disable_user(
+        request.path_params["user_id"],
+        reason=body.reason,
+        actor=ACTOR,
+        request_id=_request_id(request),
+    )
+    return _json(user_out(record))
+
+
+@_problems
+async def enable_user(request: Request) -> Response:
+    """``POST /v1/admin/users/{user_id}/enable``."""
+    record = await _state(request).service.enable_user(
+        request.path_params["user_id"], actor=ACTOR, request_id=_request_id(request)
+    )
+    return _json(user_out(record))
+
+
+@_problems
+async def set_user_password(request: Request) -> Response:
+    """``POST /v1/admin/users/{user_id}/password``: the user's refresh tokens are revoked."""
+    body = read_model(SetPasswordRequest, await read_json(request))
+    record = await _state(request).service.set_user_password(
+        request.path_params["user_id"],
+        body.password.get_secret_value(),
+        actor=ACTOR,
+        request_id=_request_id(request),
+    )
+    return _json(user_out(record))
+
+
+@_problems
 async def list_signing_keys(request: Request) -> Response:
     """``GET /v1/admin/signing-keys``."""
     records = await _state(request).storage.signing_keys.list()
@@ -222,6 +321,12 @@ def routes(prefix: str) -> list[Route]:
         Route(f"{base}/keys/{{key_id}}", get_key, methods=["GET"]),
         Route(f"{base}/keys/{{key_id}}/revoke", revoke_key, methods=["POST"]),
         Route(f"{base}/keys/{{key_id}}/rotate", rotate_key, methods=["POST"]),
+        Route(f"{base}/users", create_user, methods=["POST"]),
+        Route(f"{base}/users", list_users, methods=["GET"]),
+        Route(f"{base}/users/{{user_id}}", get_user, methods=["GET"]),
+        Route(f"{base}/users/{{user_id}}/disable", disable_user, methods=["POST"]),
+        Route(f"{base}/users/{{user_id}}/enable", enable_user, methods=["POST"]),
+        Route(f"{base}/users/{{user_id}}/password", set_user_password, methods=["POST"]),
         Route(f"{base}/signing-keys", list_signing_keys, methods=["GET"]),
         Route(f"{base}/signing-keys/rotate", rotate_signing_key, methods=["POST"]),
         Route(f"{base}/audit", audit, methods=["GET"]),

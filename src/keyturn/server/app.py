@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from keyturn.config import Settings
 from keyturn.core.tokens import VerifiedToken
 from keyturn.errors import KeyturnError
-from keyturn.server import admin, legacy, v1
+from keyturn.server import admin, legacy, login, v1
 from keyturn.server.errors import problem
 from keyturn.server.models import MAX_TOKEN
 from keyturn.server.openapi import docs_page, openapi_document
@@ -117,7 +117,9 @@ def build_public_app(state: KeyturnState) -> ASGIApp:
     prefix = settings.url_prefix
     routes = legacy.general_routes(prefix) + _health_routes(prefix)
     if not settings.disable_public_api:
-        routes += legacy.public_routes(prefix) + v1.public_routes(prefix)
+        routes += (
+            legacy.public_routes(prefix) + v1.public_routes(prefix) + login.public_routes(prefix)
+        )
     if settings.legacy_admin_on_public and not settings.disable_admin_api:
         routes += legacy.admin_routes(prefix)
     app = _starlette(state, routes, trusted_admin=False, title="Keyturn public API")

@@ -18,23 +18,31 @@ __all__ = [
     "AuthenticateRequest",
     "BoolResponse",
     "CreateKeyRequest",
+    "CreateUserRequest",
     "CreatedKeyOut",
+    "DisableUserRequest",
     "IntrospectionOut",
     "JWKSOut",
     "KeyOut",
     "KeyPageOut",
     "LegacyTokenResponse",
+    "LoginResponse",
     "RefreshRequest",
     "RegisterKeyRequest",
     "RevokeKeyRequest",
     "RotateKeyRequest",
+    "SetPasswordRequest",
     "SigningKeyOut",
     "TokenResponse",
+    "UserOut",
+    "UserPageOut",
     "ValidateRequest",
 ]
 
 MAX_SECRET = 1024
 MAX_TOKEN = 8192
+#: Above the password rules' own cap, so their message (not a schema one) explains it.
+MAX_PASSWORD_FIELD = 4096
 
 
 def _canonical_uuid(value: str) -> str:
@@ -115,6 +123,12 @@ class TokenResponse(BaseModel):
     expires_in: int
     refresh_token: str | None = None
     scope: str
+
+
+class LoginResponse(BaseModel):
+    """``POST /login``: the access token, in the shape the aiohttp + PyJWT tutorial uses."""
+
+    token: str
 
 
 class IntrospectionOut(BaseModel):
@@ -227,3 +241,49 @@ class AuditPage(BaseModel):
 
     events: list[AuditEventOut]
     next_before: int | None
+
+
+class CreateUserRequest(_Strict):
+    """``POST /v1/admin/users``: a person who logs in with an email and a password."""
+
+    model_config = ConfigDict(extra="forbid", strict=False, hide_input_in_errors=True)
+
+    email: str = Field(min_length=3, max_length=254)
+    password: SecretStr = Field(max_length=MAX_PASSWORD_FIELD)
+    roles: list[_Name] = Field(default_factory=list, max_length=32)
+    scopes: list[_Scope] | None = Field(None, max_length=256)
+
+
+class SetPasswordRequest(_Strict):
+    """``POST /v1/admin/users/{id}/password``: a new password (the user's sessions end)."""
+
+    password: SecretStr = Field(max_length=MAX_PASSWORD_FIELD)
+
+
+class DisableUserRequest(_Strict):
+    """``POST /v1/admin/users/{id}/disable``."""
+
+    reason: str = Field("", max_length=255)
+
+
+class UserOut(BaseModel):
+    """A user as the admin API shows it: never the password or its hash."""
+
+    id: str
+    email: str
+    roles: list[str]
+    scopes: list[str] | None
+    created_at: datetime
+    disabled_at: datetime | None
+    disabled_reason: str | None
+    password_changed_at: datetime | None
+    last_login_at: datetime | None
+    failed_logins: int
+    last_failed_login_at: datetime | None
+
+
+class UserPageOut(BaseModel):
+    """One page of users; pass ``next_after`` as ``after`` for the next."""
+
+    users: list[UserOut]
+    next_after: str | None

@@ -111,6 +111,22 @@ _TOKEN_ONLY = {
     "properties": {"token": {"type": "string"}, "token_type_hint": {"type": "string"}},
     "required": ["token"],
 }
+_LOGIN_FIELDS: dict[str, Any] = {
+    "email": {"type": "string"},
+    "password": {"type": "string", "format": "password"},
+}
+_LOGIN_FORM = {"type": "object", "properties": _LOGIN_FIELDS, "required": ["email", "password"]}
+_LOGIN_V1_FORM = {
+    "type": "object",
+    "properties": {**_LOGIN_FIELDS, "scope": {"type": "string"}},
+    "required": ["email", "password"],
+}
+_LOGOUT_FORM = {
+    "type": "object",
+    "properties": {"refresh_token": {"type": "string"}},
+    "required": ["refresh_token"],
+}
+_USER_ID = {"name": "user_id", "in": "path", "required": True, "schema": {"type": "string"}}
 _SCOPE_QUERY = {
     "name": "scope",
     "in": "query",
@@ -242,6 +258,45 @@ OPERATIONS: dict[tuple[str, str], _Op] = {
         params=(_SCOPE_QUERY,),
         security=("bearer",),
     ),
+    ("post", "/login"): _Op(
+        "Log in with email and password; {token} (the aiohttp + PyJWT tutorial's route)",
+        "login",
+        _LOGIN_FORM,
+        (_FORM, _JSON),
+        responses={
+            "200": _body(_ref(models.LoginResponse)),
+            "400": _body(_PROBLEM_SCHEMA, _PROBLEM, "Wrong credentials, or a bad request"),
+            **{c: _PROBLEMS[c] for c in ("413", "415", "429", "503")},
+        },
+    ),
+    ("post", "/v1/login"): _Op(
+        "Log in with email and password; access and rotating refresh token (RFC 6749 §5.1)",
+        "login",
+        _LOGIN_V1_FORM,
+        (_FORM, _JSON),
+        responses={
+            "200": _body(_ref(models.TokenResponse)),
+            "400": _body(_OAUTH_ERROR, _JSON, "invalid_grant (wrong credentials) or other"),
+            "413": _PROBLEMS["413"],
+            "415": _PROBLEMS["415"],
+            "429": _body(_OAUTH_ERROR, _JSON, "Rate limited (Retry-After)"),
+            "503": _body(_OAUTH_ERROR, _JSON, "Storage unavailable (Retry-After)"),
+        },
+    ),
+    ("post", "/v1/logout"): _Op(
+        "Log out: revoke the refresh token's family (200 for unknown tokens too)",
+        "login",
+        _LOGOUT_FORM,
+        (_FORM, _JSON),
+        responses={
+            "200": _NO_BODY,
+            "400": _body(_OAUTH_ERROR, _JSON, "Missing refresh_token"),
+            "413": _PROBLEMS["413"],
+            "415": _PROBLEMS["415"],
+            "429": _body(_OAUTH_ERROR, _JSON, "Rate limited (Retry-After)"),
+            "503": _body(_OAUTH_ERROR, _JSON, "Storage unavailable (Retry-After)"),
+        },
+    ),
     ("get", "/.well-known/jwks.json"): _Op(
         "Public signing keys (JWK Set)",
         "v1",
@@ -305,6 +360,62 @@ OPERATIONS: dict[tuple[str, str], _Op] = {
             **{c: _PROBLEMS[c] for c in ("400", "401", "404", "413", "415", "503")},
         },
     ),
+    ("post", "/v1/admin/users"): _Op(
+        "Create a user who logs in with email and password",
+        "admin",
+        models.CreateUserRequest,
+        responses={
+            "201": _body(_ref(models.UserOut)),
+            **{c: _PROBLEMS[c] for c in ("400", "401", "409", "413", "415", "503")},
+        },
+    ),
+    ("get", "/v1/admin/users"): _Op(
+        "List users (keyset pagination)",
+        "admin",
+        responses={
+            "200": _body(_ref(models.UserPageOut)),
+            **{c: _PROBLEMS[c] for c in ("400", "401", "503")},
+        },
+        params=tuple(_query(n) for n in ("limit", "after", "include_disabled")),
+    ),
+    ("get", "/v1/admin/users/{user_id}"): _Op(
+        "Show a user",
+        "admin",
+        params=(_USER_ID,),
+        responses={
+            "200": _body(_ref(models.UserOut)),
+            **{c: _PROBLEMS[c] for c in ("401", "404", "503")},
+        },
+    ),
+    ("post", "/v1/admin/users/{user_id}/disable"): _Op(
+        "Disable a user: no logins or refreshes; their tokens are revoked",
+        "admin",
+        models.DisableUserRequest,
+        params=(_USER_ID,),
+        responses={
+            "200": _body(_ref(models.UserOut)),
+            **{c: _PROBLEMS[c] for c in ("400", "401", "404", "413", "415", "503")},
+        },
+    ),
+    ("post", "/v1/admin/users/{user_id}/enable"): _Op(
+        "Enable a disabled user",
+        "admin",
+        params=(_USER_ID,),
+        responses={
+            "200": _body(_ref(models.UserOut)),
+            **{c: _PROBLEMS[c] for c in ("401", "404", "503")},
+        },
+    ),
+    ("post", "/v1/admin/users/{user_id}/password"): _Op(
+        "Set a user's password (their refresh tokens are revoked)",
+        "admin",
+        models.SetPasswordRequest,
+        params=(_USER_ID,),
+        responses={
+            "200": _body(_ref(models.UserOut)),
+            **{c: _PROBLEMS[c] for c in ("400", "401", "404", "413", "415", "503")},
+        },
+    ),
     ("get", "/v1/admin/signing-keys"): _Op(
         "List signing keys",
         "admin",
@@ -338,6 +449,7 @@ _COMPONENT_MODELS: tuple[type[BaseModel], ...] = (
     models.TokenResponse,
     models.IntrospectionOut,
     models.JWKSOut,
+    models.LoginResponse,
     models.CreateKeyRequest,
     models.RevokeKeyRequest,
     models.RotateKeyRequest,
@@ -347,6 +459,11 @@ _COMPONENT_MODELS: tuple[type[BaseModel], ...] = (
     models.SigningKeyOut,
     models.AuditEventOut,
     models.AuditPage,
+    models.CreateUserRequest,
+    models.SetPasswordRequest,
+    models.DisableUserRequest,
+    models.UserOut,
+    models.UserPageOut,
 )
 
 

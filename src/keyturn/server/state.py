@@ -18,8 +18,11 @@ from typing import Final
 from starlette.requests import Request
 
 from keyturn.config import Settings
+from keyturn.core.accounts import email_key
+from keyturn.core.passwords import PasswordHasher
 from keyturn.core.policy import ClaimsPolicy
 from keyturn.core.signing import SigningKey
+from keyturn.core.throttle import login_buckets
 from keyturn.errors import KeyturnError
 from keyturn.server.errors import RateLimitedError
 from keyturn.server.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
@@ -69,11 +72,13 @@ class KeyturnState:
         *,
         background: bool = True,
         clock: Callable[[], datetime] = utc_now,
+        password_hasher: PasswordHasher | None = None,
     ) -> KeyturnState:
         """Connect storage (migrating if configured), load secrets and keys, start polling.
 
         ``clock`` is the service's and the in-process rate limiter's time source; tests
         pass a `keyturn.testing.FakeClock` to move time instead of sleeping.
+        ``password_hasher`` replaces the OWASP argon2id parameters (tests use cheap ones).
 
         Raises:
             KeyturnError: storage, secrets or keys are unusable (message says which).
@@ -106,6 +111,8 @@ class KeyturnState:
                 config=settings.service_config(),
                 policy=policy,
                 clock=clock,
+                password_hasher=password_hasher,
+                password_concurrency=settings.password_hash_concurrency,
             )
             imported = _configured_signing_key(settings)
             if imported is not None:
@@ -170,6 +177,24 @@ class KeyturnState:
             wait = await self.limiter.hit(bucket, limit=limit, window=60)
             if wait is not None:
                 raise RateLimitedError("too many requests; retry later", retry_after=wait)
+
+    async def check_login_rate(self, request: Request, email: str) -> None:
+        """Charge a login attempt to its address and account counters (before hashing).
+
+        Raises:
+            RateLimitedError: a counter is over its limit (429 + Retry-After).
+        """
+        if not self.settings.rate_limit_enabled:
+            return
+        buckets = login_buckets(
+            email_key(email), client_address(request), self.settings.login_limits()
+        )
+        for bucket in buckets:
+            wait = await self.limiter.hit(bucket.name, limit=bucket.limit, window=bucket.window)
+            if wait is not None:
+                # Stop here: a refused attempt is not charged to the wider counters, so one
+                # address hammering one account never fills that account's own counter.
+                raise RateLimitedError("too many login attempts; retry later", retry_after=wait)
 
 
 def _secret(value: object) -> str | None:

@@ -23,6 +23,7 @@ from keyturn.core.records import (
     AuditEvent,
     RefreshTokenRecord,
     SigningKeyRecord,
+    UserRecord,
 )
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "SigningKeyRepository",
     "Storage",
     "StoredAuditEvent",
+    "UserRepository",
 ]
 
 
@@ -114,6 +116,60 @@ class KeyRepository(Protocol):
         """Record ``last_used_at`` (best effort: callers throttle how often)."""
 
 
+class UserRepository(Protocol):
+    """People who log in with an email and a password."""
+
+    async def add(self, user: UserRecord, *, audit: AuditEvent) -> None:
+        """Store a new user.
+
+        Raises:
+            ConflictError: a user with this id or ``email_key`` exists.
+        """
+
+    async def get(self, user_id: str) -> UserRecord | None:
+        """The user with this id, or None."""
+
+    async def find_by_email(self, email_key: str) -> UserRecord | None:
+        """The user whose ``email_key`` (case-folded email) is this, or None."""
+
+    async def list(
+        self, *, limit: int, after: str | None = None, include_disabled: bool = True
+    ) -> list[UserRecord]:
+        """Users ordered by id, starting after ``after`` (keyset pagination)."""
+
+    async def set_disabled(
+        self, user_id: str, *, disabled_at: datetime | None, reason: str | None, audit: AuditEvent
+    ) -> UserRecord | None:
+        """Disable (``disabled_at`` set) or enable (None) a user; None if the id is unknown.
+
+        Disabling sets ``tokens_revoked_at`` and revokes every refresh token of the user in
+        the same transaction; enabling keeps ``tokens_revoked_at``.
+        Disabling a disabled user, or enabling an enabled one, changes and audits nothing.
+        """
+
+    async def set_password(
+        self, user_id: str, *, password_hash: str, at: datetime, audit: AuditEvent
+    ) -> UserRecord | None:
+        """Replace a user's password hash and revoke their refresh tokens; None if unknown.
+
+        Also clears the failed-login counter.
+        """
+
+    async def record_login(
+        self,
+        user_id: str,
+        *,
+        at: datetime,
+        audit: AuditEvent,
+        rehashed_password: str | None = None,
+    ) -> None:
+        """A successful login: set ``last_login_at``, clear ``failed_logins``, store a
+        rehashed password if given, and write the audit row, in one transaction."""
+
+    async def record_failed_login(self, user_id: str, *, at: datetime, audit: AuditEvent) -> None:
+        """A wrong password: count it and write the audit row, in one transaction."""
+
+
 class RefreshTokenRepository(Protocol):
     """Refresh tokens, legacy and rotating."""
 
@@ -123,7 +179,10 @@ class RefreshTokenRepository(Protocol):
     async def find_with_key(
         self, token_hash: bytes
     ) -> tuple[RefreshTokenRecord, ApiKeyRecord | None] | None:
-        """The refresh token with this hash and, in the same round trip, its API key."""
+        """The refresh token with this hash and, in the same round trip, its API key.
+
+        A user's refresh token (``user_id`` set) has no API key: the key is None.
+        """
 
     async def rotate(
         self, token_id: str, successor: RefreshTokenRecord, *, now: datetime, audit: AuditEvent
@@ -181,6 +240,9 @@ class RevocationRepository(Protocol):
     ) -> RevocationSnapshot:
         """Revoked ``jti``s still unexpired at ``now``, and revoked subjects.
 
+        Revoked subjects are revoked keys (``key:<id>``) and users whose tokens were revoked
+        by disabling them (``user:<id>``, at ``tokens_revoked_at``).
+
         With ``max_token_lifetime`` (the longest an access token is accepted, leeway
         included), subjects revoked longer ago than that are left out: every token issued
         to them has expired. None keeps every revoked subject.
@@ -214,6 +276,10 @@ class Storage(Protocol):
     @property
     def refresh_tokens(self) -> RefreshTokenRepository:
         """Refresh tokens."""
+
+    @property
+    def users(self) -> UserRepository:
+        """People who log in with a password."""
 
     @property
     def signing_keys(self) -> SigningKeyRepository:

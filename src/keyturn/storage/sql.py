@@ -45,6 +45,7 @@ from keyturn.core.records import (
     RefreshTokenRecord,
     SigningKeyRecord,
     SigningKeyState,
+    UserRecord,
 )
 from keyturn.errors import ConflictError
 from keyturn.storage._errors import storage_error, translate_errors
@@ -65,6 +66,7 @@ from keyturn.storage.tables import (
     refresh_tokens,
     revoked_tokens,
     signing_keys,
+    users,
 )
 
 __all__ = [
@@ -74,6 +76,7 @@ __all__ = [
     "SQLRevocationRepository",
     "SQLSigningKeyRepository",
     "SQLStorage",
+    "SQLUserRepository",
 ]
 
 _T = TypeVar("_T")
@@ -500,7 +503,7 @@ _REVOKE_REFRESH_FAMILY: Final = (
 
 
 def _revocations(*, revoked_since: bool) -> sa.CompoundSelect[tuple[str, str, datetime]]:
-    """Unexpired revoked ``jti``s and revoked keys, optionally only those revoked lately."""
+    """Unexpired revoked ``jti``s, revoked keys and disabled users (optionally only lately)."""
     revoked_keys = sa.select(
         sa.literal("key").label("kind"),
         api_keys.c.id.label("name"),
@@ -510,6 +513,15 @@ def _revocations(*, revoked_since: bool) -> sa.CompoundSelect[tuple[str, str, da
         revoked_keys = revoked_keys.where(
             api_keys.c.revoked_at >= sa.bindparam("revoked_since", type_=UTCDateTime())
         )
+    disabled_users = sa.select(
+        sa.literal("user").label("kind"),
+        users.c.id.label("name"),
+        users.c.tokens_revoked_at.label("at"),
+    ).where(users.c.tokens_revoked_at.is_not(None))
+    if revoked_since:
+        disabled_users = disabled_users.where(
+            users.c.tokens_revoked_at >= sa.bindparam("revoked_since", type_=UTCDateTime())
+        )
     return sa.union_all(
         sa.select(
             sa.literal("token").label("kind"),
@@ -517,6 +529,7 @@ def _revocations(*, revoked_since: bool) -> sa.CompoundSelect[tuple[str, str, da
             revoked_tokens.c.expires_at.label("at"),
         ).where(revoked_tokens.c.expires_at > _NOW),
         revoked_keys,
+        disabled_users,
     )
 
 
@@ -1008,7 +1021,7 @@ class SQLRevocationRepository(_Repository):
             if kind == "token":
                 tokens[name] = seconds
             else:
-                subjects[f"key:{name}"] = seconds
+                subjects[f"{kind}:{name}"] = seconds
         return RevocationSnapshot(tokens=tokens, subjects=subjects)
 
 
@@ -1044,6 +1057,211 @@ class SQLAuditRepository(_Repository):
         return [_stored_audit_event(row) for row in rows]
 
 
+_USER_FIELDS: Final = (
+    "id",
+    "email",
+    "email_key",
+    "password_hash",
+    "roles",
+    "scopes",
+    "created_at",
+    "disabled_at",
+    "disabled_reason",
+    "tokens_revoked_at",
+    "password_changed_at",
+    "last_login_at",
+    "failed_logins",
+    "last_failed_login_at",
+)
+_USER_COLUMNS: Final = tuple(users.c[name] for name in _USER_FIELDS)
+
+
+def _user_values(user: UserRecord) -> dict[str, Any]:
+    return {
+        "id": user.id,
+        "email": user.email,
+        "email_key": user.email_key,
+        "password_hash": user.password_hash,
+        "roles": list(user.roles),
+        "scopes": None if user.scopes is None else list(user.scopes),
+        "created_at": user.created_at,
+        "disabled_at": user.disabled_at,
+        "disabled_reason": user.disabled_reason,
+        "tokens_revoked_at": user.tokens_revoked_at,
+        "password_changed_at": user.password_changed_at,
+        "last_login_at": user.last_login_at,
+        "failed_logins": user.failed_logins,
+        "last_failed_login_at": user.last_failed_login_at,
+    }
+
+
+def _user(row: Sequence[Any]) -> UserRecord:
+    """The record for a row of `_USER_COLUMNS`."""
+    values = dict(zip(_USER_FIELDS, row, strict=True))
+    values["roles"] = tuple(values["roles"])
+    values["scopes"] = None if values["scopes"] is None else tuple(values["scopes"])
+    values["failed_logins"] = int(values["failed_logins"])
+    return UserRecord(**values)
+
+
+_FIND_USER_BY_EMAIL: Final = sa.select(*_USER_COLUMNS).where(
+    users.c.email_key == sa.bindparam("email_key")
+)
+_GET_USER: Final = sa.select(*_USER_COLUMNS).where(users.c.id == sa.bindparam("user"))
+
+
+class SQLUserRepository(_Repository):
+    """Users (`keyturn.storage.base.UserRepository`)."""
+
+    async def add(self, user: UserRecord, *, audit: AuditEvent) -> None:
+        """Store a new user; `ConflictError` if the id or the email is taken."""
+        values, event = _user_values(user), _audit_params(audit)
+        insert = sa.insert(users)
+
+        def store(conn: sa.Connection) -> None:
+            conn.execute(insert, values)
+            conn.execute(_INSERT_AUDIT_EVENT, event)
+
+        await self._write_transaction("store the user", store)
+
+    async def get(self, user_id: str) -> UserRecord | None:
+        """The user with this id, or None."""
+        params = {"user": user_id}
+        row = await self._read(
+            "read the user", lambda conn: conn.execute(_GET_USER, params).first()
+        )
+        return None if row is None else _user(row)
+
+    async def find_by_email(self, email_key: str) -> UserRecord | None:
+        """The user with this case-folded email, or None."""
+        params = {"email_key": email_key}
+        row = await self._read(
+            "look up the user", lambda conn: conn.execute(_FIND_USER_BY_EMAIL, params).first()
+        )
+        return None if row is None else _user(row)
+
+    async def list(
+        self, *, limit: int, after: str | None = None, include_disabled: bool = True
+    ) -> builtins.list[UserRecord]:
+        """Users ordered by id, starting after ``after`` (keyset pagination)."""
+        query = sa.select(*_USER_COLUMNS).order_by(users.c.id).limit(limit)
+        if after is not None:
+            query = query.where(users.c.id > after)
+        if not include_disabled:
+            query = query.where(users.c.disabled_at.is_(None))
+        rows = await self._read("list users", lambda conn: conn.execute(query).all())
+        return [_user(row) for row in rows]
+
+    async def set_disabled(
+        self, user_id: str, *, disabled_at: datetime | None, reason: str | None, audit: AuditEvent
+    ) -> UserRecord | None:
+        """Disable or enable a user; disabling revokes their refresh tokens too."""
+        state = (
+            users.c.disabled_at.is_(None)
+            if disabled_at is not None
+            else users.c.disabled_at.is_not(None)
+        )
+        values: dict[str, Any] = {"disabled_at": disabled_at, "disabled_reason": reason}
+        if disabled_at is not None:
+            values["tokens_revoked_at"] = disabled_at
+        change = (
+            sa.update(users)
+            .where(users.c.id == user_id, state)
+            .values(values)
+            .returning(*_USER_COLUMNS)
+        )
+        revoke_tokens = _revoke_user_tokens(user_id, audit.at)
+        event = _audit_params(audit)
+
+        def toggle(conn: sa.Connection) -> UserRecord | None:
+            row = conn.execute(change).first()
+            if row is None:  # unknown, or already in that state: nothing changes
+                row = conn.execute(_GET_USER, {"user": user_id}).first()
+                return None if row is None else _user(row)
+            if disabled_at is not None:
+                conn.execute(revoke_tokens)
+            conn.execute(_INSERT_AUDIT_EVENT, event)
+            return _user(row)
+
+        return await self._write_transaction("change the user", toggle)
+
+    async def set_password(
+        self, user_id: str, *, password_hash: str, at: datetime, audit: AuditEvent
+    ) -> UserRecord | None:
+        """Replace the password hash, clear failures, revoke the user's refresh tokens."""
+        change = (
+            sa.update(users)
+            .where(users.c.id == user_id)
+            .values(
+                password_hash=password_hash,
+                password_changed_at=at,
+                failed_logins=0,
+                last_failed_login_at=None,
+            )
+            .returning(*_USER_COLUMNS)
+        )
+        revoke_tokens = _revoke_user_tokens(user_id, at)
+        event = _audit_params(audit)
+
+        def replace(conn: sa.Connection) -> UserRecord | None:
+            row = conn.execute(change).first()
+            if row is None:
+                return None
+            conn.execute(revoke_tokens)
+            conn.execute(_INSERT_AUDIT_EVENT, event)
+            return _user(row)
+
+        return await self._write_transaction("change the user's password", replace)
+
+    async def record_login(
+        self,
+        user_id: str,
+        *,
+        at: datetime,
+        audit: AuditEvent,
+        rehashed_password: str | None = None,
+    ) -> None:
+        """Set ``last_login_at``, clear failures, store a rehashed password; audit it."""
+        values: dict[str, Any] = {
+            "last_login_at": at,
+            "failed_logins": 0,
+            "last_failed_login_at": None,
+        }
+        if rehashed_password is not None:
+            values["password_hash"] = rehashed_password
+        change = sa.update(users).where(users.c.id == user_id).values(values)
+        event = _audit_params(audit)
+
+        def record(conn: sa.Connection) -> None:
+            conn.execute(change)
+            conn.execute(_INSERT_AUDIT_EVENT, event)
+
+        await self._write_transaction("record the login", record)
+
+    async def record_failed_login(self, user_id: str, *, at: datetime, audit: AuditEvent) -> None:
+        """Count a wrong password and audit it."""
+        change = (
+            sa.update(users)
+            .where(users.c.id == user_id)
+            .values(failed_logins=users.c.failed_logins + 1, last_failed_login_at=at)
+        )
+        event = _audit_params(audit)
+
+        def record(conn: sa.Connection) -> None:
+            conn.execute(change)
+            conn.execute(_INSERT_AUDIT_EVENT, event)
+
+        await self._write_transaction("record the failed login", record)
+
+
+def _revoke_user_tokens(user_id: str, at: datetime) -> sa.Update:
+    return (
+        sa.update(refresh_tokens)
+        .where(refresh_tokens.c.user_id == user_id, refresh_tokens.c.revoked_at.is_(None))
+        .values(revoked_at=at)
+    )
+
+
 class SQLStorage:
     """`keyturn.storage.base.Storage` on SQLite or PostgreSQL.
 
@@ -1062,6 +1280,7 @@ class SQLStorage:
         self._lite = None if path is None else LitePath(path, engine.dialect, write_lock=lock)
         self._keys = SQLKeyRepository(engine, write_lock=lock, lite=self._lite)
         self._refresh_tokens = SQLRefreshTokenRepository(engine, write_lock=lock, lite=self._lite)
+        self._users = SQLUserRepository(engine, write_lock=lock)
         self._signing_keys = SQLSigningKeyRepository(engine, write_lock=lock)
         self._revocations = SQLRevocationRepository(engine, write_lock=lock)
         self._audit = SQLAuditRepository(engine, write_lock=lock)
@@ -1113,6 +1332,11 @@ class SQLStorage:
     def refresh_tokens(self) -> SQLRefreshTokenRepository:
         """Refresh tokens."""
         return self._refresh_tokens
+
+    @property
+    def users(self) -> SQLUserRepository:
+        """People who log in with a password."""
+        return self._users
 
     @property
     def signing_keys(self) -> SQLSigningKeyRepository:

@@ -22,6 +22,7 @@ __all__ = [
     "refresh_tokens",
     "revoked_tokens",
     "signing_keys",
+    "users",
 ]
 
 # Explicit names, so migrations can refer to every constraint on every database.
@@ -111,6 +112,28 @@ refresh_tokens: Final = sa.Table(
     sa.Index(None, "family_id"),
     sa.Index(None, "key_id"),
     sa.Index(None, "expires_at"),
+    sa.Index(None, "user_id"),
+)
+
+users: Final = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("email", sa.String(320), nullable=False),  # as given
+    sa.Column("email_key", sa.String(320), nullable=False),  # case-folded, compared
+    sa.Column("password_hash", sa.String(512), nullable=False),  # argon2id PHC string
+    sa.Column("roles", _JSON, nullable=False),
+    sa.Column("scopes", _JSON),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("disabled_at", UTCDateTime()),
+    sa.Column("disabled_reason", sa.String(255)),
+    # Tokens issued up to here are refused; set on disabling, kept when enabled again.
+    sa.Column("tokens_revoked_at", UTCDateTime()),
+    sa.Column("password_changed_at", UTCDateTime()),
+    sa.Column("last_login_at", UTCDateTime()),
+    sa.Column("failed_logins", sa.Integer(), nullable=False),
+    sa.Column("last_failed_login_at", UTCDateTime()),
+    sa.Index("uq_users_email_key", "email_key", unique=True),
 )
 
 signing_keys: Final = sa.Table(

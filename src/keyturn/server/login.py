@@ -1,0 +1,116 @@
+"""People logging in with an email and a password (public listener).
+
+* ``POST /login`` -- the aiohttp + PyJWT tutorial's route: form or JSON ``email`` and
+  ``password`` in, ``{"token": "<jwt>"}`` out. A failure is a 400 problem document that
+  also carries the tutorial's ``{"message": "Wrong credentials"}``.
+* ``POST /v1/login`` -- the same credentials, answered like the RFC 6749 token endpoint:
+  an access token and a rotating refresh token (refresh it at ``/v1/token``).
+* ``POST /v1/logout`` -- revokes the session's refresh-token family; 200 whatever the
+  token was (RFC 7009 §2.2).
+
+Every attempt is charged to the login throttle before any password is hashed (429 +
+``Retry-After``). Unknown emails, wrong passwords and disabled users get one response.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from keyturn.errors import InvalidGrantError, InvalidRequestError, KeyturnError
+from keyturn.server.errors import NO_STORE, problem, problem_for
+from keyturn.server.legacy import _request_id, _state
+from keyturn.server.requests import read_form_or_json
+from keyturn.server.v1 import _oauth, _requested_scopes, _token_response
+
+__all__ = ["WRONG_CREDENTIALS", "public_routes"]
+
+Handler = Callable[[Request], Awaitable[Response]]
+#: The tutorial's failure message, kept for its clients.
+WRONG_CREDENTIALS: Final = "Wrong credentials"
+
+
+def _credentials(params: dict[str, str]) -> tuple[str, str]:
+    email, password = params.get("email"), params.get("password")
+    if not email or not password:
+        raise InvalidRequestError("email and password are required")
+    return email, password
+
+
+def _wrong_credentials(exc: InvalidGrantError) -> Response:
+    return problem(
+        400,
+        "Bad Request",
+        exc.message,
+        code=exc.error_code,
+        headers=NO_STORE,
+        extra={"message": WRONG_CREDENTIALS},
+    )
+
+
+def _problems(handler: Handler) -> Handler:
+    """Render errors as problem documents; bad credentials in the tutorial's words too."""
+
+    @functools.wraps(handler)
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except InvalidGrantError as exc:
+            return _wrong_credentials(exc)
+        except KeyturnError as exc:
+            return problem_for(exc)
+
+    return endpoint
+
+
+@_problems
+async def login(request: Request) -> Response:
+    """``POST /login``: ``{"token": "<access token>"}``, no refresh token."""
+    state = _state(request)
+    email, password = _credentials(await read_form_or_json(request))
+    await state.check_login_rate(request, email)
+    pair = await state.service.login(
+        email, password, refresh=False, request_id=_request_id(request)
+    )
+    return JSONResponse({"token": pair.access.token}, headers=NO_STORE)
+
+
+@_oauth
+async def login_v1(request: Request) -> Response:
+    """``POST /v1/login``: the RFC 6749 §5.1 token response with a rotating refresh token."""
+    state = _state(request)
+    params = await read_form_or_json(request)
+    email, password = _credentials(params)
+    scopes = _requested_scopes(params)
+    await state.check_login_rate(request, email)
+    pair = await state.service.login(
+        email, password, scopes=scopes, request_id=_request_id(request)
+    )
+    return _token_response(pair)
+
+
+@_oauth
+async def logout(request: Request) -> Response:
+    """``POST /v1/logout``: revoke the refresh token's family; 200 whether or not it was known."""
+    state = _state(request)
+    params = await read_form_or_json(request)
+    refresh_token = params.get("refresh_token")
+    if not refresh_token:
+        raise InvalidRequestError("refresh_token is required")
+    await state.check_rate(request, key_bucket=None)
+    await state.service.logout(refresh_token, request_id=_request_id(request))
+    return Response(status_code=200, headers=NO_STORE)
+
+
+def public_routes(prefix: str) -> list[Route]:
+    """The login routes of the public listener."""
+    return [
+        Route(f"{prefix}/login", login, methods=["POST"]),
+        Route(f"{prefix}/v1/login", login_v1, methods=["POST"]),
+        Route(f"{prefix}/v1/logout", logout, methods=["POST"]),
+    ]
