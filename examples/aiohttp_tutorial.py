@@ -42,9 +42,8 @@ Run it next to a Keyturn server (defaults match ``keyturn serve``'s own: issuer
 Settings: ``--keyturn-url`` (``KEYTURN_URL``), ``--jwks-url`` (``KEYTURN_JWKS_URL``;
 default ``<keyturn-url>/.well-known/jwks.json``), ``--issuer`` (``KEYTURN_ISSUER``),
 ``--audience`` (``KEYTURN_AUDIENCE``), ``--verify jwks|remote``, ``--allow-insecure-http``
-(``ALLOW_INSECURE_HTTP=1``), ``--host``, ``--port``. Set ``KEYTURN_URL`` and
-``KEYTURN_JWKS_URL`` for this app only: ``keyturn serve`` refuses ``KEYTURN_*`` variables
-it does not know.
+(``ALLOW_INSECURE_HTTP=1``), ``--host``, ``--port``. ``keyturn serve`` ignores the
+client-side ``KEYTURN_URL`` and ``KEYTURN_JWKS_URL``, so both can share one shell.
 """
 
 from __future__ import annotations

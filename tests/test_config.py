@@ -123,3 +123,17 @@ def test_service_config_carries_the_token_settings() -> None:
 
     assert config.issuer == "https://kt.example"
     assert config.access_lifetime_seconds == 60
+
+
+def test_client_side_variables_do_not_stop_the_server() -> None:
+    """The examples' KEYTURN_URL & co. share a shell with `keyturn serve`."""
+    settings = Settings.from_environment(
+        {"KEYTURN_URL": "http://kt", "KEYTURN_API_KEY": "kt_x", "KEYTURN_AUDIENCE": "orders"}
+    )
+
+    assert settings.audience == "orders"
+
+
+def test_a_misspelt_setting_still_stops_the_server() -> None:
+    with pytest.raises(ValidationError):
+        Settings.from_environment({"KEYTURN_AUDIENCES": "orders"})

@@ -28,7 +28,13 @@ from keyturn.core.throttle import LoginLimits
 from keyturn.service import MAX_ACCESS_TOKEN_LIFETIME, ServiceConfig
 from keyturn.storage.engine import default_sqlite_url
 
-__all__ = ["LEGACY_ENVIRONMENT", "LEGACY_VARIABLES", "Settings", "legacy_overrides"]
+__all__ = [
+    "CLIENT_VARIABLES",
+    "LEGACY_ENVIRONMENT",
+    "LEGACY_VARIABLES",
+    "Settings",
+    "legacy_overrides",
+]
 
 #: JWThenticator's environment variables and the Keyturn setting each one feeds.
 LEGACY_ENVIRONMENT: Mapping[str, str] = {
@@ -46,8 +52,15 @@ LEGACY_ENVIRONMENT: Mapping[str, str] = {
 _LEGACY_DATABASE = ("DB_USER", "DB_PASS", "DB_HOST", "DB_NAME")
 #: Every JWThenticator variable Keyturn reads.
 LEGACY_VARIABLES: frozenset[str] = frozenset(LEGACY_ENVIRONMENT) | frozenset(_LEGACY_DATABASE)
-#: KEYTURN_* variables read by other tools (the test suite, CI), not settings.
-_NOT_SETTINGS = frozenset({"KEYTURN_REQUIRE_POSTGRESQL", "KEYTURN_TEST_POSTGRES_URL"})
+#: KEYTURN_* variables read by other tools, not settings: the test suite and CI, and the
+#: client side (the examples, scripts using `keyturn.client`), so a client and a server
+#: can share one shell.
+CLIENT_VARIABLES: frozenset[str] = frozenset(
+    {"KEYTURN_URL", "KEYTURN_API_KEY", "KEYTURN_JWKS_URL", "KEYTURN_REFRESH_TOKEN_FILE"}
+)
+_NOT_SETTINGS = (
+    frozenset({"KEYTURN_REQUIRE_POSTGRESQL", "KEYTURN_TEST_POSTGRES_URL"}) | CLIENT_VARIABLES
+)
 _DURATIONS = (
     "access_token_lifetime",
     "refresh_token_lifetime",
