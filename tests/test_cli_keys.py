@@ -365,7 +365,8 @@ def test_every_change_writes_one_audit_row(created: dict[str, Any], data_dir: Pa
     rows = audit_actions(data_dir)
 
     assert [(action, target) for action, target, _ in rows] == [
-        ("signing_key.created", first_kid),  # the first start-up, before the first key
+        ("server_setting.claimed", "pepper_fingerprint"),  # the first start-up, then
+        ("signing_key.created", first_kid),  # its signing key, before the first API key
         ("key.created", key_id),
         ("key.rotated", key_id),
         ("key.revoked", key_id),
