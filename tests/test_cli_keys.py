@@ -373,7 +373,7 @@ def test_every_change_writes_one_audit_row(created: dict[str, Any], data_dir: Pa
         ("signing_key.created", kid),
         ("signing_key.activated", kid),
     ]
-    assert all(actor is not None and actor.startswith("cli") for _, _, actor in rows[1:])
+    assert all(actor is not None and actor.startswith("cli") for _, _, actor in rows[2:])
 
 
 # -- signing keys --------------------------------------------------------------------------
