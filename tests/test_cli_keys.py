@@ -7,6 +7,7 @@ data directory (``KEYTURN_DATA_DIR``), as an operator would on a fresh install.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -365,14 +366,15 @@ def test_every_change_writes_one_audit_row(created: dict[str, Any], data_dir: Pa
     rows = audit_actions(data_dir)
 
     assert [(action, target) for action, target, _ in rows] == [
-        ("signing_key.created", first_kid),  # the first start-up, before the first key
+        ("server_setting.claimed", "pepper_fingerprint"),  # the first start-up, then
+        ("signing_key.created", first_kid),  # its signing key, before the first API key
         ("key.created", key_id),
         ("key.rotated", key_id),
         ("key.revoked", key_id),
         ("signing_key.created", kid),
         ("signing_key.activated", kid),
     ]
-    assert all(actor is not None and actor.startswith("cli") for _, _, actor in rows[1:])
+    assert all(actor is not None and actor.startswith("cli") for _, _, actor in rows[2:])
 
 
 # -- signing keys --------------------------------------------------------------------------
@@ -508,6 +510,25 @@ def test_a_malformed_pepper_exits_2_without_echoing_it(
     assert result.exit_code == 2
     assert result.stderr.startswith("error: invalid settings: the pepper")
     assert "c2hvcnQ" not in result.output
+
+
+def test_a_pepper_the_database_was_not_set_up_with_exits_1_without_echoing_it(
+    created: dict[str, Any], data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database was set up with the generated pepper file; KEYTURN_PEPPER is another."""
+    other = base64.urlsafe_b64encode(b"another pepper, 32 bytes or more").decode()
+    monkeypatch.setenv("KEYTURN_PEPPER", other)
+
+    result = invoke("keys", "list")
+
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr.startswith(
+        "error: this instance's KEYTURN_PEPPER differs from the one this database was set up with"
+    )
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert other not in result.output
+    assert (data_dir / "pepper").read_text().strip() not in result.output
 
 
 def test_an_unreachable_database_exits_1_and_hides_the_password(

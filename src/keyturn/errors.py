@@ -21,6 +21,7 @@ place. Messages say what was wrong and never echo a token, key or password.
   + NotFoundError                 404 not_found
   + ConflictError                 409 conflict
   + SigningKeyError               500 server_error         (bad key material or config)
+  + PepperMismatchError           500 server_error         (the database has another pepper)
   + StorageUnavailableError       503 temporarily_unavailable  (never a 401)
     + VerifierUnavailableError        the JWKS or the Keyturn server could not be reached
 """
@@ -41,6 +42,7 @@ __all__ = [
     "MalformedSecretError",
     "MalformedTokenError",
     "NotFoundError",
+    "PepperMismatchError",
     "PolicyViolation",
     "RevokedTokenError",
     "SigningKeyError",
@@ -170,6 +172,14 @@ class ConflictError(KeyturnError):
 
 class SigningKeyError(KeyturnError):
     """Key material is unusable: wrong type, too weak, or bound to another algorithm."""
+
+
+class PepperMismatchError(KeyturnError):
+    """This server's pepper is not the one the database was set up with.
+
+    Every stored API key and refresh token would be refused, so the server refuses to
+    start instead. The message never shows either pepper or its fingerprint.
+    """
 
 
 class StorageUnavailableError(KeyturnError):

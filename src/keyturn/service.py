@@ -54,6 +54,7 @@ from keyturn.errors import (
     InvalidTokenError,
     MalformedSecretError,
     NotFoundError,
+    PepperMismatchError,
     PolicyViolation,
     SigningKeyError,
 )
@@ -64,6 +65,7 @@ __all__ = [
     "MAX_ACCESS_TOKEN_LIFETIME",
     "PASSWORD_FACTOR",
     "PASSWORD_LEVEL",
+    "PEPPER_FINGERPRINT_SETTING",
     "CreatedKey",
     "KeyPage",
     "KeyturnService",
@@ -76,6 +78,9 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
+
+#: The server setting holding `Pepper.fingerprint` of the pepper the stored hashes use.
+PEPPER_FINGERPRINT_SETTING: Final = "pepper_fingerprint"
 
 # One message for every bad credential, so responses cannot tell the cases apart (T-BF-01).
 _BAD_KEY: Final = "the API key is not valid"
@@ -214,8 +219,9 @@ class TokenPair:
 class KeyturnService:
     """The domain operations over a `Storage`: API keys, users, tokens, signing keys.
 
-    Call `start()` once before serving: it makes sure exactly one active signing key
-    exists and loads the key set and the revocation state.
+    Call `start()` once before serving: it checks the pepper against the database's,
+    makes sure exactly one active signing key exists and loads the key set and the
+    revocation state.
     """
 
     def __init__(
@@ -254,9 +260,41 @@ class KeyturnService:
     # -- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Ensure one active signing key exists, then load keys and revocations."""
+        """Check the pepper, ensure one active signing key exists, load keys and revocations.
+
+        Raises:
+            PepperMismatchError: the database was set up with another pepper.
+        """
+        await self.check_pepper()
         await self.ensure_signing_key()
         await self.reload_revocations()
+
+    async def check_pepper(self) -> None:
+        """Refuse a pepper other than the one the database's hashes were made with.
+
+        The first check on a database records this pepper's fingerprint (a database from
+        before the check adopts the pepper it runs with); later checks compare with it.
+
+        Raises:
+            PepperMismatchError: the stored fingerprint is another pepper's.
+        """
+        mine = self._pepper.fingerprint()
+        now = self._clock()
+        stored = await self.storage.claim_setting(
+            PEPPER_FINGERPRINT_SETTING,
+            mine,
+            at=now,
+            audit=self._audit(
+                "server_setting.claimed", PEPPER_FINGERPRINT_SETTING, None, None, now
+            ),
+        )
+        if stored != mine:
+            raise PepperMismatchError(
+                "this instance's KEYTURN_PEPPER differs from the one this database was set up "
+                "with (every stored API key and refresh token would be refused); give every "
+                "instance the same pepper, or the same KEYTURN_PEPPER_FILE "
+                "(see docs/deployment.md)"
+            )
 
     @property
     def key_set(self) -> KeySet:

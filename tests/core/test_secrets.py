@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import re
@@ -314,6 +315,34 @@ class TestPepper:
         assert key.hex() not in repr(pepper)
         assert repr(key) not in f"{pepper!r} {pepper!s}"
         assert not hasattr(pepper, "__dict__")
+
+    def test_fingerprint_is_a_truncated_hmac_of_a_fixed_label(self) -> None:
+        """First 16 bytes of HMAC-SHA-256(pepper, label), base64url: a known vector."""
+        # The HMAC of b"keyturn pepper fingerprint v1" under bytes(range(32)) starts with
+        # c648551927291251cabb92efa51ffa3a; those 16 bytes in base64url:
+        assert PEPPER.fingerprint() == "xkhVGScpElHKu5LvpR_6Og"
+
+    def test_fingerprint_is_stable_and_differs_per_pepper(self) -> None:
+        same = Pepper(bytes(range(32)))
+        others = {Pepper.generate().fingerprint() for _ in range(50)}
+
+        assert same.fingerprint() == PEPPER.fingerprint()
+        assert PEPPER.fingerprint() not in others
+        assert len(others) == 50
+        assert Pepper(bytes(range(32)) + b"!").fingerprint() != PEPPER.fingerprint()
+
+    def test_fingerprint_reveals_no_pepper_bytes(self) -> None:
+        key = bytes(range(32))
+        fingerprint = PEPPER.fingerprint()
+        decoded = base64.urlsafe_b64decode(fingerprint + "==")
+
+        assert len(decoded) == 16
+        assert decoded not in key
+        for encoding in (key.hex(), base64.urlsafe_b64encode(key).decode().rstrip("=")):
+            assert fingerprint[:8] not in encoding
+        # Nor is it the pepper's plain hash, or any stored secret's hash.
+        assert decoded != hashlib.sha256(key).digest()[:16]
+        assert decoded != PEPPER.hash("", SecretKind.API_KEY)[:16]
 
     @pytest.mark.parametrize("length", [0, 16, 31])
     def test_short_pepper_is_refused(self, length: int) -> None:

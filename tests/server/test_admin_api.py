@@ -428,6 +428,7 @@ async def test_the_audit_trail_lists_events_newest_first(
         "token.issued",
         "key.created",
         "signing_key.created",
+        "server_setting.claimed",
     ]
     assert response.json()["next_before"] is None
     assert events[0] == {

@@ -374,6 +374,7 @@ async def test_every_state_change_is_audited_without_secrets(
 
     actions = [e.event.action for e in reversed(events)]
     assert actions == [
+        "server_setting.claimed",
         "signing_key.created",
         "key.created",
         "key.registered",

@@ -68,6 +68,7 @@ VERBS: dict[str, Verb] = {
     "revocations.revoke_access_token": lambda s, audit: s.revocations.revoke_access_token(
         "jti-1", expires_at=NOW + timedelta(minutes=5), audit=audit
     ),
+    "claim_setting": lambda s, audit: s.claim_setting("name", "value", at=NOW, audit=audit),
 }
 
 

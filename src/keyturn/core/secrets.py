@@ -12,10 +12,14 @@ A generated secret reads ``<prefix>_<id>_<secret><checksum>``:
 Stored form: HMAC-SHA-256 under a server-side pepper, with the secret's purpose mixed in
 so an API key hash can never match a refresh token hash (OWASP ASVS 5.0 §6.5.2 allows a
 fast hash for secrets of 112+ bits; argon2 is for passwords). Comparison is constant-time.
+
+`Pepper.fingerprint` names a pepper without revealing it, so a server can tell whether
+its pepper is the one a database was set up with.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import secrets
@@ -27,6 +31,7 @@ from typing import Final
 from keyturn.errors import MalformedSecretError
 
 __all__ = [
+    "FINGERPRINT_BYTES",
     "LEGACY_KEY_MAX_LENGTH",
     "MIN_PEPPER_BYTES",
     "ParsedSecret",
@@ -46,6 +51,9 @@ SECRET_LENGTH: Final = 43  # ceil(256 / log2(62))
 CHECKSUM_LENGTH: Final = 6  # 62**6 > 2**32
 MIN_PEPPER_BYTES: Final = 32
 LEGACY_KEY_MAX_LENGTH: Final = 1024  # caller-chosen (JWThenticator) keys
+FINGERPRINT_BYTES: Final = 16  # 128 bits: two peppers never share a fingerprint by chance
+# Cannot equal a `Pepper.hash` message, which starts "kt\x00" or "ktr\x00".
+_FINGERPRINT_MESSAGE: Final = b"keyturn pepper fingerprint v1"
 _BASE62_PAIRS: Final = tuple(high + low for high in _ALPHABET for low in _ALPHABET)
 # Random ids by rejection sampling: a byte below 248 (4 * 62) becomes digit ``byte % 62``,
 # uniformly; bytes 248-255 are dropped.
@@ -207,6 +215,16 @@ class Pepper:
     def matches(self, value: str, kind: SecretKind, stored_hash: bytes) -> bool:
         """Compare a presented secret with a stored hash in constant time."""
         return secret_hashes_match(self.hash(value, kind), stored_hash)
+
+    def fingerprint(self) -> str:
+        """A public name for this pepper: equal peppers have equal fingerprints.
+
+        The first `FINGERPRINT_BYTES` of HMAC-SHA-256(pepper, "keyturn pepper fingerprint
+        v1"), base64url without padding (22 characters). Like any stored hash it tells
+        nothing about the pepper: finding one from the other means guessing 256 bits.
+        """
+        digest = hmac.digest(self._key, _FINGERPRINT_MESSAGE, hashlib.sha256)
+        return base64.urlsafe_b64encode(digest[:FINGERPRINT_BYTES]).rstrip(b"=").decode("ascii")
 
 
 def secret_hashes_match(presented: bytes, stored: bytes) -> bool:

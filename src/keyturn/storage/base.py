@@ -293,6 +293,15 @@ class Storage(Protocol):
     def audit(self) -> AuditRepository:
         """The audit trail."""
 
+    async def claim_setting(self, name: str, value: str, *, at: datetime, audit: AuditEvent) -> str:
+        """Store server setting ``name`` as ``value`` unless it is set; return the stored value.
+
+        Insert-if-absent and read back, atomically: of any number of concurrent claims,
+        from any number of instances, one stores its value (with ``audit``, created at
+        ``at``) and every caller gets that value back. A setting once stored never
+        changes.
+        """
+
     async def ping(self) -> None:
         """Round-trip to the database; raises `StorageUnavailableError` if it is down."""
 

@@ -65,6 +65,7 @@ from keyturn.storage.tables import (
     audit_events,
     refresh_tokens,
     revoked_tokens,
+    server_settings,
     signing_keys,
     users,
 )
@@ -1262,6 +1263,33 @@ def _revoke_user_tokens(user_id: str, at: datetime) -> sa.Update:
     )
 
 
+class _SQLServerSettings(_Repository):
+    """Server settings, written once (`SQLStorage.claim_setting`)."""
+
+    async def claim(self, name: str, value: str, *, at: datetime, audit: AuditEvent) -> str:
+        """Store ``name`` = ``value`` unless it is set, and return the stored value."""
+        # A concurrent claim of the same name waits for the first to commit and then
+        # inserts nothing (PostgreSQL); SQLite's BEGIN IMMEDIATE runs them one at a time.
+        # Either way the SELECT, a statement of its own, sees the winner's row.
+        insert = (
+            self._insert(server_settings)
+            .values(name=name, value=value, created_at=at)
+            .on_conflict_do_nothing(index_elements=[server_settings.c.name])
+            .returning(server_settings.c.name)
+        )
+        stored = sa.select(server_settings.c.value).where(server_settings.c.name == name)
+        event = _audit_params(audit)
+
+        def claim(conn: sa.Connection) -> str:
+            if conn.execute(insert).first() is not None:
+                conn.execute(_INSERT_AUDIT_EVENT, event)
+                return value
+            result: str = conn.execute(stored).scalar_one()
+            return result
+
+        return await self._write_transaction("claim the server setting", claim)
+
+
 class SQLStorage:
     """`keyturn.storage.base.Storage` on SQLite or PostgreSQL.
 
@@ -1284,6 +1312,7 @@ class SQLStorage:
         self._signing_keys = SQLSigningKeyRepository(engine, write_lock=lock)
         self._revocations = SQLRevocationRepository(engine, write_lock=lock)
         self._audit = SQLAuditRepository(engine, write_lock=lock)
+        self._settings = _SQLServerSettings(engine, write_lock=lock)
 
     @classmethod
     async def open(
@@ -1352,6 +1381,14 @@ class SQLStorage:
     def audit(self) -> SQLAuditRepository:
         """The audit trail."""
         return self._audit
+
+    async def claim_setting(self, name: str, value: str, *, at: datetime, audit: AuditEvent) -> str:
+        """Store server setting ``name`` as ``value`` unless it is set; return the stored value.
+
+        Atomic across instances: one claim inserts (and writes ``audit``), every claim
+        returns the value stored.
+        """
+        return await self._settings.claim(name, value, at=at, audit=audit)
 
     async def ping(self) -> None:
         """Round-trip to the database; `StorageUnavailableError` if it is down."""

@@ -21,6 +21,7 @@ __all__ = [
     "metadata",
     "refresh_tokens",
     "revoked_tokens",
+    "server_settings",
     "signing_keys",
     "users",
 ]
@@ -165,6 +166,16 @@ revoked_tokens: Final = sa.Table(
     sa.Column("jti", sa.String(128), primary_key=True),
     sa.Column("expires_at", UTCDateTime(), nullable=False),
     sa.Index(None, "expires_at"),
+)
+
+# Facts about the deployment, written once by the first server to start and never
+# changed by Keyturn (e.g. the fingerprint of the pepper the stored hashes use).
+server_settings: Final = sa.Table(
+    "server_settings",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
 )
 
 audit_events: Final = sa.Table(
