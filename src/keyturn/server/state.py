@@ -22,6 +22,7 @@ from keyturn.core.policy import ClaimsPolicy
 from keyturn.core.signing import SigningKey
 from keyturn.errors import KeyturnError
 from keyturn.server.errors import RateLimitedError
+from keyturn.server.metrics import PrometheusObserver, ServerMetrics
 from keyturn.server.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from keyturn.server_secrets import load_server_secrets
 from keyturn.service import KeyturnService, utc_now
@@ -61,6 +62,7 @@ class KeyturnState:
     service: KeyturnService
     storage: SQLStorage
     limiter: RateLimiter
+    metrics: ServerMetrics = field(default_factory=ServerMetrics)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -87,6 +89,7 @@ class KeyturnState:
             # again when returned, and that churn cost PostgreSQL most of a core.
             max_overflow=0,
         )
+        metrics = ServerMetrics()
         try:
             secrets = load_server_secrets(
                 settings.data_dir,
@@ -107,6 +110,7 @@ class KeyturnState:
                 config=settings.service_config(),
                 policy=policy,
                 clock=clock,
+                observer=PrometheusObserver(metrics),
             )
             imported = _configured_signing_key(settings)
             if imported is not None:
@@ -120,7 +124,10 @@ class KeyturnState:
             if settings.redis_url is not None
             else MemoryRateLimiter(clock=lambda: clock().timestamp())
         )
-        state = cls(settings=settings, service=service, storage=storage, limiter=limiter)
+        metrics.attach(service, storage.engine)
+        state = cls(
+            settings=settings, service=service, storage=storage, limiter=limiter, metrics=metrics
+        )
         if background:
             state._tasks = [
                 asyncio.create_task(state._every(POLL_INTERVAL, state._poll)),
@@ -129,16 +136,23 @@ class KeyturnState:
         return state
 
     async def close(self) -> None:
-        """Stop polling and release the database and the rate limiter."""
+        """Stop polling, then release the rate limiter and the database (engine disposed)."""
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        self._tasks = []
         await self.limiter.close()
         await self.storage.close()
 
+    @property
+    def background_tasks(self) -> tuple[asyncio.Task[None], ...]:
+        """The pollers running (empty once closed, or when opened without them)."""
+        return tuple(self._tasks)
+
     async def _poll(self) -> None:
+        self.metrics.sample_pool()
         await self.service.reload_revocations()
         await self.service.reload_signing_keys()
 
@@ -161,12 +175,13 @@ class KeyturnState:
         settings = self.settings
         if not settings.rate_limit_enabled:
             return
-        buckets = [(f"addr:{client_address(request)}", settings.rate_limit_per_address)]
+        buckets = [("address", f"addr:{client_address(request)}", settings.rate_limit_per_address)]
         if key_bucket is not None:
-            buckets.append((f"key:{key_bucket}", settings.rate_limit_per_key))
-        for bucket, limit in buckets:
+            buckets.append(("key", f"key:{key_bucket}", settings.rate_limit_per_key))
+        for kind, bucket, limit in buckets:
             wait = await self.limiter.hit(bucket, limit=limit, window=60)
             if wait is not None:
+                self.metrics.rate_limit_hit(kind)
                 raise RateLimitedError("too many requests; retry later", retry_after=wait)
 
 
