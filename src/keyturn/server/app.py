@@ -154,7 +154,8 @@ class GatewayFastPath:
 
     def __init__(self, app: ASGIApp, *, state: KeyturnState) -> None:
         self.app = app
-        self._service = state.service
+        # The verifier itself: a token refused here is counted once, by the fallback.
+        self._verify = state.service.verifier.verify
         prefix = state.settings.url_prefix
         self._legacy = f"{prefix}/validate_request"
         self._v1 = f"{prefix}/v1/validate"
@@ -207,7 +208,7 @@ class GatewayFastPath:
             token = _jwt_field(body)
             if token is not None:
                 try:
-                    verified = self._service.validate(token)
+                    verified = self._verify(token)
                 except KeyturnError:
                     pass
                 else:
@@ -249,7 +250,7 @@ class GatewayFastPath:
                 verified = None
                 if token is not None:
                     try:
-                        verified = self._service.validate(token)
+                        verified = self._verify(token)
                     except KeyturnError:
                         verified = None
                 if verified is not None:
