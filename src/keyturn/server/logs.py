@@ -36,13 +36,13 @@ REQUEST_ID_HEADER: Final = b"x-request-id"
 ACCESS_LOGGER: Final = logging.getLogger("keyturn.access")
 _SANE_ID: Final = re.compile(rb"[A-Za-z0-9._:+/=@-]{1,128}")
 # Unique without a system call per request: a random per-process prefix and a counter.
-_PREFIX: Final = os.urandom(10).hex()
+_PREFIX: Final = os.urandom(10).hex().encode()
 _COUNTER: Final = itertools.count(1)
 
 
 def new_request_id() -> bytes:
     """A fresh request id: 32 hex characters, unique across processes and restarts."""
-    return f"{_PREFIX}{next(_COUNTER) & 0xFFFFFFFFFFFF:012x}".encode()
+    return b"%s%012x" % (_PREFIX, next(_COUNTER) & 0xFFFFFFFFFFFF)
 
 
 def sane_request_id(value: bytes | None) -> bytes:
