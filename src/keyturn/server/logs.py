@@ -52,6 +52,12 @@ def sane_request_id(value: bytes | None) -> bytes:
     return new_request_id()
 
 
+def _drop_color_message(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+    # uvicorn passes an ANSI-coloured copy of its message as an extra field.
+    event.pop("color_message", None)
+    return event
+
+
 def _renderer(log_format: str) -> Any:
     if log_format == "console":
         return structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
@@ -88,7 +94,7 @@ def configure_logging(
     final.append(_renderer(chosen))
     formatter = structlog.stdlib.ProcessorFormatter(
         # Records from the standard library: their `extra=` fields become keys.
-        foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
+        foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder(), _drop_color_message],
         processors=final,
     )
     handler = logging.StreamHandler(sys.stderr)
