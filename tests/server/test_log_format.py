@@ -30,7 +30,7 @@ def test_json_lines_carry_the_bound_request_id(
     structlog.contextvars.bind_contextvars(request_id="rid-1")
 
     logging.getLogger("keyturn.access").info("request", extra={"route": "/x", "status": 200})
-    logging.getLogger("keyturn.server").info("line\nbreak")
+    logging.getLogger("uvicorn.error").info("line\nbreak", extra={"color_message": "\x1b[36m"})
 
     first, second = (json.loads(line) for line in capsys.readouterr().err.splitlines())
     assert first["event"] == "request"
@@ -38,6 +38,7 @@ def test_json_lines_carry_the_bound_request_id(
     assert (first["level"], first["logger"]) == ("info", "keyturn.access")
     assert first["timestamp"].endswith("Z")
     assert second["event"] == "line\nbreak"  # escaped: a newline cannot forge a line
+    assert "color_message" not in second  # uvicorn's ANSI copy of the message
 
 
 def test_console_format_is_text(restore_logging: None, capsys: pytest.CaptureFixture[str]) -> None:

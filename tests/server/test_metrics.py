@@ -9,6 +9,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from keyturn.server import KeyturnState, build_admin_app, build_public_app
+from keyturn.server.metrics import ServerMetrics
 from keyturn.testing import FakeClock
 
 from .conftest import (
@@ -202,3 +203,33 @@ async def test_metrics_need_the_admin_credential_off_loopback(
     assert (await anonymous.get("/metrics")).status_code == 401
     samples = await scrape(scraper)
     assert value(samples, "keyturn_authentication_failures_total", reason="admin_credential") == 1
+
+
+def test_a_tally_flushes_exactly_what_observations_would_record() -> None:
+    """The fast path's lock-free tally ends up as per-observation counting would."""
+    tallied, observed = ServerMetrics(), ServerMetrics()
+    tally = tallied.tally("public", "GET", "/v", 200)
+    durations = [0.0004, 0.0005, 0.003, 0.003, 0.2, 20.0]
+    for seconds in durations[:3]:
+        tally.add(seconds)
+    tallied.flush()
+    tallied.flush()  # nothing new: adds nothing
+    for seconds in durations[3:]:
+        tally.add(seconds)
+    tallied.flush()
+    for seconds in durations:
+        observed.requests.labels("public", "GET", "/v", "200").inc()
+        observed.duration.labels("public", "/v").observe(seconds)
+
+    def samples(metrics: ServerMetrics) -> dict[tuple[str, str], float]:
+        return {
+            (s.name, s.labels.get("le", "")): s.value
+            for family in metrics.registry.collect()
+            if family.name.startswith("keyturn_http_")
+            for s in family.samples
+            if not s.name.endswith("_created")
+        }
+
+    assert samples(tallied) == samples(observed)
+    assert samples(tallied)[("keyturn_http_request_duration_seconds_bucket", "0.0005")] == 2
+    assert samples(tallied)[("keyturn_http_requests_total", "")] == 6

@@ -148,8 +148,8 @@ class GatewayFastPath:
     ``X-Request-ID``); anything else (no or bad token, a ``?scope=`` query, another
     route) falls through to `RequestTelemetry` and Starlette, which render it.
 
-    Each answer here is counted through metric children bound once, at start-up (a
-    counter increment and a histogram observation, ~1 µs), and logged at DEBUG only.
+    Each answer here is counted in a lock-free `RouteTally` (~0.3 µs; flushed into the
+    metrics when scraped and every poll) and logged at DEBUG only.
     """
 
     def __init__(self, app: ASGIApp, *, state: KeyturnState) -> None:
@@ -160,21 +160,15 @@ class GatewayFastPath:
         self._legacy = f"{prefix}/validate_request"
         self._v1 = f"{prefix}/v1/validate"
         self._post = f"{prefix}/validate"
-        metrics = state.metrics
-        self._counted = {
-            (method, route): (
-                metrics.requests.labels("public", method, route, "200"),
-                metrics.duration.labels("public", route),
-            )
+        self._tallies = {
+            (method, route): state.metrics.tally("public", method, route, 200)
             for method, route in (("GET", self._legacy), ("GET", self._v1), ("POST", self._post))
         }
 
     def _done(self, method: str, route: str, started: float, request_id: bytes, jti: str) -> None:
         """Count a request answered here; log it when DEBUG is on."""
-        counter, histogram = self._counted[method, route]
         seconds = time.perf_counter() - started
-        counter.inc()
-        histogram.observe(seconds)
+        self._tallies[method, route].add(seconds)
         if ACCESS_LOGGER.isEnabledFor(logging.DEBUG):
             ACCESS_LOGGER.debug(
                 "request",

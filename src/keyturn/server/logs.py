@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import sys
+from collections.abc import MutableMapping
 from typing import Any, Final, Literal
 
 import structlog
@@ -52,7 +53,9 @@ def sane_request_id(value: bytes | None) -> bytes:
     return new_request_id()
 
 
-def _drop_color_message(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+def _drop_color_message(
+    _logger: Any, _name: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     # uvicorn passes an ANSI-coloured copy of its message as an extra field.
     event.pop("color_message", None)
     return event

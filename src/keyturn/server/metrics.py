@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import logging
 import os
+from bisect import bisect_left
 from collections.abc import Iterator
-from typing import Final
+from typing import Any, Final
 
 import structlog
 from prometheus_client import (
@@ -47,6 +48,7 @@ __all__ = [
     "DURATION_BUCKETS",
     "UNMATCHED_ROUTE",
     "PrometheusObserver",
+    "RouteTally",
     "ServerMetrics",
     "metrics_endpoint",
     "multiprocess_mode",
@@ -152,6 +154,7 @@ class ServerMetrics:
         self._refreshed = {kind: self.refreshes.labels(kind) for kind in ("rotating", "legacy")}
         self._failures = {r: self.auth_failures.labels(r) for r in AUTH_FAILURE_REASONS}
         self._limited = {limit: self.rate_limited.labels(limit) for limit in ("address", "key")}
+        self._tallies: list[RouteTally] = []
         self._engine: AsyncEngine | None = None
         self._service: KeyturnService | None = None
         self.scrape_registry = registry
@@ -165,6 +168,20 @@ class ServerMetrics:
         self._service = service
         self._engine = engine
         self.sample_pool()
+
+    def tally(self, listener: str, method: str, route: str, status: int) -> RouteTally:
+        """A lock-free tally of one route's answers, flushed into the metrics by `flush`."""
+        tally = RouteTally(
+            self.requests.labels(listener, method, route, str(status)),
+            self.duration.labels(listener, route),
+        )
+        self._tallies.append(tally)
+        return tally
+
+    def flush(self) -> None:
+        """Move every tally's counts into the metrics (scrapes, polls and shutdown call it)."""
+        for tally in self._tallies:
+            tally.flush()
 
     def sample_pool(self) -> None:
         """Copy the pool's size and checked-out count into their gauges."""
@@ -193,8 +210,49 @@ class ServerMetrics:
 
     def render(self) -> bytes:
         """The exposition text of every metric, as a scrape gets it."""
+        self.flush()
         self.sample_pool()
         return generate_latest(self.scrape_registry)
+
+
+class RouteTally:
+    """Counts and durations of one route's answers, kept in plain numbers.
+
+    For the gateway fast path: `add` costs a fraction of a locked `Counter.inc` plus
+    `Histogram.observe` (~0.3 µs against ~2 µs). Only the event loop's thread touches a
+    tally, so it needs no lock. `flush` adds what accumulated to the request counter and
+    the duration histogram, writing the histogram's per-bucket values directly (its public
+    API takes one observation at a time).
+    """
+
+    __slots__ = ("_buckets", "_counter", "_histogram", "count", "total")
+
+    def __init__(self, counter: Counter, histogram: Histogram) -> None:
+        self._counter = counter
+        self._histogram = histogram
+        self.count = 0
+        self.total = 0.0
+        # One slot per bucket, the last for +Inf, as prometheus_client's Histogram keeps.
+        self._buckets = [0] * (len(DURATION_BUCKETS) + 1)
+
+    def add(self, seconds: float) -> None:
+        """Count one answer that took ``seconds``."""
+        self.count += 1
+        self.total += seconds
+        self._buckets[bisect_left(DURATION_BUCKETS, seconds)] += 1
+
+    def flush(self) -> None:
+        """Add the counts so far to the metrics and start again from zero."""
+        if not self.count:
+            return
+        count, total, buckets = self.count, self.total, self._buckets
+        self.count, self.total, self._buckets = 0, 0.0, [0] * len(buckets)
+        self._counter.inc(count)
+        histogram: Any = self._histogram
+        histogram._sum.inc(total)
+        for value, added in zip(histogram._buckets, buckets, strict=True):
+            if added:
+                value.inc(added)
 
 
 class _SigningKeyAge(Collector):

@@ -143,6 +143,7 @@ class KeyturnState:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        self.metrics.flush()  # with several workers, counts left here would be lost
         await self.limiter.close()
         await self.storage.close()
 
@@ -152,6 +153,7 @@ class KeyturnState:
         return tuple(self._tasks)
 
     async def _poll(self) -> None:
+        self.metrics.flush()
         self.metrics.sample_pool()
         await self.service.reload_revocations()
         await self.service.reload_signing_keys()
