@@ -33,7 +33,7 @@ from keyturn.server.models import MAX_TOKEN
 from keyturn.server.openapi import docs_page, openapi_document
 from keyturn.server.requests import MAX_BODY_BYTES
 from keyturn.server.state import KeyturnState, is_loopback
-from keyturn.server.telemetry import RequestTelemetry
+from keyturn.server.telemetry import RequestTelemetry, request_header
 
 __all__ = ["build_admin_app", "build_public_app", "create_app"]
 
@@ -206,7 +206,8 @@ class GatewayFastPath:
                 except KeyturnError:
                     pass
                 else:
-                    request_id = sane_request_id(_header(scope["headers"], REQUEST_ID_HEADER))
+                    raw_id = request_header(scope["headers"], REQUEST_ID_HEADER)
+                    request_id = sane_request_id(raw_id)
                     await send(
                         {
                             "type": "http.response.start",
@@ -290,13 +291,6 @@ def _jwt_field(body: bytes) -> str | None:
         return None
     token = data.get("jwt")
     return token if type(token) is str and len(token) <= MAX_TOKEN else None
-
-
-def _header(headers: list[tuple[bytes, bytes]], wanted: bytes) -> bytes | None:
-    for name, value in headers:
-        if name == wanted:
-            return value
-    return None
 
 
 def _bearer_and_request_id(
