@@ -847,8 +847,6 @@ def serve(
     workers: Annotated[int | None, typer.Option(help="Server processes (default 1).")] = None,
 ) -> None:
     """Run the server: public API on :8080, admin API on 127.0.0.1:8081."""
-    import logging  # noqa: PLC0415
-
     from keyturn.server.runner import serve as run  # noqa: PLC0415
 
     settings = _settings(
@@ -857,11 +855,6 @@ def serve(
         admin_host=admin_host,
         admin_port=admin_port,
         workers=workers,
-    )
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
         run(settings)

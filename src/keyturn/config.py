@@ -207,6 +207,18 @@ class Settings(BaseSettings):
     )
     workers: int = Field(1, ge=1, le=64, description="Server processes.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto",
+        description="Log lines as JSON objects or console text; auto: console on a "
+        "terminal, json otherwise.",
+    )
+    shutdown_timeout: int = Field(
+        30,
+        ge=1,
+        le=3600,
+        description="Seconds in-flight requests get to finish after SIGTERM before they "
+        "are cancelled.",
+    )
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None, **values: Any) -> Settings:

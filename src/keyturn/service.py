@@ -49,6 +49,7 @@ from keyturn.core.tokens import (
     issue_access_token,
 )
 from keyturn.errors import (
+    InsufficientScopeError,
     InvalidGrantError,
     InvalidRequestError,
     InvalidTokenError,
@@ -58,6 +59,7 @@ from keyturn.errors import (
     PolicyViolation,
     SigningKeyError,
 )
+from keyturn.observer import NullObserver, ServiceObserver
 from keyturn.storage.base import RevocationSnapshot, Storage
 
 __all__ = [
@@ -235,8 +237,10 @@ class KeyturnService:
         clock: Callable[[], datetime] = utc_now,
         password_hasher: PasswordHasher | None = None,
         password_concurrency: int | None = None,
+        observer: ServiceObserver | None = None,
     ) -> None:
         self.storage = storage
+        self.observer: ServiceObserver = observer or NullObserver()
         self.config = config or ServiceConfig()
         self.policy = policy or ClaimsPolicy.default()
         self._pepper = pepper
@@ -246,6 +250,7 @@ class KeyturnService:
             password_hasher or PasswordHasher(), concurrency=password_concurrency
         )
         self._signing_key: SigningKey | None = None
+        self._signing_key_since: datetime | None = None
         self.revocations = RevocationList()
         self.verifier = TokenVerifier(
             KeySet(),
@@ -538,8 +543,17 @@ class KeyturnService:
             PolicyViolation: a requested scope the key or the policy does not allow.
         """
         now = self._clock()
-        record = await self._find_key(key, now)
-        if record is None or (identifier is not None and identifier != record.identifier):
+        try:
+            record = await self._lookup_key(key, now)
+        except InvalidGrantError:
+            self.observer.authentication_failed("malformed_key")
+            raise
+        if record is None:
+            self.observer.authentication_failed("unknown_key")
+            raise InvalidGrantError(_BAD_KEY)
+        reason = _key_refusal(record, identifier, now)
+        if reason is not None:
+            self.observer.authentication_failed(reason, key_id=record.id)
             raise InvalidGrantError(_BAD_KEY)
         grant = self.policy.build_claims(
             roles=record.roles or None,
@@ -580,6 +594,7 @@ class KeyturnService:
             ),
         )
         await self._touch(record, now)
+        self.observer.token_issued("api_key", key_id=record.id, jti=access.jti)
         return TokenPair(
             access=access,
             scopes=grant.scopes,
@@ -606,27 +621,37 @@ class KeyturnService:
             PolicyViolation: a scope beyond the original grant (RFC 6749 §6).
         """
         now = self._clock()
-        parsed = _parse_or_invalid(refresh_token, SecretKind.REFRESH_TOKEN, _BAD_REFRESH)
+        try:
+            parsed = _parse_or_invalid(refresh_token, SecretKind.REFRESH_TOKEN, _BAD_REFRESH)
+        except InvalidGrantError:
+            self.observer.authentication_failed("malformed_refresh_token")
+            raise
         found = await self.storage.refresh_tokens.find_with_key(
             self._pepper.hash(parsed.value, SecretKind.REFRESH_TOKEN)
         )
         if found is None:
+            self.observer.authentication_failed("unknown_refresh_token")
             raise InvalidGrantError(_BAD_REFRESH)
         record, key = found
         holder: ApiKeyRecord | UserRecord
-        if identifier is not None and identifier != record.identifier:
-            raise InvalidGrantError(_BAD_REFRESH)
         if record.user_id is not None:
             user = await self.storage.users.get(record.user_id)
             if user is None or not user.is_active:  # a disabled user cannot refresh
+                self.observer.authentication_failed("user_unusable", key_id=record.user_id)
                 raise InvalidGrantError(_BAD_REFRESH)
             holder = user
         elif key is None or not key.is_usable(now):
+            self.observer.authentication_failed("key_unusable", key_id=record.key_id)
             raise InvalidGrantError(_BAD_REFRESH)
         else:
             holder = key
+        if identifier is not None and identifier != record.identifier:
+            self.observer.authentication_failed("identifier_mismatch", key_id=holder.id)
+            raise InvalidGrantError(_BAD_REFRESH)
         decision = decide_refresh(record, now=now, grace=self.config.refresh_reuse_grace)
         if decision is RefreshDecision.REUSE_DETECTED:
+            self.observer.refresh_reuse_detected(key_id=holder.id, family_id=record.family_id)
+            self.observer.authentication_failed("refresh_token_reused", key_id=holder.id)
             await self.storage.refresh_tokens.revoke_family(
                 record.family_id,
                 at=now,
@@ -643,10 +668,12 @@ class KeyturnService:
             )
             raise InvalidGrantError(_BAD_REFRESH)
         if decision not in (RefreshDecision.ROTATE, RefreshDecision.REUSE_LEGACY):
+            self.observer.authentication_failed(_REFRESH_REFUSALS[decision], key_id=holder.id)
             raise InvalidGrantError(_BAD_REFRESH)
         grant = self._refresh_grant(record, holder, scopes)
         access = self._issue(holder, grant, now)
         if decision is RefreshDecision.REUSE_LEGACY:
+            self._refreshed(rotating=False, key_id=holder.id, jti=access.jti)
             return TokenPair(access=access, scopes=grant.scopes)
         secret = generate_secret(SecretKind.REFRESH_TOKEN)
         successor = RefreshTokenRecord(
@@ -680,7 +707,9 @@ class KeyturnService:
             ),
         )
         if not rotated:  # another request rotated it first: a concurrent replay
+            self.observer.authentication_failed("refresh_token_replayed", key_id=holder.id)
             raise InvalidGrantError(_BAD_REFRESH)
+        self._refreshed(rotating=True, key_id=holder.id, jti=access.jti)
         return TokenPair(
             access=access,
             scopes=grant.scopes,
@@ -747,7 +776,20 @@ class KeyturnService:
             InvalidTokenError: the token is not valid.
             InsufficientScopeError: a required scope is missing.
         """
-        return self.verifier.verify(token, required_scopes=required_scopes)
+        try:
+            return self.verifier.verify(token, required_scopes=required_scopes)
+        except InsufficientScopeError:
+            self.observer.authentication_failed("insufficient_scope")
+            raise
+        except InvalidTokenError:
+            self.observer.authentication_failed("invalid_token")
+            raise
+
+    def signing_key_age(self) -> timedelta | None:
+        """How long the active signing key has been signing (None before `start`)."""
+        if self._signing_key_since is None:
+            return None
+        return self._clock() - self._signing_key_since
 
     async def reload_revocations(self) -> RevocationSnapshot:
         """Replace the in-memory revocation state with what storage holds now."""
@@ -940,6 +982,7 @@ class KeyturnService:
         """
         now = self._clock()
         if not _could_be_account(email) or len(password) > MAX_PASSWORD_LENGTH:
+            self.observer.authentication_failed("unknown_email")
             raise InvalidGrantError(_BAD_LOGIN)  # no account can match: no work to spend
         user = await self.storage.users.find_by_email(email_key(email))
         if user is None:
@@ -955,6 +998,7 @@ class KeyturnService:
                     reason="unknown_email",
                 )
             )
+            self.observer.authentication_failed("unknown_email")
             raise InvalidGrantError(_BAD_LOGIN)
         hasher = self.passwords.hasher
         matches = await self.passwords.run(hasher.verify, user.password_hash, password)
@@ -972,6 +1016,8 @@ class KeyturnService:
                 await self.storage.audit.record(failed)
             else:
                 await self.storage.users.record_failed_login(user.id, at=now, audit=failed)
+            reason = "user_unusable" if matches else "wrong_password"
+            self.observer.authentication_failed(reason, key_id=user.id)
             raise InvalidGrantError(_BAD_LOGIN)
         grant = self._grant(user, scopes)
         rehashed = None
@@ -992,6 +1038,7 @@ class KeyturnService:
             ),
             rehashed_password=rehashed,
         )
+        self.observer.token_issued("password", key_id=user.id, jti=access.jti)
         if not refresh:
             return TokenPair(access=access, scopes=grant.scopes)
         secret = generate_secret(SecretKind.REFRESH_TOKEN)
@@ -1112,16 +1159,19 @@ class KeyturnService:
         now = self._clock()
         records = await self.storage.signing_keys.list()
         active: SigningKey | None = None
+        since: datetime | None = None
         published: list[VerificationKey] = []
         for record in records:
             if record.publish_until is not None and record.publish_until <= now:
                 continue
             if record.state is SigningKeyState.ACTIVE:
                 active = self._unseal(record)
+                since = record.activated_at or record.created_at
             else:
                 published.append(VerificationKey.from_jwk(record.public_jwk))
         key_set = KeySet(signing_key=active, verification_keys=tuple(published))
         self._signing_key = active
+        self._signing_key_since = since
         self.verifier.set_keys(key_set)
         return key_set
 
@@ -1188,6 +1238,15 @@ class KeyturnService:
 
     async def _find_key(self, key: str, now: datetime) -> ApiKeyRecord | None:
         """Find a usable key by its secret; malformed keys never reach storage."""
+        record = await self._lookup_key(key, now)
+        return record if record is not None and record.is_usable(now) else None
+
+    async def _lookup_key(self, key: str, now: datetime) -> ApiKeyRecord | None:
+        """Find a key by its secret, usable or not.
+
+        Raises:
+            InvalidGrantError: the key is malformed (it never reaches storage).
+        """
         if looks_generated(key):
             value = _parse_or_invalid(key, SecretKind.API_KEY, _BAD_KEY).value
         else:
@@ -1195,10 +1254,13 @@ class KeyturnService:
                 value = check_legacy_key(key)
             except MalformedSecretError as exc:
                 raise InvalidGrantError(_BAD_KEY) from exc
-        record = await self.storage.keys.find_by_hash(
+        return await self.storage.keys.find_by_hash(
             self._pepper.hash(value, SecretKind.API_KEY), now=now
         )
-        return record if record is not None and record.is_usable(now) else None
+
+    def _refreshed(self, *, rotating: bool, key_id: str, jti: str) -> None:
+        self.observer.token_refreshed(rotating=rotating, key_id=key_id, jti=jti)
+        self.observer.token_issued("refresh_token", key_id=key_id, jti=jti)
 
     def _refresh_grant(
         self,
@@ -1318,6 +1380,24 @@ def _could_be_account(email: str) -> bool:
     except InvalidRequestError:
         return False
     return True
+
+
+_REFRESH_REFUSALS: Final = {
+    RefreshDecision.EXPIRED: "expired_refresh_token",
+    RefreshDecision.REVOKED: "revoked_refresh_token",
+    RefreshDecision.REPLAY_IN_GRACE: "refresh_token_replayed",
+}
+
+
+def _key_refusal(record: ApiKeyRecord, identifier: str | None, now: datetime) -> str | None:
+    """Why a stored API key may not authenticate (an observer reason), or None if it may."""
+    if record.revoked_at is not None:
+        return "revoked_key"
+    if not record.is_usable(now):
+        return "expired_key"
+    if identifier is not None and identifier != record.identifier:
+        return "identifier_mismatch"
+    return None
 
 
 def _parse_or_invalid(value: str, kind: SecretKind, message: str) -> ParsedSecret:

@@ -8,16 +8,19 @@ exit status 0: a graceful shutdown.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import signal
 import socket
 import subprocess
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.serve_fixtures import (
     START_DEADLINE,
@@ -255,18 +258,27 @@ def test_admin_off_loopback_with_token_requires_it(keyturn_server: Serve) -> Non
     assert server.stop() == 0
 
 
+def summed_metrics(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Samples of a scrape by name and sorted labels; a ``status`` label is summed away."""
+    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = tuple(sorted((k, v) for k, v in sample.labels.items() if k != "status"))
+            if sample.labels.get("status", "200") == "200":
+                key = (sample.name, labels)
+                samples[key] = samples.get(key, 0.0) + sample.value
+    return samples
+
+
 def _worker_pids(log: str) -> set[str]:
-    return {
-        line.rsplit("[", 1)[1].rstrip("]")
-        for line in log.splitlines()
-        if "Started server process [" in line
-    }
+    return set(re.findall(r"Started server process \[(\d+)\]", log))
 
 
 def test_two_workers_share_the_database(keyturn_server: Serve) -> None:
     """``--workers 2``: two processes serve both listeners from one SQLite database; tokens
-    from either validate on either, and SIGTERM stops both gracefully."""
-    server = keyturn_server(args=["--workers", "2"])
+    from either validate on either, any worker's ``/metrics`` sums both workers', and
+    SIGTERM stops both gracefully."""
+    server = keyturn_server(args=["--workers", "2"], env={"KEYTURN_DATABASE_POOL_SIZE": "3"})
     server.wait_for_log(lambda log: len(_worker_pids(log)) == 2)
     key, identifier = legacy_key()
     response = httpx.post(
@@ -283,6 +295,17 @@ def test_two_workers_share_the_database(keyturn_server: Serve) -> None:
     for token in tokens:
         response = httpx.post(f"{server.public}/validate", json={"jwt": token})
         assert (response.status_code, response.json()) == (200, {"result": True})
+    for _ in range(3):  # each scrape is answered by one worker or the other
+        samples = summed_metrics(httpx.get(f"{server.admin}/metrics").text)
+        assert samples["keyturn_tokens_issued_total", (("grant", "api_key"),)] == 6
+        assert samples["keyturn_db_pool_size", ()] == 6  # 3 in each live worker
+    # The fast path's tallies reach the shared files when scraped or polled (every 2 s).
+    validated = ("keyturn_http_requests_total", (("listener", "public"), ("method", "POST")))
+    key = (validated[0], (*validated[1], ("route", "/validate")))
+    deadline = time.monotonic() + 10
+    while (count := summed_metrics(httpx.get(f"{server.admin}/metrics").text)[key]) != 6:
+        assert time.monotonic() < deadline, count
+        time.sleep(0.1)  # poll interval
     assert server.stop() == 0
     log = server.log()
     for pid in _worker_pids(log):

@@ -34,10 +34,12 @@ async def test_fast_path_matches_the_starlette_handler(
     await register_legacy_key(sqlite_admin)
     jwt = (await legacy_tokens(fast))["jwt"]
 
-    answered = await fast.get(path, headers=bearer(jwt))
-    expected = await slow.get(path, headers=bearer(jwt))
+    headers = {**bearer(jwt), "X-Request-ID": "gw-req-1"}
+    answered = await fast.get(path, headers=headers)
+    expected = await slow.get(path, headers=headers)
 
     assert answered.status_code == 200
+    assert answered.headers["x-request-id"] == "gw-req-1"
     assert _comparable(answered) == _comparable(expected)
 
 
@@ -94,8 +96,10 @@ async def test_post_validate_fast_path_matches_starlette(
         body = {"jwt": (await legacy_tokens(fast))["jwt"]}
     kwargs = {"content": body} if isinstance(body, str) else {"json": body}
 
-    answered = await fast.post("/validate", **kwargs)  # type: ignore[arg-type]
-    expected = await slow.post("/validate", **kwargs)  # type: ignore[arg-type]
+    headers = {"X-Request-ID": "gw-req-2"}
+    answered = await fast.post("/validate", headers=headers, **kwargs)  # type: ignore[arg-type]
+    expected = await slow.post("/validate", headers=headers, **kwargs)  # type: ignore[arg-type]
 
     assert answered.status_code == status
+    assert answered.headers["x-request-id"] == "gw-req-2"
     assert _comparable(answered) == _comparable(expected)

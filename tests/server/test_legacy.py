@@ -36,8 +36,9 @@ NO_STORE = {"cache-control": "no-store", "pragma": "no-cache"}
 
 
 def wire(response: httpx.Response) -> tuple[int, bytes, list[tuple[str, str]]]:
-    """Everything a client can observe about a response."""
-    return response.status_code, response.content, list(response.headers.multi_items())
+    """Everything a client can observe about a response but its own request id (T-BF-01)."""
+    headers = [(k, v) for k, v in response.headers.multi_items() if k != "x-request-id"]
+    return response.status_code, response.content, headers
 
 
 # -- /authenticate -------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -26,10 +27,13 @@ from keyturn.core.tokens import VerifiedToken
 from keyturn.errors import KeyturnError
 from keyturn.server import admin, legacy, login, v1
 from keyturn.server.errors import problem
+from keyturn.server.logs import ACCESS_LOGGER, REQUEST_ID_HEADER, sane_request_id
+from keyturn.server.metrics import metrics_endpoint
 from keyturn.server.models import MAX_TOKEN
 from keyturn.server.openapi import docs_page, openapi_document
 from keyturn.server.requests import MAX_BODY_BYTES
 from keyturn.server.state import KeyturnState, is_loopback
+from keyturn.server.telemetry import RequestTelemetry, request_header
 
 __all__ = ["build_admin_app", "build_public_app", "create_app"]
 
@@ -123,9 +127,18 @@ def build_public_app(state: KeyturnState) -> ASGIApp:
     if settings.legacy_admin_on_public and not settings.disable_admin_api:
         routes += legacy.admin_routes(prefix)
     app = _starlette(state, routes, trusted_admin=False, title="Keyturn public API")
+    quiet = {f"{prefix}{path}" for path in _QUIET_PUBLIC}
+    observed = RequestTelemetry(
+        app, metrics=state.metrics, listener="public", quiet_routes=frozenset(quiet)
+    )
     if settings.disable_public_api:
-        return app
-    return GatewayFastPath(app, state=state)
+        return observed
+    return GatewayFastPath(observed, state=state)
+
+
+#: Routes whose successful answers are logged at DEBUG (gateways and probes call them).
+_QUIET_PUBLIC = ("/validate_request", "/v1/validate", "/validate", "/healthz", "/readyz", "/health")
+_QUIET_ADMIN = ("/healthz", "/readyz", "/metrics")
 
 
 class GatewayFastPath:
@@ -133,21 +146,48 @@ class GatewayFastPath:
 
     Gateways call these on every request, and a cached verification costs ~1 µs while
     Starlette's routing, request and response objects cost ~50 µs. Only the success path
-    is taken here, with exactly the response the Starlette handler would send; anything
-    else (no or bad token, a ``?scope=`` query, another route) falls through to Starlette,
-    which renders it.
+    is taken here, with exactly the response the Starlette handler would send (plus its
+    ``X-Request-ID``); anything else (no or bad token, a ``?scope=`` query, another
+    route) falls through to `RequestTelemetry` and Starlette, which render it.
+
+    Each answer here is counted in a lock-free `RouteTally` (~0.3 µs; flushed into the
+    metrics when scraped and every poll) and logged at DEBUG only.
     """
 
     def __init__(self, app: ASGIApp, *, state: KeyturnState) -> None:
         self.app = app
-        self._service = state.service
+        # The verifier itself: a token refused here is counted once, by the fallback.
+        self._verify = state.service.verifier.verify
         prefix = state.settings.url_prefix
         self._legacy = f"{prefix}/validate_request"
         self._v1 = f"{prefix}/v1/validate"
         self._post = f"{prefix}/validate"
+        self._tallies = {
+            (method, route): state.metrics.tally("public", method, route, 200)
+            for method, route in (("GET", self._legacy), ("GET", self._v1), ("POST", self._post))
+        }
+
+    def _done(self, method: str, route: str, started: float, request_id: bytes, jti: str) -> None:
+        """Count a request answered here; log it when DEBUG is on."""
+        seconds = time.perf_counter() - started
+        self._tallies[method, route].add(seconds)
+        if ACCESS_LOGGER.isEnabledFor(logging.DEBUG):
+            ACCESS_LOGGER.debug(
+                "request",
+                extra={
+                    "request_id": request_id.decode("ascii"),
+                    "listener": "public",
+                    "method": method,
+                    "route": route,
+                    "status": 200,
+                    "duration_ms": round(seconds * 1000, 3),
+                    "jti": jti,
+                },
+            )
 
     async def _validate_body(self, scope: Scope, receive: Receive, send: Send) -> None:
         """``POST /validate {"jwt"}``: answer a valid token here, replay anything else."""
+        started = time.perf_counter()
         chunks: list[bytes] = []
         size = 0
         more = True
@@ -164,10 +204,12 @@ class GatewayFastPath:
             token = _jwt_field(body)
             if token is not None:
                 try:
-                    self._service.validate(token)
+                    verified = self._verify(token)
                 except KeyturnError:
                     pass
                 else:
+                    raw_id = request_header(scope["headers"], REQUEST_ID_HEADER)
+                    request_id = sane_request_id(raw_id)
                     await send(
                         {
                             "type": "http.response.start",
@@ -175,10 +217,12 @@ class GatewayFastPath:
                             "headers": [
                                 (b"content-length", b"15"),
                                 (b"content-type", b"application/json"),
+                                (REQUEST_ID_HEADER, request_id),
                             ],
                         }
                     )
                     await send({"type": "http.response.body", "body": b'{"result":true}'})
+                    self._done("POST", self._post, started, request_id, verified.jti)
                     return
         replayed = False
 
@@ -198,25 +242,33 @@ class GatewayFastPath:
         if scope["type"] == "http" and scope["method"] == "GET" and not scope["query_string"]:
             path = scope["path"]
             if path in (self._legacy, self._v1):
-                token = _bearer(scope["headers"])
+                started = time.perf_counter()
+                token, raw_id = _bearer_and_request_id(scope["headers"])
                 verified = None
                 if token is not None:
                     try:
-                        verified = self._service.validate(token)
+                        verified = self._verify(token)
                     except KeyturnError:
                         verified = None
                 if verified is not None:
+                    request_id = sane_request_id(raw_id)
                     if path == self._legacy:
                         headers = [
                             (b"content-length", b"2"),
                             (b"content-type", b"application/json"),
+                            (REQUEST_ID_HEADER, request_id),
                         ]
                         body = b"{}"
                     else:
-                        headers = [(b"content-length", b"0"), *_identity_headers(verified)]
+                        headers = [
+                            (b"content-length", b"0"),
+                            *_identity_headers(verified),
+                            (REQUEST_ID_HEADER, request_id),
+                        ]
                         body = b""
                     await send({"type": "http.response.start", "status": 200, "headers": headers})
                     await send({"type": "http.response.body", "body": body})
+                    self._done("GET", path, started, request_id, verified.jti)
                     return
         await self.app(scope, receive, send)
 
@@ -243,15 +295,24 @@ def _jwt_field(body: bytes) -> str | None:
     return token if type(token) is str and len(token) <= MAX_TOKEN else None
 
 
-def _bearer(headers: list[tuple[bytes, bytes]]) -> str | None:
+def _bearer_and_request_id(
+    headers: list[tuple[bytes, bytes]],
+) -> tuple[str | None, bytes | None]:
+    """The bearer token (None if absent or malformed) and the raw ``X-Request-ID``."""
+    authorization = request_id = None
     for name, value in headers:
         if name == b"authorization":
-            scheme, _, token = value.partition(b" ")
-            token = token.strip()
-            if scheme.lower() != b"bearer" or not token or b" " in token:
-                return None
-            return token.decode("latin-1")
-    return None
+            if authorization is None:
+                authorization = value
+        elif name == REQUEST_ID_HEADER and request_id is None:
+            request_id = value
+    if authorization is None:
+        return None, request_id
+    scheme, _, token = authorization.partition(b" ")
+    token = token.strip()
+    if scheme.lower() != b"bearer" or not token or b" " in token:
+        return None, request_id
+    return token.decode("latin-1"), request_id
 
 
 def _identity_headers(verified: VerifiedToken) -> list[tuple[bytes, bytes]]:
@@ -268,11 +329,17 @@ def build_admin_app(state: KeyturnState) -> ASGIApp:
     routes = (
         legacy.admin_routes(prefix)
         + admin.routes(prefix)
-        + [Route(f"{prefix}/v1/introspect", v1.introspect, methods=["POST"])]
+        + [
+            Route(f"{prefix}/v1/introspect", v1.introspect, methods=["POST"]),
+            Route(f"{prefix}/metrics", metrics_endpoint, methods=["GET"]),
+        ]
         + _health_routes(prefix)
     )
     app = _starlette(state, routes, trusted_admin=True, title="Keyturn admin API")
-    return AdminGuard(app, state=state)
+    quiet = frozenset(f"{prefix}{path}" for path in _QUIET_ADMIN)
+    return RequestTelemetry(
+        AdminGuard(app, state=state), metrics=state.metrics, listener="admin", quiet_routes=quiet
+    )
 
 
 class AdminGuard:
@@ -285,6 +352,7 @@ class AdminGuard:
 
     def __init__(self, app: ASGIApp, *, state: KeyturnState) -> None:
         self.app = app
+        self._metrics = state.metrics
         token = state.settings.admin_token
         self._token = None if token is None else token.get_secret_value().encode()
         self._open = {f"{state.settings.url_prefix}/healthz", f"{state.settings.url_prefix}/readyz"}
@@ -293,6 +361,7 @@ class AdminGuard:
         if scope["type"] != "http" or scope["path"] in self._open or self._allowed(scope):
             await self.app(scope, receive, send)
             return
+        self._metrics.authentication_failed("admin_credential")
         response = problem(
             401,
             "Unauthorized",

@@ -43,6 +43,7 @@ from keyturn.server.models import (
 )
 from keyturn.server.requests import bearer_token, read_json, read_model
 from keyturn.server.state import KeyturnState
+from keyturn.server.telemetry import REQUEST_ID_SCOPE_KEY
 
 __all__ = ["admin_routes", "public_routes"]
 
@@ -169,8 +170,9 @@ async def is_key_registered(request: Request) -> Response:
 
 
 def _request_id(request: Request) -> str | None:
-    value = request.headers.get("x-request-id")
-    return value[:128] if value else None
+    """The request id `RequestTelemetry` chose (the sane ``X-Request-ID``, or a new one)."""
+    value = request.scope.get(REQUEST_ID_SCOPE_KEY)
+    return value if isinstance(value, str) else None
 
 
 def _key_bucket(key: str) -> str:

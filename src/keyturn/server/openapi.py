@@ -313,6 +313,14 @@ OPERATIONS: dict[tuple[str, str], _Op] = {
         "health",
         responses={"200": _body({"type": "object"}), "503": _PROBLEMS["503"]},
     ),
+    ("get", "/metrics"): _Op(
+        "Prometheus metrics (text exposition format; docs/operations.md)",
+        "admin",
+        responses={
+            "200": _body({"type": "string"}, "text/plain"),
+            **{c: _PROBLEMS[c] for c in ("401",)},
+        },
+    ),
     ("post", "/v1/admin/keys"): _Op(
         "Create an API key (the secret is returned once)",
         "admin",

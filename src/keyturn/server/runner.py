@@ -3,8 +3,12 @@
 The parent binds both sockets, prepares shared state once (migrations, generated
 secrets, the first signing key), then runs the listeners itself (one worker) or hands
 the sockets to N spawned workers. Each worker serves both listeners from one event loop
-and one `KeyturnState`. SIGTERM/SIGINT stop accepting, let in-flight requests finish,
-then release the database.
+and one `KeyturnState`. SIGTERM/SIGINT stop accepting, let in-flight requests finish
+(for at most ``shutdown_timeout`` seconds, then they are cancelled), stop the pollers
+and dispose of the database engine.
+
+With N workers the runner gives them one fresh ``PROMETHEUS_MULTIPROC_DIR`` (removed when
+the server stops) so ``/metrics`` sums every worker's counters (`keyturn.server.metrics`).
 """
 
 from __future__ import annotations
@@ -14,10 +18,12 @@ import contextlib
 import logging
 import multiprocessing
 import multiprocessing.connection
+import os
+import shutil
 import signal
 import socket
-import sys
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import uvicorn
@@ -25,6 +31,8 @@ import uvicorn
 from keyturn.config import Settings
 from keyturn.errors import KeyturnError
 from keyturn.server.app import build_admin_app, build_public_app
+from keyturn.server.logs import configure_logging
+from keyturn.server.metrics import clean_multiprocess_dir
 from keyturn.server.state import KeyturnState, is_loopback
 
 __all__ = ["ServeError", "bind", "check_admin_exposure", "serve"]
@@ -88,7 +96,7 @@ def _config(app: Any, settings: Settings, *, trust_proxies: bool) -> uvicorn.Con
         date_header=True,
         proxy_headers=trust_proxies,
         forwarded_allow_ips=settings.forwarded_allow_ips if trust_proxies else "",
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=settings.shutdown_timeout,
         http="httptools",
     )
 
@@ -109,6 +117,7 @@ async def _serve(settings: Settings, sockets: dict[str, socket.socket]) -> None:
         await asyncio.gather(*(server.serve(sockets=[sock]) for server, sock in servers))
     finally:
         await state.close()
+        logger.info("keyturn stopped: requests finished, pollers stopped, database released")
 
 
 def _stop(servers: list[_Server]) -> None:
@@ -126,7 +135,7 @@ def _run_loop(settings: Settings, sockets: dict[str, socket.socket]) -> None:
 
 
 def _worker(settings: Settings, sockets: dict[str, socket.socket]) -> None:
-    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr)
+    configure_logging(settings.log_level, settings.log_format)
     _run_loop(settings, sockets)
 
 
@@ -139,10 +148,13 @@ async def _prepare(settings: Settings) -> None:
 def serve(settings: Settings, *, workers: int | None = None) -> None:
     """Run Keyturn until SIGINT/SIGTERM.
 
+    Logging is configured here (``log_level``, ``log_format``) for every process.
+
     Raises:
         ServeError: unsafe admin exposure, or a port that cannot be bound.
         KeyturnError: storage, secrets or keys are unusable.
     """
+    configure_logging(settings.log_level, settings.log_format)
     check_admin_exposure(settings)
     if settings.legacy_admin_on_public and not settings.disable_admin_api:
         logger.warning(
@@ -166,13 +178,35 @@ def serve(settings: Settings, *, workers: int | None = None) -> None:
             context.Process(target=_worker, args=(settings, sockets), daemon=False)
             for _ in range(count)
         ]
-        _run_workers(processes)
+        with _metrics_directory() as directory:
+            _run_workers(processes, on_exit=lambda pid: clean_multiprocess_dir(directory, pid))
     finally:
         for sock in sockets.values():
             sock.close()
 
 
-def _run_workers(processes: list[Any]) -> None:
+@contextlib.contextmanager
+def _metrics_directory() -> Iterator[str]:
+    """A fresh ``PROMETHEUS_MULTIPROC_DIR`` for the workers, removed afterwards.
+
+    Set in this process's environment, which spawned workers inherit; a stale directory
+    would add a previous run's counts to this one's.
+    """
+    variable = "PROMETHEUS_MULTIPROC_DIR"
+    previous = os.environ.get(variable)
+    directory = tempfile.mkdtemp(prefix="keyturn-metrics-")
+    os.environ[variable] = directory
+    try:
+        yield directory
+    finally:
+        if previous is None:
+            os.environ.pop(variable, None)
+        else:
+            os.environ[variable] = previous
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _run_workers(processes: list[Any], on_exit: Callable[[int], None] = lambda pid: None) -> None:
     """Start the workers, forward SIGTERM/SIGINT to them, and wait for all to exit.
 
     The signal handlers are in place before the first worker starts, so a SIGTERM that
@@ -211,6 +245,7 @@ def _run_workers(processes: list[Any]) -> None:
         for process in [process for process in pending if process.sentinel in ready]:
             process.join()
             pending.remove(process)
+            on_exit(process.pid)
             if not stopping:
                 crashed.append(f"worker {process.pid} exited with code {process.exitcode}")
                 logger.error("%s; stopping the other workers", crashed[-1])

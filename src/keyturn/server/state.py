@@ -25,6 +25,7 @@ from keyturn.core.signing import SigningKey
 from keyturn.core.throttle import login_buckets
 from keyturn.errors import KeyturnError
 from keyturn.server.errors import RateLimitedError
+from keyturn.server.metrics import PrometheusObserver, ServerMetrics
 from keyturn.server.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from keyturn.server_secrets import load_server_secrets
 from keyturn.service import KeyturnService, utc_now
@@ -63,6 +64,7 @@ class KeyturnState:
     service: KeyturnService
     storage: SQLStorage
     limiter: RateLimiter
+    metrics: ServerMetrics = field(default_factory=ServerMetrics)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -91,6 +93,7 @@ class KeyturnState:
             # again when returned, and that churn cost PostgreSQL most of a core.
             max_overflow=0,
         )
+        metrics = ServerMetrics()
         try:
             secrets = load_server_secrets(
                 settings.data_dir,
@@ -113,6 +116,7 @@ class KeyturnState:
                 clock=clock,
                 password_hasher=password_hasher,
                 password_concurrency=settings.password_hash_concurrency,
+                observer=PrometheusObserver(metrics),
             )
             imported = _configured_signing_key(settings)
             if imported is not None:
@@ -126,7 +130,10 @@ class KeyturnState:
             if settings.redis_url is not None
             else MemoryRateLimiter(clock=lambda: clock().timestamp())
         )
-        state = cls(settings=settings, service=service, storage=storage, limiter=limiter)
+        metrics.attach(service, storage.engine)
+        state = cls(
+            settings=settings, service=service, storage=storage, limiter=limiter, metrics=metrics
+        )
         if background:
             state._tasks = [
                 asyncio.create_task(state._every(settings.poll_interval, state._poll)),
@@ -135,18 +142,27 @@ class KeyturnState:
         return state
 
     async def close(self) -> None:
-        """Stop polling and release the database and the rate limiter."""
+        """Stop polling, then release the rate limiter and the database (engine disposed)."""
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        self._tasks = []
+        self.metrics.flush()  # with several workers, counts left here would be lost
         await self.limiter.close()
         await self.storage.close()
+
+    @property
+    def background_tasks(self) -> tuple[asyncio.Task[None], ...]:
+        """The pollers running (empty once closed, or when opened without them)."""
+        return tuple(self._tasks)
 
     async def _poll(self) -> None:
         # Every instance activates a due signing key (storage lets one activation in), so
         # the new key signs on time without waiting for the next maintenance run.
+        self.metrics.flush()
+        self.metrics.sample_pool()
         await self.service.reload_revocations()
         if not await self.service.activate_due_signing_keys():
             await self.service.reload_signing_keys()
@@ -170,12 +186,13 @@ class KeyturnState:
         settings = self.settings
         if not settings.rate_limit_enabled:
             return
-        buckets = [(f"addr:{client_address(request)}", settings.rate_limit_per_address)]
+        buckets = [("address", f"addr:{client_address(request)}", settings.rate_limit_per_address)]
         if key_bucket is not None:
-            buckets.append((f"key:{key_bucket}", settings.rate_limit_per_key))
-        for bucket, limit in buckets:
+            buckets.append(("key", f"key:{key_bucket}", settings.rate_limit_per_key))
+        for kind, bucket, limit in buckets:
             wait = await self.limiter.hit(bucket, limit=limit, window=60)
             if wait is not None:
+                self.metrics.rate_limit_hit(kind)
                 raise RateLimitedError("too many requests; retry later", retry_after=wait)
 
     async def check_login_rate(self, request: Request, email: str) -> None:
@@ -192,6 +209,7 @@ class KeyturnState:
         for bucket in buckets:
             wait = await self.limiter.hit(bucket.name, limit=bucket.limit, window=bucket.window)
             if wait is not None:
+                self.metrics.rate_limit_hit("login")
                 # Stop here: a refused attempt is not charged to the wider counters, so one
                 # address hammering one account never fills that account's own counter.
                 raise RateLimitedError("too many login attempts; retry later", retry_after=wait)

@@ -1,0 +1,107 @@
+"""Per-request telemetry: the request id, the access log line and the HTTP metrics.
+
+`RequestTelemetry` wraps a listener's Starlette app. For every HTTP request it takes or
+makes the request id, binds it into the log context, returns it as ``X-Request-ID`` on
+the response (errors included), and when the response is done counts it and writes one
+access line (`keyturn.server.logs.ACCESS_LOGGER`). The route label is the template
+Starlette routed to (never the raw path), ``unmatched`` when none was.
+
+Successful answers of the *quiet* routes (gateway validations, health checks, metrics
+scrapes) are logged at DEBUG: a gateway calls them on every request of its own. Every
+other request is logged at INFO.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Final
+
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from keyturn.server.logs import ACCESS_LOGGER, REQUEST_ID_HEADER, sane_request_id
+from keyturn.server.metrics import UNMATCHED_ROUTE, ServerMetrics, method_label
+
+__all__ = ["REQUEST_ID_SCOPE_KEY", "RequestTelemetry", "request_header"]
+
+#: Where the request id of a request is kept in its ASGI scope (a ``str``).
+REQUEST_ID_SCOPE_KEY: Final = "keyturn.request_id"
+
+
+def request_header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    """The first value of header ``name`` (lower-case), or None."""
+    for key, value in headers:
+        if key == name:
+            return value
+    return None
+
+
+class RequestTelemetry:
+    """Request id, access log and metrics around one listener's app."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        metrics: ServerMetrics,
+        listener: str,
+        quiet_routes: frozenset[str] = frozenset(),
+    ) -> None:
+        self.app = app
+        self._metrics = metrics
+        self._listener = listener
+        self._quiet = quiet_routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = sane_request_id(request_header(scope["headers"], REQUEST_ID_HEADER))
+        text_id = request_id.decode("ascii")
+        # A copy: the router records the matched route in it, and an outer one's is stale.
+        scope = {**scope, "route": None, REQUEST_ID_SCOPE_KEY: text_id}
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=text_id)
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = [*message.get("headers", ()), (REQUEST_ID_HEADER, request_id)]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            self._record(scope, status, time.perf_counter() - started)
+            structlog.contextvars.clear_contextvars()
+
+    def _record(self, scope: Scope, status: int, seconds: float) -> None:
+        route_object: Any = scope.get("route")
+        route = getattr(route_object, "path", None)
+        if not isinstance(route, str):
+            route = UNMATCHED_ROUTE
+        method = method_label(scope["method"])
+        metrics = self._metrics
+        metrics.requests.labels(self._listener, method, route, str(status)).inc()
+        metrics.duration.labels(self._listener, route).observe(seconds)
+        level = logging.DEBUG if route in self._quiet and status < 400 else logging.INFO
+        if ACCESS_LOGGER.isEnabledFor(level):
+            ACCESS_LOGGER.log(
+                level,
+                "request",
+                extra={
+                    "listener": self._listener,
+                    "method": method,
+                    "route": route,
+                    "status": status,
+                    "duration_ms": round(seconds * 1000, 3),
+                },
+            )
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.app, name)
