@@ -103,3 +103,23 @@ async def test_post_validate_fast_path_matches_starlette(
     assert answered.status_code == status
     assert answered.headers["x-request-id"] == "gw-req-2"
     assert _comparable(answered) == _comparable(expected)
+
+
+@pytest.mark.parametrize("path", ["/jwks", "/.well-known/jwks.json"])
+async def test_jwks_fast_path_matches_starlette_and_follows_rotation(
+    sqlite_state: KeyturnState, make_client: MakeClient, path: str
+) -> None:
+    app = build_public_app(sqlite_state)
+    assert isinstance(app, GatewayFastPath)
+    fast, slow = make_client(app, peer=REMOTE), make_client(app.app, peer=REMOTE)
+    headers = {"X-Request-ID": "jwks-1"}
+
+    before = await fast.get(path, headers=headers)
+    assert _comparable(before) == _comparable(await slow.get(path, headers=headers))
+    await sqlite_state.service.rotate_signing_key()
+    after = await fast.get(path, headers=headers)
+
+    assert before.status_code == after.status_code == 200
+    assert after.headers["x-request-id"] == "jwks-1"
+    assert _comparable(after) == _comparable(await slow.get(path, headers=headers))
+    assert len(after.json()["keys"]) == len(before.json()["keys"]) + 1

@@ -142,7 +142,8 @@ _QUIET_ADMIN = ("/healthz", "/readyz", "/metrics")
 
 
 class GatewayFastPath:
-    """Answers a *valid* ``GET /validate_request``, ``GET /v1/validate`` or ``POST /validate``.
+    """Answers a *valid* ``GET /validate_request``, ``GET /v1/validate`` or ``POST /validate``,
+    and the JWK Set (``GET /jwks``, ``GET /.well-known/jwks.json``).
 
     Gateways call these on every request, and a cached verification costs ~1 µs while
     Starlette's routing, request and response objects cost ~50 µs. Only the success path
@@ -162,12 +163,31 @@ class GatewayFastPath:
         self._legacy = f"{prefix}/validate_request"
         self._v1 = f"{prefix}/v1/validate"
         self._post = f"{prefix}/validate"
+        # The JWK Set, rendered once per key set (a reload installs a new one): path ->
+        # the Content-Type and Cache-Control its Starlette handler sends.
+        self._service = state.service
+        self._jwks_routes = {
+            f"{prefix}/jwks": (b"application/json", b"max-age=300"),
+            f"{prefix}/.well-known/jwks.json": (
+                b"application/jwk-set+json",
+                b"public, max-age=300",
+            ),
+        }
+        self._jwks_for: object = None
+        self._jwks_body = b""
         self._tallies = {
             (method, route): state.metrics.tally("public", method, route, 200)
-            for method, route in (("GET", self._legacy), ("GET", self._v1), ("POST", self._post))
+            for method, route in (
+                ("GET", self._legacy),
+                ("GET", self._v1),
+                ("POST", self._post),
+                *(("GET", path) for path in self._jwks_routes),
+            )
         }
 
-    def _done(self, method: str, route: str, started: float, request_id: bytes, jti: str) -> None:
+    def _done(
+        self, method: str, route: str, started: float, request_id: bytes, jti: str | None
+    ) -> None:
         """Count a request answered here; log it when DEBUG is on."""
         seconds = time.perf_counter() - started
         self._tallies[method, route].add(seconds)
@@ -181,9 +201,31 @@ class GatewayFastPath:
                     "route": route,
                     "status": 200,
                     "duration_ms": round(seconds * 1000, 3),
-                    "jti": jti,
+                    **({} if jti is None else {"jti": jti}),
                 },
             )
+
+    async def _jwks(self, path: str, scope: Scope, send: Send) -> None:
+        """``GET /jwks`` and ``GET /.well-known/jwks.json``: the same bytes Starlette sends."""
+        started = time.perf_counter()
+        keys = self._service.key_set
+        if keys is not self._jwks_for:
+            self._jwks_body = json.dumps(
+                dict(keys.jwks()), ensure_ascii=False, allow_nan=False, separators=(",", ":")
+            ).encode("utf-8")
+            self._jwks_for = keys
+        body = self._jwks_body
+        content_type, cache_control = self._jwks_routes[path]
+        request_id = sane_request_id(request_header(scope["headers"], REQUEST_ID_HEADER))
+        headers = [
+            (b"cache-control", cache_control),
+            (b"content-length", str(len(body)).encode("ascii")),
+            (b"content-type", content_type),
+            (REQUEST_ID_HEADER, request_id),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        self._done("GET", path, started, request_id, None)
 
     async def _validate_body(self, scope: Scope, receive: Receive, send: Send) -> None:
         """``POST /validate {"jwt"}``: answer a valid token here, replay anything else."""
@@ -241,6 +283,9 @@ class GatewayFastPath:
             return
         if scope["type"] == "http" and scope["method"] == "GET" and not scope["query_string"]:
             path = scope["path"]
+            if path in self._jwks_routes:
+                await self._jwks(path, scope, send)
+                return
             if path in (self._legacy, self._v1):
                 started = time.perf_counter()
                 token, raw_id = _bearer_and_request_id(scope["headers"])

@@ -21,7 +21,7 @@ import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keyturn.server.logs import ACCESS_LOGGER, REQUEST_ID_HEADER, sane_request_id
-from keyturn.server.metrics import UNMATCHED_ROUTE, ServerMetrics, method_label
+from keyturn.server.metrics import UNMATCHED_ROUTE, RouteTally, ServerMetrics, method_label
 
 __all__ = ["REQUEST_ID_SCOPE_KEY", "RequestTelemetry", "request_header"]
 
@@ -52,6 +52,9 @@ class RequestTelemetry:
         self._metrics = metrics
         self._listener = listener
         self._quiet = quiet_routes
+        # Lock-free tallies per (method, route, status), flushed into the metrics on scrape:
+        # a labelled Counter.inc plus Histogram.observe cost ~5 µs a request.
+        self._tallies: dict[tuple[str, str, int], RouteTally] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -62,7 +65,8 @@ class RequestTelemetry:
         text_id = request_id.decode("ascii")
         # A copy: the router records the matched route in it, and an outer one's is stale.
         scope = {**scope, "route": None, REQUEST_ID_SCOPE_KEY: text_id}
-        structlog.contextvars.clear_contextvars()
+        # Each request runs in its own task, hence its own copy of the context: binding here
+        # never leaks into another request, and nothing needs clearing afterwards.
         structlog.contextvars.bind_contextvars(request_id=text_id)
         status = 500
 
@@ -78,7 +82,6 @@ class RequestTelemetry:
             await self.app(scope, receive, send_with_id)
         finally:
             self._record(scope, status, time.perf_counter() - started)
-            structlog.contextvars.clear_contextvars()
 
     def _record(self, scope: Scope, status: int, seconds: float) -> None:
         route_object: Any = scope.get("route")
@@ -86,9 +89,11 @@ class RequestTelemetry:
         if not isinstance(route, str):
             route = UNMATCHED_ROUTE
         method = method_label(scope["method"])
-        metrics = self._metrics
-        metrics.requests.labels(self._listener, method, route, str(status)).inc()
-        metrics.duration.labels(self._listener, route).observe(seconds)
+        tally = self._tallies.get((method, route, status))
+        if tally is None:
+            tally = self._metrics.tally(self._listener, method, route, status)
+            self._tallies[(method, route, status)] = tally
+        tally.add(seconds)
         level = logging.DEBUG if route in self._quiet and status < 400 else logging.INFO
         if ACCESS_LOGGER.isEnabledFor(level):
             ACCESS_LOGGER.log(
