@@ -138,7 +138,9 @@ async def test_unknown_email_and_wrong_password_are_byte_identical(
     wrong = await public.post(path, data={"email": "alice@example.com", "password": WRONG})
 
     assert unknown.status_code == wrong.status_code == 400
-    assert unknown.headers.raw == wrong.headers.raw
+    # Every response carries its own X-Request-ID; nothing else may differ.
+    assert _without_request_id(unknown.headers.raw) == _without_request_id(wrong.headers.raw)
+    assert unknown.headers["x-request-id"] != wrong.headers["x-request-id"]
     assert unknown.content == wrong.content
 
 
@@ -491,3 +493,7 @@ async def test_passwords_never_appear_in_logs_or_audit_rows(
     ours = [r.getMessage() for r in caplog.records if not r.name.startswith("aiosqlite")]
     assert not [line for line in ours if "$argon2id$" in line]
     assert "$argon2id$" not in audit.text
+
+
+def _without_request_id(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    return [(name, value) for name, value in raw if name.lower() != b"x-request-id"]
