@@ -27,9 +27,9 @@ from typing import Any, Final, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
-from sqlalchemy.sql.compiler import SQLCompiler
 
 from keyturn.errors import ConflictError, StorageUnavailableError
+from keyturn.storage._prebuilt import PrebuiltStatement
 
 __all__ = ["CHECKPOINT_EVERY", "Busy", "LiteConnection", "LitePath", "LiteStatement"]
 
@@ -50,50 +50,19 @@ class Busy(Exception):  # noqa: N818 -- a signal to fall back, not an error
     """Another connection holds the write lock: run the verb on the pooled path instead."""
 
 
-class LiteStatement:
+class LiteStatement(PrebuiltStatement):
     """A prebuilt statement rendered once for SQLite, with its bind and result processing."""
 
-    __slots__ = ("_binds", "_results", "sql")
+    __slots__ = ("_results",)
 
     def __init__(self, statement: sa.ClauseElement, dialect: Dialect) -> None:
-        compiled = statement.compile(dialect=dialect)
-        if not isinstance(compiled, SQLCompiler):  # pragma: no cover - DML and SELECT are
-            raise TypeError(f"cannot render {type(statement).__name__} for SQLite")
-        names = compiled.positiontup
-        if names is None:  # pragma: no cover - sqlite3's paramstyle is qmark
-            raise ValueError("the dialect's paramstyle is not positional")
-        defaults = compiled.params  # values of literal binds, such as LIMIT 1
-        self.sql: Final = compiled.string
-        self._binds: Final = tuple(
-            (
-                name,
-                compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect),
-                defaults.get(name),
-            )
-            for name in names
-        )
         # The dialect's own implementation of each type, as SQLAlchemy's execution uses:
         # SQLite keeps datetimes as text, JSON as text, booleans as integers.
+        super().__init__(statement, dialect, dialect_types=True)
         columns = getattr(statement, "exported_columns", ())
         self._results: Final = tuple(
             column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
         )
-
-    def arguments(self, params: Mapping[str, Any]) -> list[Any]:
-        """The positional arguments for ``params``, through the types' bind processors.
-
-        A value its type refuses (a naive datetime, ``detail`` that is not JSON) raises
-        `sqlalchemy.exc.StatementError`, as on the SQLAlchemy path, before anything runs.
-        """
-        arguments = []
-        try:
-            for name, process, default in self._binds:
-                value = params.get(name, default)
-                arguments.append(value if process is None else process(value))
-        except Exception as exc:
-            reason = f"({type(exc).__module__}.{type(exc).__qualname__}) {exc}"
-            raise sa.exc.StatementError(reason, self.sql, None, exc, hide_parameters=True) from exc
-        return arguments
 
     def row(self, raw: Sequence[Any]) -> tuple[Any, ...]:
         """A result row with each column through its type's result processor."""

@@ -15,53 +15,26 @@ datetimes, and JSON decoded by the codec SQLAlchemy installs on every connection
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from typing import Any
 
 import asyncpg
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
-from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.util import await_only, greenlet_spawn
 
 from keyturn.storage._errors import driver_error, storage_error
+from keyturn.storage._prebuilt import PrebuiltStatement
 
 __all__ = ["FastPath", "FastStatement"]
 
 
-class FastStatement:
+class FastStatement(PrebuiltStatement):
     """A prebuilt statement rendered once for asyncpg, and its parameters in order."""
 
-    __slots__ = ("_binds", "sql")
+    __slots__ = ()
 
     def __init__(self, statement: sa.ClauseElement, dialect: Dialect) -> None:
-        compiled = statement.compile(dialect=dialect)
-        if not isinstance(compiled, SQLCompiler):  # pragma: no cover - DML and SELECT are
-            raise TypeError(f"cannot render {type(statement).__name__} for asyncpg")
-        names = compiled.positiontup
-        if names is None:  # pragma: no cover - asyncpg's paramstyle is positional
-            raise ValueError("the dialect's paramstyle is not positional")
-        defaults = compiled.params  # values of literal binds, such as LIMIT 1
-        self.sql: Final = compiled.string
-        self._binds: Final = tuple(
-            (name, compiled.binds[name].type.bind_processor(dialect), defaults.get(name))
-            for name in names
-        )
-
-    def arguments(self, params: Mapping[str, Any]) -> list[Any]:
-        """The positional arguments for ``params``, through the types' bind processors.
-
-        A value its type refuses (a naive datetime, ``detail`` that is not JSON) raises
-        `sqlalchemy.exc.StatementError`, as on the SQLAlchemy path, before anything is sent.
-        """
-        arguments = []
-        try:
-            for name, process, default in self._binds:
-                value = params.get(name, default)
-                arguments.append(value if process is None else process(value))
-        except Exception as exc:
-            reason = f"({type(exc).__module__}.{type(exc).__qualname__}) {exc}"
-            raise sa.exc.StatementError(reason, self.sql, None, exc, hide_parameters=True) from exc
-        return arguments
+        super().__init__(statement, dialect, dialect_types=False)
 
 
 async def send(connection: asyncpg.Connection, sql: str, arguments: Sequence[Any]) -> Any:
