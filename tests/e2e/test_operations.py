@@ -66,8 +66,38 @@ def v1_flow(public: httpx.Client, admin: httpx.Client) -> list[str]:
     return [*secrets, second["access_token"], second["refresh_token"]]
 
 
-#: Flows run in order; a login flow (passwords) joins this list when people log in.
-FLOWS: list[Flow] = [legacy_flow, v1_flow]
+def login_flow(public: httpx.Client, admin: httpx.Client) -> list[str]:
+    """People: create, log in (form and JSON), fail, refresh, change password, log out."""
+    password, new_password = "ops correct horse battery", "ops another long passphrase"
+    email = "ops.person@example.com"
+    created = admin.post("/v1/admin/users", json={"email": email, "password": password})
+    assert created.status_code == 201
+    user_id = created.json()["id"]
+    token = public.post("/login", data={"email": email, "password": password}).json()["token"]
+    session = public.post("/v1/login", json={"email": email, "password": password}).json()
+    wrong = {"email": email, "password": password + "!"}
+    assert public.post("/login", data=wrong).status_code == 400
+    refresh = {"grant_type": "refresh_token", "refresh_token": session["refresh_token"]}
+    rotated = public.post("/v1/token", data=refresh).json()
+    changed = admin.post(f"/v1/admin/users/{user_id}/password", json={"password": new_password})
+    assert changed.is_success
+    assert public.post("/v1/logout", data={"refresh_token": rotated["refresh_token"]}).is_success
+    again = {"grant_type": "refresh_token", "refresh_token": rotated["refresh_token"]}
+    assert public.post("/v1/token", data=again).status_code in (400, 401)  # logged out
+    return [
+        password,
+        new_password,
+        password + "!",
+        token,
+        session["access_token"],
+        session["refresh_token"],
+        rotated["access_token"],
+        rotated["refresh_token"],
+    ]
+
+
+#: Flows run in order, each returning the secrets it sent or received.
+FLOWS: list[Flow] = [legacy_flow, v1_flow, login_flow]
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -89,7 +119,8 @@ def spellings(secret: str) -> set[str]:
 
 
 def test_a_full_flow_logs_json_lines_without_a_secret(keyturn_server: StartServer) -> None:
-    """T-LOG-01 on the real server: every line is JSON; no key, token or signature leaks."""
+    """T-LOG-01 on the real server: every line is JSON; no key, token, password or signature
+    leaks."""
     server = keyturn_server(
         env={
             "KEYTURN_LOG_LEVEL": "debug",
