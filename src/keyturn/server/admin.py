@@ -17,7 +17,6 @@ from starlette.routing import Route
 from keyturn.core.records import ApiKeyRecord, SigningKeyState, UserRecord
 from keyturn.errors import InvalidRequestError, KeyturnError
 from keyturn.server.errors import NO_STORE, problem_for
-from keyturn.server.legacy import _request_id, _state
 from keyturn.server.models import (
     AuditEventOut,
     AuditPage,
@@ -34,7 +33,13 @@ from keyturn.server.models import (
     UserOut,
     UserPageOut,
 )
-from keyturn.server.requests import read_json, read_model, read_optional_json
+from keyturn.server.requests import (
+    keyturn_state,
+    read_json,
+    read_model,
+    read_optional_json,
+    request_id,
+)
 
 __all__ = ["routes"]
 
@@ -119,7 +124,7 @@ def _int_query(request: Request, name: str, default: int | None) -> int | None:
 async def create_key(request: Request) -> Response:
     """``POST /v1/admin/keys``."""
     body = read_model(CreateKeyRequest, await read_json(request))
-    created = await _state(request).service.create_key(
+    created = await keyturn_state(request).service.create_key(
         identifier=body.identifier,
         name=body.name,
         roles=body.roles,
@@ -128,7 +133,7 @@ async def create_key(request: Request) -> Response:
         metadata=body.metadata,
         expires_at=body.expires_at,
         actor=ACTOR,
-        request_id=_request_id(request),
+        request_id=request_id(request),
     )
     return _json(CreatedKeyOut(key=created.secret, record=key_out(created.record)), 201)
 
@@ -138,7 +143,7 @@ async def list_keys(request: Request) -> Response:
     """``GET /v1/admin/keys?limit=&after=&identifier=&include_revoked=``."""
     limit = _int_query(request, "limit", 50)
     assert limit is not None  # noqa: S101 -- has a default
-    page = await _state(request).service.list_keys(
+    page = await keyturn_state(request).service.list_keys(
         limit=limit,
         after=request.query_params.get("after"),
         identifier=request.query_params.get("identifier"),
@@ -150,7 +155,7 @@ async def list_keys(request: Request) -> Response:
 @_problems
 async def get_key(request: Request) -> Response:
     """``GET /v1/admin/keys/{key_id}``."""
-    record = await _state(request).service.get_key(request.path_params["key_id"])
+    record = await keyturn_state(request).service.get_key(request.path_params["key_id"])
     return _json(key_out(record))
 
 
@@ -158,11 +163,11 @@ async def get_key(request: Request) -> Response:
 async def revoke_key(request: Request) -> Response:
     """``POST /v1/admin/keys/{key_id}/revoke``: its refresh and access tokens die too."""
     body = read_model(RevokeKeyRequest, await read_optional_json(request))
-    record = await _state(request).service.revoke_key(
+    record = await keyturn_state(request).service.revoke_key(
         request.path_params["key_id"],
         reason=body.reason,
         actor=ACTOR,
-        request_id=_request_id(request),
+        request_id=request_id(request),
     )
     return _json(key_out(record))
 
@@ -172,11 +177,11 @@ async def rotate_key(request: Request) -> Response:
     """``POST /v1/admin/keys/{key_id}/rotate``: a new secret, shown once."""
     body = read_model(RotateKeyRequest, await read_optional_json(request))
     grace = None if body.grace_seconds is None else timedelta(seconds=body.grace_seconds)
-    created = await _state(request).service.rotate_key(
+    created = await keyturn_state(request).service.rotate_key(
         request.path_params["key_id"],
         grace=grace,
         actor=ACTOR,
-        request_id=_request_id(request),
+        request_id=request_id(request),
     )
     return _json(CreatedKeyOut(key=created.secret, record=key_out(created.record)))
 
@@ -185,13 +190,13 @@ async def rotate_key(request: Request) -> Response:
 async def create_user(request: Request) -> Response:
     """``POST /v1/admin/users``."""
     body = read_model(CreateUserRequest, await read_json(request))
-    record = await _state(request).service.create_user(
+    record = await keyturn_state(request).service.create_user(
         body.email,
         body.password.get_secret_value(),
         roles=body.roles,
         scopes=body.scopes,
         actor=ACTOR,
-        request_id=_request_id(request),
+        request_id=request_id(request),
     )
     return _json(user_out(record), 201)
 
@@ -201,7 +206,7 @@ async def list_users(request: Request) -> Response:
     """``GET /v1/admin/users?limit=&after=&include_disabled=``."""
     limit = _int_query(request, "limit", 50)
     assert limit is not None  # noqa: S101 -- has a default
-    page = await _state(request).service.list_users(
+    page = await keyturn_state(request).service.list_users(
         limit=limit,
         after=request.query_params.get("after"),
         include_disabled=request.query_params.get("include_disabled", "true") != "false",
@@ -212,7 +217,7 @@ async def list_users(request: Request) -> Response:
 @_problems
 async def get_user(request: Request) -> Response:
     """``GET /v1/admin/users/{user_id}``."""
-    record = await _state(request).service.get_user(request.path_params["user_id"])
+    record = await keyturn_state(request).service.get_user(request.path_params["user_id"])
     return _json(user_out(record))
 
 
@@ -220,11 +225,11 @@ async def get_user(request: Request) -> Response:
 async def disable_user(request: Request) -> Response:
     """``POST /v1/admin/users/{user_id}/disable``: no more logins; their tokens die."""
     body = read_model(DisableUserRequest, await read_optional_json(request))
-    record = await _state(request).service.disable_user(
+    record = await keyturn_state(request).service.disable_user(
         request.path_params["user_id"],
         reason=body.reason,
         actor=ACTOR,
-        request_id=_request_id(request),
+        request_id=request_id(request),
     )
     return _json(user_out(record))
 
@@ -232,8 +237,8 @@ async def disable_user(request: Request) -> Response:
 @_problems
 async def enable_user(request: Request) -> Response:
     """``POST /v1/admin/users/{user_id}/enable``."""
-    record = await _state(request).service.enable_user(
-        request.path_params["user_id"], actor=ACTOR, request_id=_request_id(request)
+    record = await keyturn_state(request).service.enable_user(
+        request.path_params["user_id"], actor=ACTOR, request_id=request_id(request)
     )
     return _json(user_out(record))
 
@@ -242,11 +247,11 @@ async def enable_user(request: Request) -> Response:
 async def set_user_password(request: Request) -> Response:
     """``POST /v1/admin/users/{user_id}/password``: the user's refresh tokens are revoked."""
     body = read_model(SetPasswordRequest, await read_json(request))
-    record = await _state(request).service.set_user_password(
+    record = await keyturn_state(request).service.set_user_password(
         request.path_params["user_id"],
         body.password.get_secret_value(),
         actor=ACTOR,
-        request_id=_request_id(request),
+        request_id=request_id(request),
     )
     return _json(user_out(record))
 
@@ -254,7 +259,7 @@ async def set_user_password(request: Request) -> Response:
 @_problems
 async def list_signing_keys(request: Request) -> Response:
     """``GET /v1/admin/signing-keys``."""
-    records = await _state(request).storage.signing_keys.list()
+    records = await keyturn_state(request).storage.signing_keys.list()
     return _json(
         [
             SigningKeyOut(
@@ -275,8 +280,8 @@ async def list_signing_keys(request: Request) -> Response:
 async def rotate_signing_key(request: Request) -> Response:
     """``POST /v1/admin/signing-keys/rotate[?immediately=true]``."""
     immediately = request.query_params.get("immediately") == "true"
-    kid = await _state(request).service.rotate_signing_key(
-        immediately=immediately, actor=ACTOR, request_id=_request_id(request)
+    kid = await keyturn_state(request).service.rotate_signing_key(
+        immediately=immediately, actor=ACTOR, request_id=request_id(request)
     )
     return JSONResponse({"kid": kid, "activated": immediately}, status_code=201)
 
@@ -288,7 +293,7 @@ async def audit(request: Request) -> Response:
     assert limit is not None  # noqa: S101 -- has a default
     if not 1 <= limit <= 1000:
         raise InvalidRequestError("limit must be between 1 and 1000")
-    rows = await _state(request).storage.audit.list(
+    rows = await keyturn_state(request).storage.audit.list(
         limit=limit,
         before=_int_query(request, "before", None),
         action=request.query_params.get("action"),

@@ -10,7 +10,6 @@ unknown field; 401 ``{}`` for a bad key or refresh token. Where JWThenticator cr
 from __future__ import annotations
 
 import functools
-import hashlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -41,9 +40,14 @@ from keyturn.server.models import (
     RegisterKeyRequest,
     ValidateRequest,
 )
-from keyturn.server.requests import bearer_token, read_json, read_model
-from keyturn.server.state import KeyturnState
-from keyturn.server.telemetry import REQUEST_ID_SCOPE_KEY
+from keyturn.server.requests import (
+    bearer_token,
+    key_bucket,
+    keyturn_state,
+    read_json,
+    read_model,
+    request_id,
+)
 
 __all__ = ["admin_routes", "public_routes"]
 
@@ -77,11 +81,6 @@ def _legacy(handler: Handler) -> Handler:
     return endpoint
 
 
-def _state(request: Request) -> KeyturnState:
-    state: KeyturnState = request.app.state.keyturn
-    return state
-
-
 def _ok(body: dict[str, Any], status: int = 200) -> JSONResponse:
     return JSONResponse(body, status_code=status, headers=NO_STORE)
 
@@ -89,12 +88,12 @@ def _ok(body: dict[str, Any], status: int = 200) -> JSONResponse:
 @_legacy
 async def authenticate(request: Request) -> Response:
     """``POST /authenticate {key, identifier}`` -> ``{"jwt", "refresh_token"}``."""
-    state = _state(request)
+    state = keyturn_state(request)
     body = read_model(AuthenticateRequest, await read_json(request))
     key = body.key.get_secret_value()
-    await state.check_rate(request, key_bucket=_key_bucket(key))
+    await state.check_rate(request, key_bucket=key_bucket(key))
     pair = await state.service.authenticate(
-        key, identifier=body.identifier, rotating=False, request_id=_request_id(request)
+        key, identifier=body.identifier, rotating=False, request_id=request_id(request)
     )
     return _ok({"jwt": pair.access.token, "refresh_token": pair.refresh_token})
 
@@ -102,13 +101,13 @@ async def authenticate(request: Request) -> Response:
 @_legacy
 async def refresh(request: Request) -> Response:
     """``POST /refresh {refresh_token, identifier}`` -> ``{"jwt"}``."""
-    state = _state(request)
+    state = keyturn_state(request)
     body = read_model(RefreshRequest, await read_json(request))
     await state.check_rate(request, key_bucket=None)
     pair = await state.service.refresh(
         body.refresh_token.get_secret_value(),
         identifier=body.identifier,
-        request_id=_request_id(request),
+        request_id=request_id(request),
     )
     return _ok({"jwt": pair.access.token})
 
@@ -117,7 +116,7 @@ async def refresh(request: Request) -> Response:
 async def validate(request: Request) -> Response:
     """``POST /validate {jwt}`` -> ``{"result": true}`` or 401 ``{}``."""
     body = read_model(ValidateRequest, await read_json(request))
-    _state(request).service.validate(body.jwt.get_secret_value())
+    keyturn_state(request).service.validate(body.jwt.get_secret_value())
     return JSONResponse({"result": True})
 
 
@@ -127,7 +126,7 @@ async def validate_request(request: Request) -> Response:
     if token is None:
         return bearer_error(None)
     try:
-        _state(request).service.validate(token)
+        keyturn_state(request).service.validate(token)
     except KeyturnError as exc:
         return bearer_error(exc)
     return JSONResponse({})
@@ -140,7 +139,9 @@ async def health(request: Request) -> Response:
 
 async def jwks(request: Request) -> Response:
     """``GET /jwks``: the public keys (no ``x5c``: JWThenticator's was not a certificate)."""
-    return JSONResponse(_state(request).service.jwks(), headers={"Cache-Control": "max-age=300"})
+    return JSONResponse(
+        keyturn_state(request).service.jwks(), headers={"Cache-Control": "max-age=300"}
+    )
 
 
 @_legacy
@@ -148,11 +149,11 @@ async def register_key(request: Request) -> Response:
     """``POST /register_key {key, identifier}`` -> 201 ``{"result": true}`` (admin)."""
     body = read_model(RegisterKeyRequest, await read_json(request))
     try:
-        await _state(request).service.register_key(
+        await keyturn_state(request).service.register_key(
             body.key.get_secret_value(),
             body.identifier,
             actor="admin:legacy",
-            request_id=_request_id(request),
+            request_id=request_id(request),
         )
     except MalformedSecretError as exc:
         # A key that can never be registered (empty, too long, kt_ prefix) is a bad
@@ -165,21 +166,8 @@ async def register_key(request: Request) -> Response:
 async def is_key_registered(request: Request) -> Response:
     """``POST /is_key_registered {key}`` -> ``{"result": bool}`` (admin)."""
     body = read_model(KeyRequest, await read_json(request))
-    registered = await _state(request).service.is_key_registered(body.key.get_secret_value())
+    registered = await keyturn_state(request).service.is_key_registered(body.key.get_secret_value())
     return JSONResponse({"result": registered})
-
-
-def _request_id(request: Request) -> str | None:
-    """The request id `RequestTelemetry` chose (the sane ``X-Request-ID``, or a new one)."""
-    value = request.scope.get(REQUEST_ID_SCOPE_KEY)
-    return value if isinstance(value, str) else None
-
-
-def _key_bucket(key: str) -> str:
-    """A rate-limit bucket for a key without storing or logging it: its id, or a hash."""
-    if key.startswith("kt_") and len(key) > 19:
-        return key[3:19]
-    return "h" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def public_routes(prefix: str) -> list[Route]:

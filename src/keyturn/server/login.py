@@ -24,8 +24,7 @@ from starlette.routing import Route
 
 from keyturn.errors import InvalidGrantError, InvalidRequestError, KeyturnError
 from keyturn.server.errors import NO_STORE, problem, problem_for
-from keyturn.server.legacy import _request_id, _state
-from keyturn.server.requests import read_form_or_json
+from keyturn.server.requests import keyturn_state, read_form_or_json, request_id
 from keyturn.server.v1 import _oauth, _requested_scopes, _token_response
 
 __all__ = ["WRONG_CREDENTIALS", "public_routes"]
@@ -71,39 +70,35 @@ def _problems(handler: Handler) -> Handler:
 @_problems
 async def login(request: Request) -> Response:
     """``POST /login``: ``{"token": "<access token>"}``, no refresh token."""
-    state = _state(request)
+    state = keyturn_state(request)
     email, password = _credentials(await read_form_or_json(request))
     await state.check_login_rate(request, email)
-    pair = await state.service.login(
-        email, password, refresh=False, request_id=_request_id(request)
-    )
+    pair = await state.service.login(email, password, refresh=False, request_id=request_id(request))
     return JSONResponse({"token": pair.access.token}, headers=NO_STORE)
 
 
 @_oauth
 async def login_v1(request: Request) -> Response:
     """``POST /v1/login``: the RFC 6749 §5.1 token response with a rotating refresh token."""
-    state = _state(request)
+    state = keyturn_state(request)
     params = await read_form_or_json(request)
     email, password = _credentials(params)
     scopes = _requested_scopes(params)
     await state.check_login_rate(request, email)
-    pair = await state.service.login(
-        email, password, scopes=scopes, request_id=_request_id(request)
-    )
+    pair = await state.service.login(email, password, scopes=scopes, request_id=request_id(request))
     return _token_response(pair)
 
 
 @_oauth
 async def logout(request: Request) -> Response:
     """``POST /v1/logout``: revoke the refresh token's family; 200 whether or not it was known."""
-    state = _state(request)
+    state = keyturn_state(request)
     params = await read_form_or_json(request)
     refresh_token = params.get("refresh_token")
     if not refresh_token:
         raise InvalidRequestError("refresh_token is required")
     await state.check_rate(request, key_bucket=None)
-    await state.service.logout(refresh_token, request_id=_request_id(request))
+    await state.service.logout(refresh_token, request_id=request_id(request))
     return Response(status_code=200, headers=NO_STORE)
 
 

@@ -6,23 +6,31 @@ right status (413, 415, 400), so no input reaches a handler unparsed or unchecke
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 from urllib.parse import parse_qsl
 
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
 from keyturn.server.errors import RequestRejectedError
+from keyturn.server.telemetry import REQUEST_ID_SCOPE_KEY
+
+if TYPE_CHECKING:
+    from keyturn.server.state import KeyturnState
 
 __all__ = [
     "MAX_BODY_BYTES",
     "bearer_token",
+    "key_bucket",
+    "keyturn_state",
     "read_form_or_json",
     "read_json",
     "read_model",
     "read_optional_json",
+    "request_id",
     "validation_messages",
 ]
 
@@ -181,3 +189,22 @@ def bearer_token(request: Request) -> str | None:
     if scheme.lower() != "bearer" or not token or " " in token.strip():
         return None
     return token.strip()
+
+
+def keyturn_state(request: Request) -> KeyturnState:
+    """The process's `KeyturnState`, which the app carries for its handlers."""
+    state: KeyturnState = request.app.state.keyturn
+    return state
+
+
+def request_id(request: Request) -> str | None:
+    """The request id `RequestTelemetry` chose (the sane ``X-Request-ID``, or a new one)."""
+    value = request.scope.get(REQUEST_ID_SCOPE_KEY)
+    return value if isinstance(value, str) else None
+
+
+def key_bucket(key: str) -> str:
+    """A rate-limit bucket for a key without storing or logging it: its id, or a hash."""
+    if key.startswith("kt_") and len(key) > 19:
+        return key[3:19]
+    return "h" + hashlib.sha256(key.encode()).hexdigest()[:16]

@@ -32,8 +32,13 @@ from keyturn.server.errors import (
     oauth_error,
     problem_for,
 )
-from keyturn.server.legacy import _key_bucket, _request_id, _state
-from keyturn.server.requests import bearer_token, read_form_or_json
+from keyturn.server.requests import (
+    bearer_token,
+    key_bucket,
+    keyturn_state,
+    read_form_or_json,
+    request_id,
+)
 from keyturn.service import TokenPair
 
 __all__ = ["IDENTITY_HEADERS", "identity_headers", "public_routes"]
@@ -129,7 +134,7 @@ def _requested_scopes(params: dict[str, str]) -> frozenset[str] | None:
 @_oauth
 async def token(request: Request) -> Response:
     """``POST /v1/token``: client_credentials or refresh_token grant."""
-    state = _state(request)
+    state = keyturn_state(request)
     params = await read_form_or_json(request)
     grant_type = params.get("grant_type")
     scopes = _requested_scopes(params)
@@ -137,14 +142,14 @@ async def token(request: Request) -> Response:
     identifier = params.get("identifier")
     if grant_type == "client_credentials":
         key = _client_secret(request, params)
-        await state.check_rate(request, key_bucket=_key_bucket(key))
+        await state.check_rate(request, key_bucket=key_bucket(key))
         try:
             pair = await state.service.authenticate(
                 key,
                 identifier=identifier,
                 scopes=scopes,
                 rotating=True,
-                request_id=_request_id(request),
+                request_id=request_id(request),
             )
         except InvalidGrantError as exc:
             # RFC 6749 §5.2: failed client authentication is invalid_client (401).
@@ -156,7 +161,7 @@ async def token(request: Request) -> Response:
             raise InvalidRequestError("refresh_token is required")
         await state.check_rate(request, key_bucket=None)
         pair = await state.service.refresh(
-            refresh_token, identifier=identifier, scopes=scopes, request_id=_request_id(request)
+            refresh_token, identifier=identifier, scopes=scopes, request_id=request_id(request)
         )
         return _token_response(pair)
     if grant_type is None:
@@ -171,13 +176,13 @@ async def revoke(request: Request) -> Response:
     value = params.get("token")
     if not value:
         raise InvalidRequestError("token is required")
-    await _state(request).service.revoke_token(value, request_id=_request_id(request))
+    await keyturn_state(request).service.revoke_token(value, request_id=request_id(request))
     return Response(status_code=200, headers=NO_STORE)
 
 
 def admin_credential_ok(request: Request) -> bool:
     """True when the request carries the configured admin bearer token."""
-    expected = _state(request).settings.admin_token
+    expected = keyturn_state(request).settings.admin_token
     presented = bearer_token(request)
     if expected is None or presented is None:
         return False
@@ -197,7 +202,7 @@ async def introspect(request: Request) -> Response:
     except RequestRejectedError as exc:
         return problem_for(exc)
     try:
-        verified = _state(request).service.validate(params.get("token", ""))
+        verified = keyturn_state(request).service.validate(params.get("token", ""))
     except KeyturnError:
         return JSONResponse({"active": False}, headers=NO_STORE)
     claims = verified.claims
@@ -228,7 +233,7 @@ async def validate(request: Request) -> Response:
     if required is None:  # a gateway misconfiguration, not the client's fault: deny
         return bearer_error(InvalidRequestError("the required scope is malformed"))
     try:
-        verified = _state(request).service.validate(token, required_scopes=required)
+        verified = keyturn_state(request).service.validate(token, required_scopes=required)
     except KeyturnError as exc:
         return bearer_error(exc)
     headers = identity_headers(verified)
@@ -253,7 +258,7 @@ def identity_headers(verified: VerifiedToken) -> dict[str, str]:
 async def jwks(request: Request) -> Response:
     """``GET /.well-known/jwks.json``."""
     return JSONResponse(
-        _state(request).service.jwks(),
+        keyturn_state(request).service.jwks(),
         media_type="application/jwk-set+json",
         headers={"Cache-Control": "public, max-age=300"},
     )
@@ -261,7 +266,7 @@ async def jwks(request: Request) -> Response:
 
 async def metadata(request: Request) -> Response:
     """``GET /.well-known/oauth-authorization-server`` (RFC 8414)."""
-    settings = _state(request).settings
+    settings = keyturn_state(request).settings
     base = settings.issuer.rstrip("/") + settings.url_prefix
     return JSONResponse(
         {
