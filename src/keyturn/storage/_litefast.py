@@ -177,7 +177,7 @@ class LitePath:
             if self._connection is not None:
                 with contextlib.suppress(sqlite3.Error):
                     self._connection.execute("ROLLBACK")
-            failure = self._failure(exc, doing) if isinstance(exc, sqlite3.Error) else exc
+            failure = self._failure(exc, doing)
             for write in writes:
                 write.fail(failure)
             return
@@ -186,9 +186,7 @@ class LitePath:
             if error is None:
                 write.succeed(value)
             else:
-                write.fail(
-                    self._failure(error, write.doing) if isinstance(error, sqlite3.Error) else error
-                )
+                write.fail(self._failure(error, write.doing))
 
     async def close(self) -> None:
         """Wait for running checkpoints, then close the connection."""
@@ -221,7 +219,10 @@ class LitePath:
         self._connection = connection
         return connection
 
-    def _failure(self, exc: sqlite3.Error, doing: str) -> Exception:
+    def _failure(self, exc: Exception, doing: str) -> Exception:
+        """What to raise for ``exc``: Keyturn's error for a driver error, else ``exc`` itself."""
+        if not isinstance(exc, sqlite3.Error):
+            return exc
         if isinstance(exc, sqlite3.IntegrityError):
             return ConflictError(f"cannot {doing}: it clashes with a stored record")
         if isinstance(exc, sqlite3.OperationalError) and _is_lock_error(exc):

@@ -797,30 +797,25 @@ class SQLRefreshTokenRepository(_Repository):
         self, token_hash: bytes
     ) -> tuple[RefreshTokenRecord, ApiKeyRecord | None] | None:
         """The refresh token with this hash and its API key, in one query."""
-        params = {"hash": token_hash}
-        if self._fast is not None and self._fast_find is not None:
-            row = await self._fast.fetchrow("look up the refresh token", self._fast_find, params)
-        elif self._lite is not None and (lite := self._lite_statements) is not None:
-            try:
-                row = self._lite.read(
-                    "look up the refresh token", lambda conn: conn.first(lite.find, params)
-                )
-            except Busy:
-                row = await self._read(
-                    "look up the refresh token",
-                    lambda conn: conn.execute(_FIND_REFRESH_TOKEN_WITH_KEY, params).first(),
-                )
-        else:
-            row = await self._read(
-                "look up the refresh token",
-                lambda conn: conn.execute(_FIND_REFRESH_TOKEN_WITH_KEY, params).first(),
-            )
+        row = await self._find_row({"hash": token_hash})
         if row is None:
             return None
         values = tuple(row)
         split = len(_REFRESH_TOKEN_COLUMNS)
         key = None if values[split] is None else _api_key(values[split:])
         return _refresh_token(values[:split]), key
+
+    async def _find_row(self, params: Mapping[str, Any]) -> Any:
+        """The joined row: asyncpg fast path, else SQLite fast path, else the pooled path."""
+        doing = "look up the refresh token"
+        if self._fast is not None and self._fast_find is not None:
+            return await self._fast.fetchrow(doing, self._fast_find, params)
+        if self._lite is not None and (lite := self._lite_statements) is not None:
+            with contextlib.suppress(Busy):
+                return self._lite.read(doing, lambda conn: conn.first(lite.find, params))
+        return await self._read(
+            doing, lambda conn: conn.execute(_FIND_REFRESH_TOKEN_WITH_KEY, params).first()
+        )
 
     async def rotate(
         self, token_id: str, successor: RefreshTokenRecord, *, now: datetime, audit: AuditEvent
