@@ -72,6 +72,11 @@ _PROBLEMS = {
 }
 
 
+def _problems(*codes: str) -> dict[str, Any]:
+    """The problem+json responses for ``codes``."""
+    return {code: _PROBLEMS[code] for code in codes}
+
+
 def _legacy_errors(*codes: str) -> dict[str, Any]:
     table = {
         "400": _body({"anyOf": [_FIELD_ERRORS, _EMPTY_OBJECT]}, _JSON, "Bad JSON or fields"),
@@ -266,7 +271,7 @@ OPERATIONS: dict[tuple[str, str], _Op] = {
         responses={
             "200": _body(_ref(models.LoginResponse)),
             "400": _body(_PROBLEM_SCHEMA, _PROBLEM, "Wrong credentials, or a bad request"),
-            **{c: _PROBLEMS[c] for c in ("413", "415", "429", "503")},
+            **_problems("413", "415", "429", "503"),
         },
     ),
     ("post", "/v1/login"): _Op(
@@ -318,7 +323,7 @@ OPERATIONS: dict[tuple[str, str], _Op] = {
         "admin",
         responses={
             "200": _body({"type": "string"}, "text/plain"),
-            **{c: _PROBLEMS[c] for c in ("401",)},
+            **_problems("401"),
         },
     ),
     ("post", "/v1/admin/keys"): _Op(
@@ -327,7 +332,7 @@ OPERATIONS: dict[tuple[str, str], _Op] = {
         models.CreateKeyRequest,
         responses={
             "201": _body(_ref(models.CreatedKeyOut)),
-            **{c: _PROBLEMS[c] for c in ("400", "401", "413", "415", "503")},
+            **_problems("400", "401", "413", "415", "503"),
         },
     ),
     ("get", "/v1/admin/keys"): _Op(
@@ -335,7 +340,7 @@ OPERATIONS: dict[tuple[str, str], _Op] = {
         "admin",
         responses={
             "200": _body(_ref(models.KeyPageOut)),
-            **{c: _PROBLEMS[c] for c in ("400", "401", "503")},
+            **_problems("400", "401", "503"),
         },
         params=tuple(_query(n) for n in ("limit", "after", "identifier", "include_revoked")),
     ),
@@ -345,7 +350,7 @@ OPERATIONS: dict[tuple[str, str], _Op] = {
         params=(_KEY_ID,),
         responses={
             "200": _body(_ref(models.KeyOut)),
-            **{c: _PROBLEMS[c] for c in ("401", "404", "503")},
+            **_problems("401", "404", "503"),
         },
     ),
     ("post", "/v1/admin/keys/{key_id}/revoke"): _Op(
@@ -355,7 +360,7 @@ OPERATIONS: dict[tuple[str, str], _Op] = {
         params=(_KEY_ID,),
         responses={
             "200": _body(_ref(models.KeyOut)),
-            **{c: _PROBLEMS[c] for c in ("400", "401", "404", "413", "415", "503")},
+            **_problems("400", "401", "404", "413", "415", "503"),
         },
     ),
     ("post", "/v1/admin/keys/{key_id}/rotate"): _Op(
@@ -365,7 +370,7 @@ OPERATIONS: dict[tuple[str, str], _Op] = {
         params=(_KEY_ID,),
         responses={
             "200": _body(_ref(models.CreatedKeyOut)),
-            **{c: _PROBLEMS[c] for c in ("400", "401", "404", "413", "415", "503")},
+            **_problems("400", "401", "404", "413", "415", "503"),
         },
     ),
     ("post", "/v1/admin/users"): _Op(
@@ -374,7 +379,7 @@ OPERATIONS: dict[tuple[str, str], _Op] = {
         models.CreateUserRequest,
         responses={
             "201": _body(_ref(models.UserOut)),
-            **{c: _PROBLEMS[c] for c in ("400", "401", "409", "413", "415", "503")},
+            **_problems("400", "401", "409", "413", "415", "503"),
         },
     ),
     ("get", "/v1/admin/users"): _Op(
@@ -382,7 +387,7 @@ OPERATIONS: dict[tuple[str, str], _Op] = {
         "admin",
         responses={
             "200": _body(_ref(models.UserPageOut)),
-            **{c: _PROBLEMS[c] for c in ("400", "401", "503")},
+            **_problems("400", "401", "503"),
         },
         params=tuple(_query(n) for n in ("limit", "after", "include_disabled")),
     ),
@@ -392,7 +397,7 @@ OPERATIONS: dict[tuple[str, str], _Op] = {
         params=(_USER_ID,),
         responses={
             "200": _body(_ref(models.UserOut)),
-            **{c: _PROBLEMS[c] for c in ("401", "404", "503")},
+            **_problems("401", "404", "503"),
         },
     ),
     ("post", "/v1/admin/users/{user_id}/disable"): _Op(
@@ -402,7 +407,7 @@ OPERATIONS: dict[tuple[str, str], _Op] = {
         params=(_USER_ID,),
         responses={
             "200": _body(_ref(models.UserOut)),
-            **{c: _PROBLEMS[c] for c in ("400", "401", "404", "413", "415", "503")},
+            **_problems("400", "401", "404", "413", "415", "503"),
         },
     ),
     ("post", "/v1/admin/users/{user_id}/enable"): _Op(
@@ -411,7 +416,7 @@ OPERATIONS: dict[tuple[str, str], _Op] = {
         params=(_USER_ID,),
         responses={
             "200": _body(_ref(models.UserOut)),
-            **{c: _PROBLEMS[c] for c in ("401", "404", "503")},
+            **_problems("401", "404", "503"),
         },
     ),
     ("post", "/v1/admin/users/{user_id}/password"): _Op(
@@ -421,18 +426,18 @@ OPERATIONS: dict[tuple[str, str], _Op] = {
         params=(_USER_ID,),
         responses={
             "200": _body(_ref(models.UserOut)),
-            **{c: _PROBLEMS[c] for c in ("400", "401", "404", "413", "415", "503")},
+            **_problems("400", "401", "404", "413", "415", "503"),
         },
     ),
     ("get", "/v1/admin/signing-keys"): _Op(
         "List signing keys",
         "admin",
-        responses={"200": _body({"type": "object"}), **{c: _PROBLEMS[c] for c in ("401", "503")}},
+        responses={"200": _body({"type": "object"}), **_problems("401", "503")},
     ),
     ("post", "/v1/admin/signing-keys/rotate"): _Op(
         "Start a signing-key rotation",
         "admin",
-        responses={"201": _body({"type": "object"}), **{c: _PROBLEMS[c] for c in ("401", "503")}},
+        responses={"201": _body({"type": "object"}), **_problems("401", "503")},
         params=(_query("immediately", "true: activate now instead of after the publish delay"),),
     ),
     ("get", "/v1/admin/audit"): _Op(
@@ -440,7 +445,7 @@ OPERATIONS: dict[tuple[str, str], _Op] = {
         "admin",
         responses={
             "200": _body(_ref(models.AuditPage)),
-            **{c: _PROBLEMS[c] for c in ("400", "401", "503")},
+            **_problems("400", "401", "503"),
         },
         params=tuple(_query(n) for n in ("limit", "before", "action", "target_id")),
     ),
