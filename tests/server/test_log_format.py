@@ -54,13 +54,15 @@ def test_console_format_is_text(restore_logging: None, capsys: pytest.CaptureFix
 def test_driver_debug_lines_stay_off_at_debug_level(
     restore_logging: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """aiosqlite and asyncpg print statement parameters (secret hashes) at DEBUG."""
+    """aiosqlite and asyncpg print statement parameters (secret hashes) at DEBUG, and
+    SQLAlchemy logs every statement at INFO."""
     drivers = [logging.getLogger(name) for name in ("aiosqlite", "asyncpg", "sqlalchemy.engine")]
     levels = [driver.level for driver in drivers]
     try:
         configure_logging("debug", "json")
         for driver in drivers:
             driver.debug("executing %r with %r", "SELECT ?", (b"hash-of-a-key",))
+            driver.info("SELECT api_keys.id FROM api_keys")  # SQLAlchemy's per-statement line
         logging.getLogger("keyturn.access").debug("request")
 
         lines = capsys.readouterr().err.splitlines()

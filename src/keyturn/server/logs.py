@@ -32,7 +32,8 @@ __all__ = [
     "sane_request_id",
 ]
 
-#: Loggers whose DEBUG output carries SQL parameters.
+#: Database loggers: SQLAlchemy writes every statement at INFO and rows at DEBUG, the
+#: drivers print statement parameters at DEBUG.
 _QUIET_DRIVERS: Final = ("aiosqlite", "asyncpg", "sqlalchemy.engine", "sqlalchemy.pool")
 
 REQUEST_ID_HEADER: Final = b"x-request-id"
@@ -110,10 +111,11 @@ def configure_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
-    # Driver debug lines print statement parameters (key and refresh-token hashes, password
-    # hashes): never below INFO, whatever the level asked for.
+    # Database loggers stay at WARNING whatever the level asked for: their INFO is a line
+    # per statement (on the hot path), their DEBUG prints parameters (key, refresh-token
+    # and password hashes).
     for name in _QUIET_DRIVERS:
-        logging.getLogger(name).setLevel(max(logging.INFO, root.level))
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
     # uvicorn's access log is off (Keyturn writes its own); its other loggers propagate.
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logger = logging.getLogger(name)
