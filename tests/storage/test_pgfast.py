@@ -7,6 +7,7 @@ the tables they leave behind must be identical.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from keyturn.errors import ConflictError, StorageUnavailableError
+from keyturn.storage import _pgfast
 from keyturn.storage.engine import autocommit, create_engine
 from keyturn.storage.sql import SQLStorage
 from keyturn.storage.tables import metadata
@@ -153,6 +155,150 @@ async def test_fast_path_drops_a_lost_connection_and_recovers(
         with pytest.raises(StorageUnavailableError) as exc_info:
             await storage.keys.find_by_hash(hash_of("k1"), now=NOW)
         assert exc_info.value.status_code == 503
+        assert await storage.keys.find_by_hash(hash_of("k1"), now=NOW) is not None
+        await storage.keys.mark_used("k1", at=NOW)
+    finally:
+        await storage.close()
+
+
+def _checked_out(storage: SQLStorage) -> int:
+    pool = storage.engine.sync_engine.pool
+    return pool.checkedout()  # type: ignore[attr-defined, no-any-return]
+
+
+async def test_leased_connections_serve_statements_without_checkouts(
+    postgresql_database_url: str,
+) -> None:
+    """A quarter of the pool is leased; concurrent statements beyond it check out and back."""
+    storage = SQLStorage(create_engine(postgresql_database_url, pool_size=8, max_overflow=0))
+    checkouts: list[object] = []
+    sa.event.listen(storage.engine.sync_engine, "checkout", lambda *args: checkouts.append(args))
+    try:
+        await storage.keys.add(api_key("k1"), audit=event("key.registered"))
+        checkouts.clear()
+        for _ in range(5):
+            assert await storage.keys.find_by_hash(hash_of("k1"), now=NOW) is not None
+        assert len(checkouts) == 1  # leased once, then reused
+        assert _checked_out(storage) == 1
+
+        found = await asyncio.gather(
+            *(storage.keys.find_by_hash(hash_of("k1"), now=NOW) for _ in range(12))
+        )
+        assert all(record is not None for record in found)
+        assert _checked_out(storage) == 2  # the lease limit: 8 // 4; the rest went back
+    finally:
+        await storage.close()
+    assert _checked_out(storage) == 0
+
+
+async def test_small_pools_lease_nothing(postgresql_database_url: str) -> None:
+    """Under four connections the fast path checks one out per statement."""
+    storage = SQLStorage(create_engine(postgresql_database_url, pool_size=3, max_overflow=0))
+    try:
+        await storage.keys.add(api_key("k1"), audit=event("key.registered"))
+        assert await storage.keys.find_by_hash(hash_of("k1"), now=NOW) is not None
+        assert _checked_out(storage) == 0
+    finally:
+        await storage.close()
+
+
+async def test_a_leased_connection_found_closed_is_replaced_before_use(
+    postgresql_database_url: str,
+) -> None:
+    storage = SQLStorage(create_engine(postgresql_database_url, pool_size=4, max_overflow=0))
+    opened: list[asyncpg.Connection] = []
+    sa.event.listen(
+        storage.engine.sync_engine,
+        "checkout",
+        lambda dbapi, *args: opened.append(dbapi.driver_connection),
+    )
+    try:
+        await storage.keys.add(api_key("k1"), audit=event("key.registered"))
+        opened.clear()
+        assert await storage.keys.find_by_hash(hash_of("k1"), now=NOW) is not None
+        (leased,) = opened
+        await leased.close()  # as when the server ends the session between statements
+
+        assert await storage.keys.find_by_hash(hash_of("k1"), now=NOW) is not None
+        assert len(opened) == 2
+        assert not opened[1].is_closed()
+        assert _checked_out(storage) == 1
+    finally:
+        await storage.close()
+
+
+async def test_a_leased_connection_lost_mid_statement_fails_once_and_is_dropped(
+    postgresql_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = SQLStorage(create_engine(postgresql_database_url, pool_size=4, max_overflow=0))
+    send = _pgfast.send
+    lost: list[asyncpg.Connection] = []
+
+    async def _lose_once(connection: asyncpg.Connection, sql: str, arguments: Any) -> Any:
+        if not lost:
+            lost.append(connection)
+            raise ConnectionResetError("connection reset by peer")
+        return await send(connection, sql, arguments)
+
+    try:
+        await storage.keys.add(api_key("k1"), audit=event("key.registered"))
+        monkeypatch.setattr(_pgfast, "send", _lose_once)
+
+        with pytest.raises(StorageUnavailableError) as exc_info:
+            await storage.keys.find_by_hash(hash_of("k1"), now=NOW)
+        assert exc_info.value.status_code == 503
+        assert lost[0].is_closed()  # invalidated: terminated, never handed out again
+        assert _checked_out(storage) == 0
+
+        assert await storage.keys.find_by_hash(hash_of("k1"), now=NOW) is not None
+        assert _checked_out(storage) == 1
+    finally:
+        await storage.close()
+
+
+async def test_a_conflict_keeps_the_leased_connection(postgresql_database_url: str) -> None:
+    """A server-reported error leaves the connection usable; it stays leased."""
+    storage = SQLStorage(create_engine(postgresql_database_url, pool_size=4, max_overflow=0))
+    checkouts: list[object] = []
+    try:
+        await storage.keys.add(api_key("k1"), audit=event("key.registered"))
+        await storage.refresh_tokens.add(refresh_token("t1"), audit=event("refresh.issued"))
+        sa.event.listen(storage.engine.sync_engine, "checkout", lambda *a: checkouts.append(a))
+        with pytest.raises(ConflictError):
+            await storage.refresh_tokens.add(
+                refresh_token("t2", token_hash=hash_of("t1")), audit=event("x")
+            )
+        assert await storage.refresh_tokens.find_with_key(hash_of("t1")) is not None
+        assert checkouts == []
+        assert _checked_out(storage) == 1
+    finally:
+        await storage.close()
+
+
+async def test_leased_connections_recover_from_a_server_side_disconnect(
+    postgresql_database_url: str,
+) -> None:
+    """T-REL-01 with a lease: ended sessions cost at most one 503 per leased connection."""
+    storage = SQLStorage(create_engine(postgresql_database_url, pool_size=4, max_overflow=0))
+    try:
+        await storage.keys.add(api_key("k1"), audit=event("key.registered"))
+        assert await storage.keys.find_by_hash(hash_of("k1"), now=NOW) is not None
+        admin = await asyncpg.connect(postgresql_database_url)
+        try:
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        finally:
+            await admin.close()
+
+        failures = 0
+        for _ in range(2):  # the one leased connection fails at most once, then is replaced
+            try:
+                await storage.keys.find_by_hash(hash_of("k1"), now=NOW)
+            except StorageUnavailableError:
+                failures += 1
+        assert failures <= 1
         assert await storage.keys.find_by_hash(hash_of("k1"), now=NOW) is not None
         await storage.keys.mark_used("k1", at=NOW)
     finally:

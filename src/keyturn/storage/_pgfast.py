@@ -1,12 +1,13 @@
-"""The PostgreSQL fast path: hot statements sent straight to the pooled asyncpg connection.
+"""The PostgreSQL fast path: hot statements sent straight to leased asyncpg connections.
 
 SQLAlchemy's execution layer (connection, cursor adapter, result) costs more CPU than the
-statement itself on a hot verb. `FastStatement` renders a prebuilt statement once for the
+statement itself on a hot verb, and so does checking a connection out of the pool and
+back for each statement. `FastStatement` renders a prebuilt statement once for the
 asyncpg dialect -- the same SQL, ``$n`` placeholders in their order, the same bind casts
-and bind processors -- and `FastPath` runs it on a connection checked out from the
-engine's own pool (so pool sizing, ``pool_timeout``, pre-ping and disposal stay there),
-with asyncpg's prepared-statement cache. Outside a transaction each statement commits on
-its own, as the autocommit SQLAlchemy path does.
+and bind processors -- and `FastPath` runs it on a connection it keeps leased from the
+engine's own pool (so connecting, the pool's size and disposal stay there), with
+asyncpg's prepared-statement cache. Outside a transaction each statement commits on its
+own, as the autocommit SQLAlchemy path does.
 
 Rows come back as asyncpg records: ``bytea`` as bytes, ``timestamptz`` as aware UTC
 datetimes, and JSON decoded by the codec SQLAlchemy installs on every connection.
@@ -20,12 +21,13 @@ from typing import Any
 import asyncpg
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
+from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.util import await_only, greenlet_spawn
 
 from keyturn.storage._errors import driver_error, storage_error
 from keyturn.storage._prebuilt import PrebuiltStatement
 
-__all__ = ["FastPath", "FastStatement"]
+__all__ = ["FastPath", "FastStatement", "lease_limit"]
 
 
 class FastStatement(PrebuiltStatement):
@@ -45,49 +47,95 @@ async def send(connection: asyncpg.Connection, sql: str, arguments: Sequence[Any
     return await connection.fetchrow(sql, *arguments)
 
 
-def _fetchrow(engine: sa.Engine, doing: str, sql: str, arguments: Sequence[Any]) -> Any:
-    """Check a connection out, run ``sql`` on its asyncpg connection, give it back.
-
-    Runs in one greenlet, like the SQLAlchemy path. Errors become Keyturn's as there:
-    the checkout's through `storage_error` (the pool and the connect step are shared with
-    that path), the statement's through `driver_error`; the driver's exception stays the
-    cause. A connection that failed other than by a server-reported error (lost, timed
-    out, cancelled mid-statement) is invalidated, so the pool replaces it instead of
-    handing it out again.
-    """
+def _check_out(engine: sa.Engine, doing: str) -> PoolProxiedConnection:
+    """A pooled connection, or Keyturn's error for why none could be had (in a greenlet)."""
     try:
-        pooled = engine.raw_connection()
+        return engine.raw_connection()
     except Exception as exc:
         error = storage_error(exc, doing)
         if error is None:
             raise
         raise error from exc
+
+
+def _fetchrow(engine: sa.Engine, doing: str, sql: str, arguments: Sequence[Any]) -> Any:
+    """Check a connection out, run ``sql`` on its asyncpg connection, give it back.
+
+    The path for when every leased connection is busy: one greenlet, like the SQLAlchemy
+    path, with errors mapped as `FastPath.fetchrow` maps them.
+    """
+    pooled = _check_out(engine, doing)
     try:
-        connection: asyncpg.Connection = pooled.driver_connection
-        try:
-            return await_only(send(connection, sql, arguments))
-        except BaseException as exc:
-            if not isinstance(exc, asyncpg.PostgresError) or connection.is_closed():
-                pooled.invalidate(exc if isinstance(exc, Exception) else None)
-            error = driver_error(exc, doing) if isinstance(exc, Exception) else None
-            if error is None:
-                raise
-            raise error from exc
+        return await_only(_run(pooled, doing, sql, arguments))
     finally:
         pooled.close()
 
 
+async def _run(
+    pooled: PoolProxiedConnection, doing: str, sql: str, arguments: Sequence[Any]
+) -> Any:
+    """Send ``sql`` on ``pooled``'s asyncpg connection; Keyturn's errors for what fails.
+
+    The statement's errors become Keyturn's through `driver_error`, the driver's exception
+    staying the cause. A connection that failed other than by a server-reported error
+    (lost, timed out, cancelled mid-statement) is invalidated, so it is never used again.
+    """
+    connection: asyncpg.Connection = pooled.driver_connection
+    try:
+        return await send(connection, sql, arguments)
+    except BaseException as exc:
+        if not isinstance(exc, asyncpg.PostgresError) or connection.is_closed():
+            pooled.invalidate(exc if isinstance(exc, Exception) else None)
+        error = driver_error(exc, doing) if isinstance(exc, Exception) else None
+        if error is None:
+            raise
+        raise error from exc
+
+
+def lease_limit(pool_size: int) -> int:
+    """How many of a pool's connections the fast path keeps: a quarter, none under four.
+
+    The rest stay in the pool for everything else, so a small pool (a test's, a CLI's)
+    never has its only connection held by the fast path.
+    """
+    return pool_size // 4
+
+
 class FastPath:
-    """Runs `FastStatement`s on the pooled asyncpg connections of a PostgreSQL engine."""
+    """Runs `FastStatement`s on asyncpg connections leased from a PostgreSQL engine's pool.
 
-    __slots__ = ("_engine",)
+    Checking a connection out of SQLAlchemy's pool and back for every statement costs
+    more CPU than the statement itself (a greenlet, the checkout, the reset on return).
+    So the fast path keeps up to ``limit`` connections checked out for as long as it lives
+    and hands each to one statement at a time from a free list, without awaiting. They
+    count against the pool's size (its metrics show them checked out); when every leased
+    connection is busy, or ``limit`` is 0, a statement checks one out of the pool for
+    itself. A leased connection found closed (the server restarted, an idle timeout) is
+    dropped before use, and one that fails other than by a server-reported error is
+    invalidated and dropped; the next statement leases afresh. `close` gives them all
+    back; the storage calls it before it disposes of the engine.
+    """
 
-    def __init__(self, engine: sa.Engine) -> None:
+    __slots__ = ("_closed", "_engine", "_free", "_leased", "_limit")
+
+    def __init__(self, engine: sa.Engine, *, limit: int | None = None) -> None:
         self._engine = engine
+        if limit is None:
+            size = getattr(engine.pool, "size", None)
+            limit = lease_limit(size()) if callable(size) else 0
+        self._limit = limit
+        self._free: list[PoolProxiedConnection] = []
+        self._leased = 0
+        self._closed = False
 
     def prepare(self, statement: sa.ClauseElement) -> FastStatement:
         """Render ``statement`` for this engine's dialect."""
         return FastStatement(statement, self._engine.dialect)
+
+    @property
+    def leased(self) -> int:
+        """Connections held right now, busy or free."""
+        return self._leased
 
     async def fetchrow(
         self, doing: str, statement: FastStatement, params: Mapping[str, Any]
@@ -97,4 +145,43 @@ class FastPath:
         `StorageUnavailableError` or `ConflictError` as on the SQLAlchemy path.
         """
         arguments = statement.arguments(params)
-        return await greenlet_spawn(_fetchrow, self._engine, doing, statement.sql, arguments)
+        pooled = await self._acquire(doing)
+        if pooled is None:
+            return await greenlet_spawn(_fetchrow, self._engine, doing, statement.sql, arguments)
+        try:
+            return await _run(pooled, doing, statement.sql, arguments)
+        finally:
+            if pooled.is_valid and not self._closed:
+                self._free.append(pooled)
+            else:
+                await self._drop(pooled)
+
+    async def _acquire(self, doing: str) -> PoolProxiedConnection | None:
+        """A free leased connection, a newly leased one, or None when at the limit."""
+        free = self._free
+        while free:
+            pooled = free.pop()
+            connection: asyncpg.Connection | None = pooled.driver_connection
+            if connection is not None and not connection.is_closed():
+                return pooled
+            pooled.invalidate()
+            await self._drop(pooled)
+        if self._closed or self._leased >= self._limit:
+            return None
+        self._leased += 1
+        try:
+            return await greenlet_spawn(_check_out, self._engine, doing)
+        except BaseException:
+            self._leased -= 1
+            raise
+
+    async def _drop(self, pooled: PoolProxiedConnection) -> None:
+        """Stop leasing ``pooled`` and return it to the pool (which replaces it if invalid)."""
+        self._leased -= 1
+        await greenlet_spawn(pooled.close)
+
+    async def close(self) -> None:
+        """Give every leased connection back to the pool; later statements check out."""
+        self._closed = True
+        while self._free:
+            await self._drop(self._free.pop())

@@ -13,7 +13,7 @@ finds them compiled without building them or their cache keys again; and each ve
 all its statements on one connection in a single greenlet (`_Repository`). On PostgreSQL
 the hot verbs (`find_by_hash`, `mark_used`, and the refresh tokens' `add`,
 `find_with_key` and `rotate`) skip SQLAlchemy's execution layer: the same statements,
-rendered once, run on the pooled asyncpg connection (`keyturn.storage._pgfast`). On a
+rendered once, run on asyncpg connections leased from the pool (`keyturn.storage._pgfast`). On a
 SQLite file the same verbs run on the event loop's own ``sqlite3`` connection, falling
 back to the pooled path when another writer holds the database
 (`keyturn.storage._litefast`).
@@ -114,17 +114,18 @@ class _Repository:
         *,
         write_lock: asyncio.Lock | None = None,
         lite: LitePath | None = None,
+        fast: FastPath | None = None,
     ) -> None:
         self._engine = engine.sync_engine
         self._lite = lite
         self._autocommit = autocommit_options(engine)
         self._postgresql = engine.dialect.name == "postgresql"
         self._write_lock = write_lock
-        self._fast: FastPath | None = None
-        if self._postgresql:
+        self._fast = fast
+        if self._postgresql and fast is None:  # on its own: no leased connections
             from keyturn.storage._pgfast import FastPath  # noqa: PLC0415 -- asyncpg is optional
 
-            self._fast = FastPath(self._engine)
+            self._fast = FastPath(self._engine, limit=0)
 
     async def _read(self, doing: str, work: Callable[[sa.Connection], _T]) -> _T:
         """Run ``work`` on an autocommit connection (reads)."""
@@ -550,8 +551,9 @@ class SQLKeyRepository(_Repository):
         *,
         write_lock: asyncio.Lock | None = None,
         lite: LitePath | None = None,
+        fast: FastPath | None = None,
     ) -> None:
-        super().__init__(engine, write_lock=write_lock, lite=lite)
+        super().__init__(engine, write_lock=write_lock, lite=lite, fast=fast)
         self._fast_find: FastStatement | None = None
         self._fast_mark_used: FastStatement | None = None
         if self._fast is not None:
@@ -750,8 +752,9 @@ class SQLRefreshTokenRepository(_Repository):
         *,
         write_lock: asyncio.Lock | None = None,
         lite: LitePath | None = None,
+        fast: FastPath | None = None,
     ) -> None:
-        super().__init__(engine, write_lock=write_lock, lite=lite)
+        super().__init__(engine, write_lock=write_lock, lite=lite, fast=fast)
         self._fast_add: FastStatement | None = None
         self._fast_find: FastStatement | None = None
         self._fast_rotate: FastStatement | None = None
@@ -1301,8 +1304,15 @@ class SQLStorage:
         lock = asyncio.Lock() if engine.dialect.name == "sqlite" else None
         path = sqlite_file(engine)
         self._lite = None if path is None else LitePath(path, engine.dialect, write_lock=lock)
-        self._keys = SQLKeyRepository(engine, write_lock=lock, lite=self._lite)
-        self._refresh_tokens = SQLRefreshTokenRepository(engine, write_lock=lock, lite=self._lite)
+        self._fast: FastPath | None = None
+        if engine.dialect.name == "postgresql":
+            from keyturn.storage._pgfast import FastPath  # noqa: PLC0415 -- asyncpg is optional
+
+            self._fast = FastPath(engine.sync_engine)
+        self._keys = SQLKeyRepository(engine, write_lock=lock, lite=self._lite, fast=self._fast)
+        self._refresh_tokens = SQLRefreshTokenRepository(
+            engine, write_lock=lock, lite=self._lite, fast=self._fast
+        )
         self._users = SQLUserRepository(engine, write_lock=lock)
         self._signing_keys = SQLSigningKeyRepository(engine, write_lock=lock)
         self._revocations = SQLRevocationRepository(engine, write_lock=lock)
@@ -1395,6 +1405,8 @@ class SQLStorage:
         """Release every connection."""
         if self._lite is not None:
             await self._lite.close()
+        if self._fast is not None:
+            await self._fast.close()
         await self._engine.dispose()
 
 
