@@ -106,7 +106,10 @@ def _random_id() -> str:
 
 
 def _checksum(body: str) -> str:
-    return _base62(zlib.crc32(body.encode("ascii")), CHECKSUM_LENGTH)
+    # _base62(crc, CHECKSUM_LENGTH) unrolled: a CRC32 is below 62**6, so three digit pairs.
+    high, low = divmod(zlib.crc32(body.encode("ascii")), 62 * 62)
+    high, middle = divmod(high, 62 * 62)
+    return _BASE62_PAIRS[high] + _BASE62_PAIRS[middle] + _BASE62_PAIRS[low]
 
 
 @dataclass(frozen=True, slots=True)
