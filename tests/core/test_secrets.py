@@ -277,6 +277,14 @@ class TestPepper:
         assert PEPPER.hash(value, SecretKind.API_KEY) == expected
         assert len(expected) == 32
 
+    def test_each_hash_starts_from_the_bare_key(self) -> None:
+        """Hashing one value leaves nothing behind that changes the next hash."""
+        first = PEPPER.hash("ktr_a", SecretKind.REFRESH_TOKEN)
+        PEPPER.hash("something else", SecretKind.API_KEY)
+
+        assert PEPPER.hash("ktr_a", SecretKind.REFRESH_TOKEN) == first
+        assert first == hmac.digest(bytes(range(32)), b"ktr\x00ktr_a", hashlib.sha256)
+
     def test_hash_differs_per_kind(self) -> None:
         value = "the same string"
 

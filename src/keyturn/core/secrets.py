@@ -195,12 +195,14 @@ class Pepper:
         ValueError: shorter than `MIN_PEPPER_BYTES`.
     """
 
-    __slots__ = ("_key",)
+    __slots__ = ("_key", "_keyed")
 
     def __init__(self, key: bytes) -> None:
         if len(key) < MIN_PEPPER_BYTES:
             raise ValueError(f"a pepper needs at least {MIN_PEPPER_BYTES} bytes")
         self._key = bytes(key)
+        # HMAC keyed once; each hash copies it instead of re-deriving the padded keys.
+        self._keyed = hmac.new(self._key, digestmod=hashlib.sha256)
 
     def __repr__(self) -> str:
         return "Pepper(<hidden>)"
@@ -212,8 +214,9 @@ class Pepper:
 
     def hash(self, value: str, kind: SecretKind) -> bytes:
         """Return the 32-byte stored form of a secret: HMAC-SHA-256(pepper, kind ‖ value)."""
-        message = kind.value.encode("ascii") + b"\x00" + value.encode("utf-8")
-        return hmac.digest(self._key, message, hashlib.sha256)
+        mac = self._keyed.copy()
+        mac.update(kind.value.encode("ascii") + b"\x00" + value.encode("utf-8"))
+        return mac.digest()
 
     def matches(self, value: str, kind: SecretKind, stored_hash: bytes) -> bool:
         """Compare a presented secret with a stored hash in constant time."""
