@@ -68,6 +68,14 @@ class TestFormat:
         assert secret.kind is SecretKind.REFRESH_TOKEN
         assert match.group(3) == _crc_base62(secret.value[:-6])
 
+    def test_checksums_match_the_spelled_out_crc(self) -> None:
+        """Over many secrets, so over checksums of every shape, it is CRC32 in base62."""
+        values = [generate_secret(SecretKind.REFRESH_TOKEN).value for _ in range(2_000)]
+
+        assert all(value[-6:] == _crc_base62(value[:-6]) for value in values)
+        assert {value[-6] for value in values} == set("01234")  # 2**32 // 62**5 == 4
+        assert len({value[-5] for value in values}) == 62
+
     def test_prefixes(self) -> None:
         assert SecretKind.API_KEY.value == "kt"
         assert SecretKind.REFRESH_TOKEN.value == "ktr"
@@ -268,6 +276,14 @@ class TestPepper:
 
         assert PEPPER.hash(value, SecretKind.API_KEY) == expected
         assert len(expected) == 32
+
+    def test_each_hash_starts_from_the_bare_key(self) -> None:
+        """Hashing one value leaves nothing behind that changes the next hash."""
+        first = PEPPER.hash("ktr_a", SecretKind.REFRESH_TOKEN)
+        PEPPER.hash("something else", SecretKind.API_KEY)
+
+        assert PEPPER.hash("ktr_a", SecretKind.REFRESH_TOKEN) == first
+        assert first == hmac.digest(bytes(range(32)), b"ktr\x00ktr_a", hashlib.sha256)
 
     def test_hash_differs_per_kind(self) -> None:
         value = "the same string"

@@ -7,8 +7,10 @@ import json
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa, x25519
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from jwt.algorithms import get_default_algorithms
 
 from keyturn.core.signing import (
     SUPPORTED_ALGORITHMS,
@@ -95,6 +97,31 @@ def test_signature_verifies_with_the_verification_key(signing_key: SigningKey) -
 
     assert signing_key.verification_key.verify(MESSAGE, signature) is True
     assert signing_key.verification_key.verify(MESSAGE + b".", signature) is False
+
+
+@pytest.mark.parametrize("alg", ["RS256", "EdDSA"])
+def test_deterministic_signatures_equal_pyjwts(
+    alg: str, rs256_key: SigningKey, eddsa_key: SigningKey
+) -> None:
+    """RS256 and EdDSA signatures are byte for byte the ones PyJWT's algorithm objects make."""
+    key = {"RS256": rs256_key, "EdDSA": eddsa_key}[alg]
+
+    assert key.sign(MESSAGE) == get_default_algorithms()[alg].sign(MESSAGE, key.private_key)
+
+
+def test_es256_signature_is_raw_r_and_s_that_pyjwt_accepts(es256_key: SigningKey) -> None:
+    """RFC 7518 §3.4: 64 octets, R then S, each big-endian and left-padded to 32."""
+    public_key = es256_key.private_key.public_key()
+    es256 = get_default_algorithms()["ES256"]
+
+    for index in range(200):  # about one in 128 has an R or S shorter than 32 octets
+        message = MESSAGE + str(index).encode()
+        signature = es256_key.sign(message)
+
+        assert len(signature) == 64
+        assert es256.verify(message, public_key, signature) is True
+        r, s = (int.from_bytes(half, "big") for half in (signature[:32], signature[32:]))
+        public_key.verify(encode_dss_signature(r, s), message, ec.ECDSA(hashes.SHA256()))
 
 
 def test_kid_is_the_rfc_7638_thumbprint(signing_key: SigningKey) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import secrets
 import traceback
 import uuid
@@ -96,6 +97,17 @@ class TestIssue:
         header, _ = peek_unverified_claims(_issue(signing_key).token)
 
         assert header == {"alg": signing_key.alg, "kid": signing_key.kid, "typ": "at+jwt"}
+
+    def test_header_segment_is_the_compact_json_of_alg_kid_typ(
+        self, signing_key: SigningKey
+    ) -> None:
+        """The header is encoded once per key; it must still be spelled exactly as before."""
+        header = f'{{"alg":"{signing_key.alg}","kid":"{signing_key.kid}","typ":"at+jwt"}}'
+
+        for _ in range(2):
+            segment = _issue(signing_key).token.split(".")[0]
+
+            assert segment == base64.urlsafe_b64encode(header.encode()).rstrip(b"=").decode()
 
     def test_claims_are_rfc_9068_plus_the_legacy_ones(self, es256_key: SigningKey) -> None:
         issued = _issue(es256_key, identifier="svc-1")
@@ -219,6 +231,13 @@ class TestTokenId:
         monkeypatch.setattr(secrets, "token_bytes", lambda n: b"\xff" * n)
 
         assert new_token_id() == "ffffffff-ffff-ffff-ffff-ffffffffffff"
+
+    def test_jti_is_spelled_as_str_of_a_uuid(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        drawn = bytes.fromhex("00112233445566778899aabbccddeeff")
+        monkeypatch.setattr(secrets, "token_bytes", lambda n: drawn[:n])
+
+        assert new_token_id() == "00112233-4455-6677-8899-aabbccddeeff"
+        assert new_token_id() == str(uuid.UUID(bytes=drawn))
 
     def test_jti_is_unique(self, es256_key: SigningKey) -> None:
         ids = {new_token_id() for _ in range(10_000)}

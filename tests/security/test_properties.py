@@ -6,6 +6,7 @@ module runs in seconds; the keys come from the session fixtures.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from typing import Any
@@ -14,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from keyturn.core._encoding import b64url_decode, b64url_encode
+from keyturn.core._encoding import b64url_decode, b64url_encode, compact_json
 from keyturn.core.signing import KeySet
 from keyturn.core.tokens import VerifiedToken, issue_access_token
 from keyturn.errors import InvalidTokenError
@@ -133,6 +134,27 @@ def test_base64url_bytes_have_exactly_one_spelling(data: bytes, last: str) -> No
     except ValueError:
         return
     assert decoded != data
+
+
+@FEW
+@given(data=st.binary(max_size=70))
+def test_base64url_is_the_standard_librarys_without_padding(data: bytes) -> None:
+    assert b64url_encode(data) == base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+@FEW
+@given(value=JSON_VALUES)
+def test_compact_json_is_json_dumps_without_whitespace(value: Any) -> None:
+    """Byte for byte what `json.dumps` writes with these options: tokens never change."""
+    expected = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+    assert compact_json(value) == expected.encode()
+
+
+@pytest.mark.parametrize("value", [float("nan"), [float("inf")], {"a": -float("inf")}])
+def test_compact_json_refuses_nan_and_infinity(value: Any) -> None:
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        compact_json(value)
 
 
 def _outcome(value: Any, trusted: KeySet) -> VerifiedToken | None:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
-from typing import Any
+from typing import Any, Final
 
 __all__ = ["b64url_decode", "b64url_encode", "compact_json"]
 
@@ -13,11 +12,17 @@ _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 _SEXTETS = {char: value for value, char in enumerate(_ALPHABET)}
 _SPARE_BITS = (0, 0, 0b1111, 0b11)  # by len(segment) % 4
 _TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
+# Built once: json.dumps with any option builds a new JSONEncoder on every call.
+_COMPACT_ENCODER: Final = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, separators=(",", ":")
+)
 
 
 def b64url_encode(data: bytes) -> str:
     """Encode ``data`` as unpadded base64url."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+    # base64.urlsafe_b64encode then rstrip, in two C calls: "=" only ever ends the output.
+    return binascii.b2a_base64(data, newline=False).translate(_TO_URLSAFE, b"=").decode("ascii")
 
 
 def b64url_decode(segment: str) -> bytes:
@@ -45,4 +50,4 @@ def b64url_decode(segment: str) -> bytes:
 
 def compact_json(value: Any) -> bytes:
     """Serialise ``value`` as UTF-8 JSON without whitespace; NaN and Infinity refused."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    return _COMPACT_ENCODER.encode(value).encode()

@@ -106,7 +106,10 @@ def _random_id() -> str:
 
 
 def _checksum(body: str) -> str:
-    return _base62(zlib.crc32(body.encode("ascii")), CHECKSUM_LENGTH)
+    # _base62(crc, CHECKSUM_LENGTH) unrolled: a CRC32 is below 62**6, so three digit pairs.
+    high, low = divmod(zlib.crc32(body.encode("ascii")), 62 * 62)
+    high, middle = divmod(high, 62 * 62)
+    return _BASE62_PAIRS[high] + _BASE62_PAIRS[middle] + _BASE62_PAIRS[low]
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,12 +195,14 @@ class Pepper:
         ValueError: shorter than `MIN_PEPPER_BYTES`.
     """
 
-    __slots__ = ("_key",)
+    __slots__ = ("_key", "_keyed")
 
     def __init__(self, key: bytes) -> None:
         if len(key) < MIN_PEPPER_BYTES:
             raise ValueError(f"a pepper needs at least {MIN_PEPPER_BYTES} bytes")
         self._key = bytes(key)
+        # HMAC keyed once; each hash copies it instead of re-deriving the padded keys.
+        self._keyed = hmac.new(self._key, digestmod=hashlib.sha256)
 
     def __repr__(self) -> str:
         return "Pepper(<hidden>)"
@@ -209,8 +214,9 @@ class Pepper:
 
     def hash(self, value: str, kind: SecretKind) -> bytes:
         """Return the 32-byte stored form of a secret: HMAC-SHA-256(pepper, kind ‖ value)."""
-        message = kind.value.encode("ascii") + b"\x00" + value.encode("utf-8")
-        return hmac.digest(self._key, message, hashlib.sha256)
+        mac = self._keyed.copy()
+        mac.update(kind.value.encode("ascii") + b"\x00" + value.encode("utf-8"))
+        return mac.digest()
 
     def matches(self, value: str, kind: SecretKind, stored_hash: bytes) -> bool:
         """Compare a presented secret with a stored hash in constant time."""

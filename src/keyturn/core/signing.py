@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypeAlias, TypedDict, cast, get_args
 
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 from jwt.exceptions import InvalidKeyError
 
@@ -44,7 +45,13 @@ MIN_RSA_BITS: Final = 2048  # RFC 7518 §3.3
 PrivateKey: TypeAlias = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
 PublicKey: TypeAlias = ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
 
-# PyJWT's algorithm objects do the signature maths (raw R||S <-> DER for ECDSA, curve checks).
+# PyJWT's algorithm objects verify and convert JWKs (raw R||S <-> DER for ECDSA, curve
+# checks); signing calls `cryptography` directly with these parameter objects, built once
+# (PyJWT builds ``ECDSA(SHA256())`` on every call: a sixth of an ES256 signature).
+_ES256_SIGNATURE: Final = ec.ECDSA(hashes.SHA256())
+_RS256_PADDING: Final = padding.PKCS1v15()
+_SHA256: Final = hashes.SHA256()
+_P256_BYTES: Final = 32  # RFC 7518 §3.4: R and S as 32 big-endian octets each
 _ALGORITHMS: Final = {
     "ES256": ECAlgorithm(ECAlgorithm.SHA256, expected_curve=ec.SECP256R1),
     "RS256": RSAAlgorithm(RSAAlgorithm.SHA256),
@@ -321,7 +328,13 @@ class SigningKey:
 
     def sign(self, signing_input: bytes) -> bytes:
         """Sign ``signing_input`` (``header.payload``) and return the raw JWS signature."""
-        return _ALGORITHMS[self.alg].sign(signing_input, self.private_key)
+        key = self.private_key
+        if isinstance(key, ec.EllipticCurvePrivateKey):  # ES256: always P-256 (_algorithm_for)
+            r, s = decode_dss_signature(key.sign(signing_input, _ES256_SIGNATURE))
+            return r.to_bytes(_P256_BYTES, "big") + s.to_bytes(_P256_BYTES, "big")
+        if isinstance(key, rsa.RSAPrivateKey):
+            return key.sign(signing_input, _RS256_PADDING, _SHA256)
+        return key.sign(signing_input)
 
 
 @dataclass(frozen=True, slots=True)

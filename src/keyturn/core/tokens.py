@@ -15,7 +15,6 @@ import re
 import secrets
 import threading
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -94,7 +93,9 @@ def new_token_id() -> str:
     The UUID spelling lets JWThenticator consumers, who read ``token_id`` as a UUID,
     parse the same value.
     """
-    return str(uuid.UUID(bytes=secrets.token_bytes(16)))
+    digits = secrets.token_bytes(16).hex()
+    # str(uuid.UUID(bytes=...)) spelled out: the same 8-4-4-4-12 lowercase hex, no UUID object.
+    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
 
 
 def parse_scope(scope: str) -> frozenset[str]:
@@ -130,6 +131,12 @@ class IssuedToken:
     def expires_in(self) -> int:
         """Seconds the token lives (RFC 6749 §5.1 ``expires_in``)."""
         return self.expires_at - self.issued_at
+
+
+@functools.lru_cache(maxsize=64)
+def _header_segment(alg: str, kid: str) -> str:
+    # Every token one key signs has the same header, so it is encoded once per key.
+    return b64url_encode(compact_json({"alg": alg, "kid": kid, "typ": ACCESS_TOKEN_TYPE}))
 
 
 def issue_access_token(
@@ -184,8 +191,8 @@ def issue_access_token(
         if name in REGISTERED_CLAIMS:
             raise PolicyViolation(name, value, "registered claims cannot be set as extras")
         claims[name] = value
-    header = {"alg": signing_key.alg, "kid": signing_key.kid, "typ": ACCESS_TOKEN_TYPE}
-    signing_input = f"{b64url_encode(compact_json(header))}.{b64url_encode(compact_json(claims))}"
+    header = _header_segment(signing_key.alg, signing_key.kid)
+    signing_input = f"{header}.{b64url_encode(compact_json(claims))}"
     signature = signing_key.sign(signing_input.encode("ascii"))
     return IssuedToken(
         token=f"{signing_input}.{b64url_encode(signature)}",
