@@ -181,11 +181,10 @@ async def test_leased_connections_serve_statements_without_checkouts(
         assert len(checkouts) == 1  # leased once, then reused
         assert _checked_out(storage) == 1
 
-        found = await asyncio.gather(
-            *(storage.keys.find_by_hash(hash_of("k1"), now=NOW) for _ in range(12))
-        )
-        assert all(record is not None for record in found)
+        # Unbatched statements, all in flight at once.
+        await asyncio.gather(*(storage.keys.mark_used("k1", at=NOW) for _ in range(12)))
         assert _checked_out(storage) == 2  # the lease limit: 8 // 4; the rest went back
+        assert len(checkouts) == 1 + 1 + 10  # the first lease, a second, ten one-offs
     finally:
         await storage.close()
     assert _checked_out(storage) == 0
@@ -234,11 +233,13 @@ async def test_a_leased_connection_lost_mid_statement_fails_once_and_is_dropped(
     send = _pgfast.send
     lost: list[asyncpg.Connection] = []
 
-    async def _lose_once(connection: asyncpg.Connection, sql: str, arguments: Any) -> Any:
+    async def _lose_once(
+        connection: asyncpg.Connection, sql: str, arguments: Any, **options: Any
+    ) -> Any:
         if not lost:
             lost.append(connection)
             raise ConnectionResetError("connection reset by peer")
-        return await send(connection, sql, arguments)
+        return await send(connection, sql, arguments, **options)
 
     try:
         await storage.keys.add(api_key("k1"), audit=event("key.registered"))

@@ -62,11 +62,11 @@ async def test_hot_path_is_one_autocommit_statement(
     send = _pgfast.send
 
     async def _counted_send(
-        connection: asyncpg.Connection, sql: str, arguments: Sequence[Any]
+        connection: asyncpg.Connection, sql: str, arguments: Sequence[Any], **options: Any
     ) -> Any:
         # Outside a transaction block, PostgreSQL commits the statement on its own.
         sent.append(("asyncpg", None if connection.is_in_transaction() else "AUTOCOMMIT"))
-        return await send(connection, sql, arguments)
+        return await send(connection, sql, arguments, **options)
 
     try:
         await storage.keys.add(api_key("k1"), audit=event("key.registered"))

@@ -25,6 +25,7 @@ from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.util import await_only, greenlet_spawn
 
 from keyturn.storage._errors import driver_error, storage_error
+from keyturn.storage._pgbatch import Batcher
 from keyturn.storage._prebuilt import PrebuiltStatement
 
 __all__ = ["FastPath", "FastStatement", "lease_limit"]
@@ -39,11 +40,15 @@ class FastStatement(PrebuiltStatement):
         super().__init__(statement, dialect, dialect_types=False)
 
 
-async def send(connection: asyncpg.Connection, sql: str, arguments: Sequence[Any]) -> Any:
-    """One round trip: run ``sql`` and return its first row (None if it has none).
+async def send(
+    connection: asyncpg.Connection, sql: str, arguments: Sequence[Any], *, every_row: bool = False
+) -> Any:
+    """One round trip: run ``sql``; its first row (None if it has none), or ``every_row``.
 
     The single place a fast-path statement reaches the server (tests count calls here).
     """
+    if every_row:
+        return await connection.fetch(sql, *arguments)
     return await connection.fetchrow(sql, *arguments)
 
 
@@ -58,7 +63,9 @@ def _check_out(engine: sa.Engine, doing: str) -> PoolProxiedConnection:
         raise error from exc
 
 
-def _fetchrow(engine: sa.Engine, doing: str, sql: str, arguments: Sequence[Any]) -> Any:
+def _checked_out(
+    engine: sa.Engine, doing: str, sql: str, arguments: Sequence[Any], every_row: bool
+) -> Any:
     """Check a connection out, run ``sql`` on its asyncpg connection, give it back.
 
     The path for when every leased connection is busy: one greenlet, like the SQLAlchemy
@@ -66,13 +73,17 @@ def _fetchrow(engine: sa.Engine, doing: str, sql: str, arguments: Sequence[Any])
     """
     pooled = _check_out(engine, doing)
     try:
-        return await_only(_run(pooled, doing, sql, arguments))
+        return await_only(_run(pooled, doing, sql, arguments, every_row))
     finally:
         pooled.close()
 
 
 async def _run(
-    pooled: PoolProxiedConnection, doing: str, sql: str, arguments: Sequence[Any]
+    pooled: PoolProxiedConnection,
+    doing: str,
+    sql: str,
+    arguments: Sequence[Any],
+    every_row: bool,
 ) -> Any:
     """Send ``sql`` on ``pooled``'s asyncpg connection; Keyturn's errors for what fails.
 
@@ -82,7 +93,7 @@ async def _run(
     """
     connection: asyncpg.Connection = pooled.driver_connection
     try:
-        return await send(connection, sql, arguments)
+        return await send(connection, sql, arguments, every_row=every_row)
     except BaseException as exc:
         if not isinstance(exc, asyncpg.PostgresError) or connection.is_closed():
             pooled.invalidate(exc if isinstance(exc, Exception) else None)
@@ -90,6 +101,11 @@ async def _run(
         if error is None:
             raise
         raise error from exc
+
+
+def _arrays(calls: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
+    """A batch's parameters: ``each_<name>``, the list of every call's ``name``, in order."""
+    return {f"each_{name}": [call[name] for call in calls] for name in calls[0]}
 
 
 def lease_limit(pool_size: int) -> int:
@@ -144,12 +160,62 @@ class FastPath:
 
         `StorageUnavailableError` or `ConflictError` as on the SQLAlchemy path.
         """
-        arguments = statement.arguments(params)
+        return await self._execute(doing, statement, params, every_row=False)
+
+    async def fetch(
+        self, doing: str, statement: FastStatement, params: Mapping[str, Any]
+    ) -> list[Any]:
+        """Run ``statement`` with ``params``; every row it returns."""
+        rows: list[Any] = await self._execute(doing, statement, params, every_row=True)
+        return rows
+
+    def batched_lookups(
+        self, doing: str, one: sa.ClauseElement, many: sa.ClauseElement
+    ) -> Batcher[Mapping[str, Any], Any]:
+        """Calls of the lookup ``one``, batched: each gets its row (a sequence) or None.
+
+        ``many`` is ``one`` over arrays (``each_<parameter>``), answering ``(n, *row)``
+        for the ``n``-th call (from 1) of a batch that found a row.
+        """
+        single, batched = self.prepare(one), self.prepare(many)
+
+        async def alone(params: Mapping[str, Any]) -> Any:
+            return await self.fetchrow(doing, single, params)
+
+        async def together(calls: list[Mapping[str, Any]]) -> list[Any]:
+            found: list[Any] = [None] * len(calls)
+            for row in await self.fetch(doing, batched, _arrays(calls)):
+                found[row[0] - 1] = row[1:]
+            return found
+
+        return Batcher(alone, together)
+
+    def batched_writes(
+        self, doing: str, one: sa.ClauseElement, many: sa.ClauseElement
+    ) -> Batcher[Mapping[str, Any], None]:
+        """Calls of the write ``one``, batched into ``many`` (``one`` over arrays)."""
+        single, batched = self.prepare(one), self.prepare(many)
+
+        async def alone(params: Mapping[str, Any]) -> None:
+            await self.fetchrow(doing, single, params)
+
+        async def together(calls: list[Mapping[str, Any]]) -> list[None]:
+            await self.fetchrow(doing, batched, _arrays(calls))
+            return [None] * len(calls)
+
+        return Batcher(alone, together)
+
+    async def _execute(
+        self, doing: str, statement: FastStatement, params: Mapping[str, Any], *, every_row: bool
+    ) -> Any:
+        sql, arguments = statement.sql, statement.arguments(params)
         pooled = await self._acquire(doing)
         if pooled is None:
-            return await greenlet_spawn(_fetchrow, self._engine, doing, statement.sql, arguments)
+            return await greenlet_spawn(
+                _checked_out, self._engine, doing, sql, arguments, every_row
+            )
         try:
-            return await _run(pooled, doing, statement.sql, arguments)
+            return await _run(pooled, doing, sql, arguments, every_row)
         finally:
             if pooled.is_valid and not self._closed:
                 self._free.append(pooled)

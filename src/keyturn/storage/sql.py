@@ -428,19 +428,34 @@ _ADD_REFRESH_TOKEN_WITH_AUDIT: Final = _INSERT_AUDIT_EVENT.add_cte(
     _INSERT_REFRESH_TOKEN.returning(refresh_tokens.c.id).cte("stored_token")
 )
 
-_FIND_KEY_BY_HASH: Final = (
-    sa.select(*_API_KEY_COLUMNS)
-    .where(
-        sa.or_(
-            api_keys.c.key_hash == sa.bindparam("hash"),
-            sa.and_(
-                api_keys.c.previous_hash == sa.bindparam("hash"),
-                api_keys.c.previous_expires_at > _NOW,
-            ),
+
+def _key_with_hash(
+    hash_: sa.ColumnElement[bytes], now: sa.ColumnElement[datetime]
+) -> sa.Select[Any]:
+    """The key whose current hash, or previous hash still in grace at ``now``, is ``hash_``."""
+    return (
+        sa.select(*_API_KEY_COLUMNS)
+        .where(
+            sa.or_(
+                api_keys.c.key_hash == hash_,
+                sa.and_(api_keys.c.previous_hash == hash_, api_keys.c.previous_expires_at > now),
+            )
         )
+        .limit(1)
     )
-    .limit(1)
-)
+
+
+def _token_with_hash(hash_: sa.ColumnElement[bytes]) -> sa.Select[Any]:
+    """The refresh token with hash ``hash_``, joined to its API key (if any)."""
+    return (
+        sa.select(*_REFRESH_TOKEN_COLUMNS, *_API_KEY_COLUMNS)
+        .select_from(refresh_tokens.outerjoin(api_keys, api_keys.c.id == refresh_tokens.c.key_id))
+        .where(refresh_tokens.c.token_hash == hash_)
+    )
+
+
+_HASH: Final = sa.bindparam("hash", type_=sa.LargeBinary())
+_FIND_KEY_BY_HASH: Final = _key_with_hash(_HASH, _NOW)
 _MARK_KEY_USED: Final = (
     sa.update(api_keys)
     .where(
@@ -450,11 +465,7 @@ _MARK_KEY_USED: Final = (
     .values(last_used_at=_AT)
 )
 
-_FIND_REFRESH_TOKEN_WITH_KEY: Final = (
-    sa.select(*_REFRESH_TOKEN_COLUMNS, *_API_KEY_COLUMNS)
-    .select_from(refresh_tokens.outerjoin(api_keys, api_keys.c.id == refresh_tokens.c.key_id))
-    .where(refresh_tokens.c.token_hash == sa.bindparam("hash"))
-)
+_FIND_REFRESH_TOKEN_WITH_KEY: Final = _token_with_hash(_HASH)
 # The compare-and-set of a rotation: only a live token is marked used.
 _MARK_REFRESH_TOKEN_USED: Final = (
     sa.update(refresh_tokens)
@@ -493,6 +504,59 @@ def _rotate_with_successor_and_audit() -> sa.Select[tuple[int]]:
 
 # PostgreSQL: one statement, one round trip.
 _ROTATE_WITH_SUCCESSOR_AND_AUDIT: Final = _rotate_with_successor_and_audit()
+
+# PostgreSQL, for `keyturn.storage._pgbatch`: the calls of one event-loop turn in one
+# statement. Each single-row statement's parameter ``p`` becomes an array ``each_p``, the
+# arrays are unnested in step into numbered rows, and a lookup answers row ``n`` through
+# a LATERAL join (so ``LIMIT 1`` still applies per call).
+
+
+def _each(params: Mapping[str, sa.BindParameter[Any]]) -> sa.TableValuedAlias:
+    """The rows of a batch: ``params`` as arrays, unnested side by side, numbered ``n``.
+
+    Strings are cast without a length: an explicit ``::VARCHAR(64)`` would truncate
+    silently, where storing into the column refuses a value too long, as it does alone.
+    """
+    arrays = [
+        sa.bindparam(
+            f"each_{param.key}",
+            type_=postgresql.ARRAY(
+                sa.String() if isinstance(param.type, sa.String) else param.type,
+                dimensions=1,  # a JSON list is one value, not a dimension of the array
+            ),
+        )
+        for param in params.values()
+    ]
+    return (
+        sa.func.unnest(*arrays)
+        .table_valued(*params, with_ordinality="n")
+        .render_derived(name="each_call")
+    )
+
+
+def _lookups(
+    params: Mapping[str, sa.BindParameter[Any]], lookup: Callable[..., sa.Select[Any]]
+) -> sa.Select[Any]:
+    """``lookup`` for every row of a batch: ``(n, *columns)`` for the rows it finds."""
+    each = _each(params)
+    found = lookup(*(each.c[name] for name in params)).lateral("found")
+    return sa.select(each.c.n, *found.c).select_from(each.join(found, sa.true()))
+
+
+def _inserts(table: sa.Table, params: Mapping[str, sa.BindParameter[Any]]) -> sa.Insert:
+    """``INSERT INTO table SELECT ... FROM unnest(...)``: a row per call of a batch.
+
+    ``params`` maps each column to the single-row statement's parameter for it.
+    """
+    each = _each(params)
+    return sa.insert(table).from_select(list(params), sa.select(*(each.c[name] for name in params)))
+
+
+_FIND_KEYS_BY_HASH: Final = _lookups({"hash": _HASH, "now": _NOW}, _key_with_hash)
+_FIND_REFRESH_TOKENS_WITH_KEY: Final = _lookups({"hash": _HASH}, _token_with_hash)
+_ADD_REFRESH_TOKENS_WITH_AUDIT: Final = _inserts(audit_events, _AUDIT).add_cte(
+    _inserts(refresh_tokens, _NEW_TOKEN).returning(refresh_tokens.c.id).cte("stored_tokens")
+)
 _REVOKE_REFRESH_FAMILY: Final = (
     sa.update(refresh_tokens)
     .where(
@@ -554,11 +618,13 @@ class SQLKeyRepository(_Repository):
         fast: FastPath | None = None,
     ) -> None:
         super().__init__(engine, write_lock=write_lock, lite=lite, fast=fast)
-        self._fast_find: FastStatement | None = None
         self._fast_mark_used: FastStatement | None = None
+        self._find_batch: Batcher[Mapping[str, Any], Any] | None = None
         if self._fast is not None:
-            self._fast_find = self._fast.prepare(_FIND_KEY_BY_HASH)
             self._fast_mark_used = self._fast.prepare(_MARK_KEY_USED)
+            self._find_batch = self._fast.batched_lookups(
+                "look up the API key", _FIND_KEY_BY_HASH, _FIND_KEYS_BY_HASH
+            )
         self._lite_find: LiteStatement | None = None
         self._lite_mark_used: LiteStatement | None = None
         if lite is not None:
@@ -608,8 +674,8 @@ class SQLKeyRepository(_Repository):
     async def find_by_hash(self, key_hash: bytes, *, now: datetime) -> ApiKeyRecord | None:
         """The key whose current hash, or still-in-grace previous hash, is ``key_hash``."""
         params = {"hash": key_hash, "now": now}
-        if self._fast is not None and self._fast_find is not None:
-            row = await self._fast.fetchrow("look up the API key", self._fast_find, params)
+        if self._find_batch is not None:
+            row = await self._find_batch(params)
             return None if row is None else _api_key(row)
         if self._lite is not None and (find := self._lite_find) is not None:
             with contextlib.suppress(Busy):
@@ -755,12 +821,20 @@ class SQLRefreshTokenRepository(_Repository):
         fast: FastPath | None = None,
     ) -> None:
         super().__init__(engine, write_lock=write_lock, lite=lite, fast=fast)
-        self._fast_add: FastStatement | None = None
-        self._fast_find: FastStatement | None = None
+        self._add_batch: Batcher[Mapping[str, Any], None] | None = None
+        self._find_batch: Batcher[Mapping[str, Any], Any] | None = None
         self._fast_rotate: FastStatement | None = None
         if self._fast is not None:
-            self._fast_add = self._fast.prepare(_ADD_REFRESH_TOKEN_WITH_AUDIT)
-            self._fast_find = self._fast.prepare(_FIND_REFRESH_TOKEN_WITH_KEY)
+            self._add_batch = self._fast.batched_writes(
+                "store the refresh token",
+                _ADD_REFRESH_TOKEN_WITH_AUDIT,
+                _ADD_REFRESH_TOKENS_WITH_AUDIT,
+            )
+            self._find_batch = self._fast.batched_lookups(
+                "look up the refresh token",
+                _FIND_REFRESH_TOKEN_WITH_KEY,
+                _FIND_REFRESH_TOKENS_WITH_KEY,
+            )
             self._fast_rotate = self._fast.prepare(_ROTATE_WITH_SUCCESSOR_AND_AUDIT)
         self._lite_statements: _LiteRefreshStatements | None = None
         if lite is not None:
@@ -769,8 +843,8 @@ class SQLRefreshTokenRepository(_Repository):
     async def add(self, token: RefreshTokenRecord, *, audit: AuditEvent) -> None:
         """Store a new refresh token and its audit row; `ConflictError` on a clash."""
         stored, event = _new_token_params(token), _audit_params(audit)
-        if self._fast is not None and self._fast_add is not None:
-            await self._fast.fetchrow("store the refresh token", self._fast_add, stored | event)
+        if self._add_batch is not None:
+            await self._add_batch(stored | event)
             return
         if self._postgresql:
             params = stored | event
@@ -811,8 +885,8 @@ class SQLRefreshTokenRepository(_Repository):
     async def _find_row(self, params: Mapping[str, Any]) -> Any:
         """The joined row: asyncpg fast path, else SQLite fast path, else the pooled path."""
         doing = "look up the refresh token"
-        if self._fast is not None and self._fast_find is not None:
-            return await self._fast.fetchrow(doing, self._fast_find, params)
+        if self._find_batch is not None:
+            return await self._find_batch(params)
         if self._lite is not None and (lite := self._lite_statements) is not None:
             with contextlib.suppress(Busy):
                 return self._lite.read(doing, lambda conn: conn.first(lite.find, params))
@@ -1411,6 +1485,7 @@ class SQLStorage:
 
 
 if TYPE_CHECKING:
+    from keyturn.storage._pgbatch import Batcher
     from keyturn.storage._pgfast import FastPath, FastStatement
 
     _conforms: type[Storage] = SQLStorage  # mypy checks SQLStorage against the Protocol
