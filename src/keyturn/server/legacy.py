@@ -48,6 +48,7 @@ from keyturn.server.requests import (
     read_model,
     request_id,
 )
+from keyturn.server.state import client_address
 
 __all__ = ["admin_routes", "public_routes"]
 
@@ -91,7 +92,7 @@ async def authenticate(request: Request) -> Response:
     state = keyturn_state(request)
     body = read_model(AuthenticateRequest, await read_json(request))
     key = body.key.get_secret_value()
-    await state.check_rate(request, key_bucket=key_bucket(key))
+    await state.check_rate(client_address(request.scope), key_bucket=key_bucket(key))
     pair = await state.service.authenticate(
         key, identifier=body.identifier, rotating=False, request_id=request_id(request)
     )
@@ -103,7 +104,7 @@ async def refresh(request: Request) -> Response:
     """``POST /refresh {refresh_token, identifier}`` -> ``{"jwt"}``."""
     state = keyturn_state(request)
     body = read_model(RefreshRequest, await read_json(request))
-    await state.check_rate(request, key_bucket=None)
+    await state.check_rate(client_address(request.scope), key_bucket=None)
     pair = await state.service.refresh(
         body.refresh_token.get_secret_value(),
         identifier=body.identifier,
