@@ -8,7 +8,6 @@ lifespan opens and closes the state itself.
 from __future__ import annotations
 
 import hmac
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -23,7 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from keyturn.config import Settings
 from keyturn.errors import KeyturnError
 from keyturn.server import admin, legacy, login, v1
-from keyturn.server.errors import problem
+from keyturn.server.errors import problem, unexpected_error
 from keyturn.server.fastpath import GatewayFastPath
 from keyturn.server.metrics import metrics_endpoint
 from keyturn.server.openapi import docs_page, openapi_document
@@ -31,8 +30,6 @@ from keyturn.server.state import KeyturnState, is_loopback
 from keyturn.server.telemetry import RequestTelemetry
 
 __all__ = ["build_admin_app", "build_public_app", "create_app"]
-
-logger = logging.getLogger("keyturn.server")
 
 
 async def healthz(request: Request) -> Response:
@@ -70,22 +67,12 @@ async def _not_found(request: Request, exc: Exception) -> Response:
     )
 
 
-async def _unexpected(request: Request, exc: Exception) -> Response:
-    # Never a traceback to the client; the log names the route, never a secret.
-    logger.error(
-        "unhandled error on %s %s: %s", request.method, request.url.path, type(exc).__name__
-    )
-    return problem(
-        500, "Internal Server Error", "an unexpected error occurred", code="server_error"
-    )
-
-
 def _starlette(
     state: KeyturnState, routes: list[Route], *, trusted_admin: bool, title: str
 ) -> Starlette:
     app = Starlette(
         routes=routes,
-        exception_handlers={HTTPException: _not_found, Exception: _unexpected},
+        exception_handlers={HTTPException: _not_found, Exception: unexpected_error},
     )
     app.state.keyturn = state
     app.state.trusted_admin = trusted_admin

@@ -10,20 +10,30 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import structlog
+from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keyturn.core.tokens import VerifiedToken
 from keyturn.errors import KeyturnError
-from keyturn.server import v1
+from keyturn.server import legacy, v1
+from keyturn.server.errors import RequestRejectedError, unexpected_error
 from keyturn.server.logs import ACCESS_LOGGER, REQUEST_ID_HEADER, sane_request_id
-from keyturn.server.models import MAX_TOKEN
-from keyturn.server.requests import MAX_BODY_BYTES
-from keyturn.server.state import KeyturnState
-from keyturn.server.telemetry import request_header
+from keyturn.server.models import MAX_TOKEN, AuthenticateRequest, RefreshRequest
+from keyturn.server.requests import MAX_BODY_BYTES, parse_body
+from keyturn.server.state import KeyturnState, client_address
+from keyturn.server.telemetry import RequestTelemetry, request_header
 
 __all__ = ["GatewayFastPath"]
+
+#: A legacy token route: its body's model and the answer its Starlette handler gives.
+_TokenRoute = tuple[type[BaseModel], Callable[..., Awaitable[Response]]]
 
 
 class GatewayFastPath:
@@ -38,16 +48,30 @@ class GatewayFastPath:
 
     Each answer here is counted in a lock-free `RouteTally` (~0.3 µs; flushed into the
     metrics when scraped and every poll) and logged at DEBUG only.
+
+    A well-formed ``POST /authenticate`` or ``POST /refresh`` (JWThenticator's) is also
+    answered here, success or not: the body is read and validated as the Starlette
+    handler would, and `legacy.answer_authenticate` / `legacy.answer_refresh` give the
+    response. A body those rules refuse (media type, size, JSON, fields) is replayed into
+    Starlette before any rate-limit hit or service call, and rendered there.
     """
 
-    def __init__(self, app: ASGIApp, *, state: KeyturnState) -> None:
-        self.app = app
+    def __init__(self, app: RequestTelemetry, *, state: KeyturnState) -> None:
+        self.app: ASGIApp = app
+        # Requests answered here in full are counted and logged as the telemetry would.
+        self._record = app.record
+        self._state = state
         # The verifier itself: a token refused here is counted once, by the fallback.
         self._verify = state.service.verifier.verify
         prefix = state.settings.url_prefix
         self._legacy = f"{prefix}/validate_request"
         self._v1 = f"{prefix}/v1/validate"
         self._post = f"{prefix}/validate"
+        # Route template -> body model and answer, as `legacy.public_routes` routes them.
+        self._token_routes: dict[str, _TokenRoute] = {
+            f"{prefix}/authenticate": (AuthenticateRequest, legacy.answer_authenticate),
+            f"{prefix}/refresh": (RefreshRequest, legacy.answer_refresh),
+        }
         # The JWK Set, rendered once per key set (a reload installs a new one): path ->
         # the Content-Type and Cache-Control its Starlette handler sends.
         self._service = state.service
@@ -162,10 +186,66 @@ class GatewayFastPath:
 
         await self.app(scope, replay, send)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == self._post:
-            await self._validate_body(scope, receive, send)
+    async def _token(self, route: str, scope: Scope, receive: Receive, send: Send) -> None:
+        """``POST /authenticate`` and ``POST /refresh``: answer a well-formed body here."""
+        started = time.perf_counter()
+        headers = scope["headers"]
+        model, answer = self._token_routes[route]
+        if not (_json_content(headers) and _declared_size_fits(headers)):
+            await self.app(scope, receive, send)
             return
+        body, messages = await _read_body(receive)
+        parsed = None
+        if body is not None:
+            try:
+                parsed = parse_body(model, body)
+            except RequestRejectedError:
+                parsed = None
+        if parsed is None:
+            await self.app(scope, _replaying(messages, receive), send)
+            return
+        # As RequestTelemetry: the request id, bound for the service's log lines.
+        request_id = sane_request_id(request_header(headers, REQUEST_ID_HEADER))
+        text_id = request_id.decode("ascii")
+        structlog.contextvars.bind_contextvars(request_id=text_id)
+        status = 500
+        started_response = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, started_response
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                started_response = True
+                message = {
+                    **message,
+                    "headers": [*message["headers"], (REQUEST_ID_HEADER, request_id)],
+                }
+            await send(message)
+
+        try:
+            response = await answer(
+                self._state, parsed, address=client_address(scope), request_id=text_id
+            )
+            await response(scope, receive, send_with_id)
+        except Exception as exc:
+            # As Starlette's ServerErrorMiddleware: the 500 problem, then re-raised for the
+            # server to log.
+            if not started_response:
+                error = await unexpected_error(Request(scope), exc)
+                await error(scope, receive, send_with_id)
+            raise
+        finally:
+            self._record("POST", route, status, time.perf_counter() - started)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path = scope["path"]
+            if path == self._post:
+                await self._validate_body(scope, receive, send)
+                return
+            if path in self._token_routes:
+                await self._token(path, scope, receive, send)
+                return
         if scope["type"] == "http" and scope["method"] == "GET" and not scope["query_string"]:
             path = scope["path"]
             if path in self._jwks_routes:
@@ -211,6 +291,46 @@ def _json_content(headers: list[tuple[bytes, bytes]]) -> bool:
         if name == b"content-type":
             return value.split(b";", 1)[0].strip().lower() == b"application/json"
     return True  # JWThenticator's clients may send none
+
+
+def _declared_size_fits(headers: list[tuple[bytes, bytes]]) -> bool:
+    """No ``Content-Length``, or one of ASCII digits within `MAX_BODY_BYTES`.
+
+    Anything else is refused by `keyturn.server.requests` (413), so it falls through.
+    """
+    declared = request_header(headers, b"content-length")
+    return declared is None or (declared.isdigit() and int(declared) <= MAX_BODY_BYTES)
+
+
+async def _read_body(receive: Receive) -> tuple[bytes | None, list[Message]]:
+    """The whole body (None if over `MAX_BODY_BYTES` or cut off), and the messages read."""
+    messages: list[Message] = []
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            return None, messages
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None, messages
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks), messages
+
+
+def _replaying(messages: list[Message], receive: Receive) -> Receive:
+    """A ``receive`` that gives ``messages`` again, then what ``receive`` gives."""
+    pending = deque(messages)
+
+    async def replay() -> Message:
+        if pending:
+            return pending.popleft()
+        return await receive()
+
+    return replay
 
 
 def _jwt_field(body: bytes) -> str | None:
