@@ -8,9 +8,6 @@ lifespan opens and closes the state itself.
 from __future__ import annotations
 
 import hmac
-import json
-import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -20,24 +17,19 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from keyturn.config import Settings
-from keyturn.core.tokens import VerifiedToken
 from keyturn.errors import KeyturnError
 from keyturn.server import admin, legacy, login, v1
-from keyturn.server.errors import problem
-from keyturn.server.logs import ACCESS_LOGGER, REQUEST_ID_HEADER, sane_request_id
+from keyturn.server.errors import problem, unexpected_error
+from keyturn.server.fastpath import GatewayFastPath
 from keyturn.server.metrics import metrics_endpoint
-from keyturn.server.models import MAX_TOKEN
 from keyturn.server.openapi import docs_page, openapi_document
-from keyturn.server.requests import MAX_BODY_BYTES
 from keyturn.server.state import KeyturnState, is_loopback
-from keyturn.server.telemetry import RequestTelemetry, request_header
+from keyturn.server.telemetry import RequestTelemetry
 
 __all__ = ["build_admin_app", "build_public_app", "create_app"]
-
-logger = logging.getLogger("keyturn.server")
 
 
 async def healthz(request: Request) -> Response:
@@ -75,22 +67,12 @@ async def _not_found(request: Request, exc: Exception) -> Response:
     )
 
 
-async def _unexpected(request: Request, exc: Exception) -> Response:
-    # Never a traceback to the client; the log names the route, never a secret.
-    logger.error(
-        "unhandled error on %s %s: %s", request.method, request.url.path, type(exc).__name__
-    )
-    return problem(
-        500, "Internal Server Error", "an unexpected error occurred", code="server_error"
-    )
-
-
 def _starlette(
     state: KeyturnState, routes: list[Route], *, trusted_admin: bool, title: str
 ) -> Starlette:
     app = Starlette(
         routes=routes,
-        exception_handlers={HTTPException: _not_found, Exception: _unexpected},
+        exception_handlers={HTTPException: _not_found, Exception: unexpected_error},
     )
     app.state.keyturn = state
     app.state.trusted_admin = trusted_admin
@@ -139,233 +121,6 @@ def build_public_app(state: KeyturnState) -> ASGIApp:
 #: Routes whose successful answers are logged at DEBUG (gateways and probes call them).
 _QUIET_PUBLIC = ("/validate_request", "/v1/validate", "/validate", "/healthz", "/readyz", "/health")
 _QUIET_ADMIN = ("/healthz", "/readyz", "/metrics")
-
-
-class GatewayFastPath:
-    """Answers a *valid* ``GET /validate_request``, ``GET /v1/validate`` or ``POST /validate``,
-    and the JWK Set (``GET /jwks``, ``GET /.well-known/jwks.json``).
-
-    Gateways call these on every request, and a cached verification costs ~1 µs while
-    Starlette's routing, request and response objects cost ~50 µs. Only the success path
-    is taken here, with exactly the response the Starlette handler would send (plus its
-    ``X-Request-ID``); anything else (no or bad token, a ``?scope=`` query, another
-    route) falls through to `RequestTelemetry` and Starlette, which render it.
-
-    Each answer here is counted in a lock-free `RouteTally` (~0.3 µs; flushed into the
-    metrics when scraped and every poll) and logged at DEBUG only.
-    """
-
-    def __init__(self, app: ASGIApp, *, state: KeyturnState) -> None:
-        self.app = app
-        # The verifier itself: a token refused here is counted once, by the fallback.
-        self._verify = state.service.verifier.verify
-        prefix = state.settings.url_prefix
-        self._legacy = f"{prefix}/validate_request"
-        self._v1 = f"{prefix}/v1/validate"
-        self._post = f"{prefix}/validate"
-        # The JWK Set, rendered once per key set (a reload installs a new one): path ->
-        # the Content-Type and Cache-Control its Starlette handler sends.
-        self._service = state.service
-        self._jwks_routes = {
-            f"{prefix}/jwks": (b"application/json", b"max-age=300"),
-            f"{prefix}/.well-known/jwks.json": (
-                b"application/jwk-set+json",
-                b"public, max-age=300",
-            ),
-        }
-        self._jwks_for: object = None
-        self._jwks_body = b""
-        self._tallies = {
-            (method, route): state.metrics.tally("public", method, route, 200)
-            for method, route in (
-                ("GET", self._legacy),
-                ("GET", self._v1),
-                ("POST", self._post),
-                *(("GET", path) for path in self._jwks_routes),
-            )
-        }
-
-    def _done(
-        self, method: str, route: str, started: float, request_id: bytes, jti: str | None
-    ) -> None:
-        """Count a request answered here; log it when DEBUG is on."""
-        seconds = time.perf_counter() - started
-        self._tallies[method, route].add(seconds)
-        if ACCESS_LOGGER.isEnabledFor(logging.DEBUG):
-            ACCESS_LOGGER.debug(
-                "request",
-                extra={
-                    "request_id": request_id.decode("ascii"),
-                    "listener": "public",
-                    "method": method,
-                    "route": route,
-                    "status": 200,
-                    "duration_ms": round(seconds * 1000, 3),
-                    **({} if jti is None else {"jti": jti}),
-                },
-            )
-
-    async def _jwks(self, path: str, scope: Scope, send: Send) -> None:
-        """``GET /jwks`` and ``GET /.well-known/jwks.json``: the same bytes Starlette sends."""
-        started = time.perf_counter()
-        keys = self._service.key_set
-        if keys is not self._jwks_for:
-            self._jwks_body = json.dumps(
-                dict(keys.jwks()), ensure_ascii=False, allow_nan=False, separators=(",", ":")
-            ).encode("utf-8")
-            self._jwks_for = keys
-        body = self._jwks_body
-        content_type, cache_control = self._jwks_routes[path]
-        request_id = sane_request_id(request_header(scope["headers"], REQUEST_ID_HEADER))
-        headers = [
-            (b"cache-control", cache_control),
-            (b"content-length", str(len(body)).encode("ascii")),
-            (b"content-type", content_type),
-            (REQUEST_ID_HEADER, request_id),
-        ]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-        self._done("GET", path, started, request_id, None)
-
-    async def _validate_body(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """``POST /validate {"jwt"}``: answer a valid token here, replay anything else."""
-        started = time.perf_counter()
-        chunks: list[bytes] = []
-        size = 0
-        more = True
-        while more and size <= MAX_BODY_BYTES:
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        body = b"".join(chunks)
-        if not more and size <= MAX_BODY_BYTES and _json_content(scope["headers"]):
-            token = _jwt_field(body)
-            if token is not None:
-                try:
-                    verified = self._verify(token)
-                except KeyturnError:
-                    pass
-                else:
-                    raw_id = request_header(scope["headers"], REQUEST_ID_HEADER)
-                    request_id = sane_request_id(raw_id)
-                    await send(
-                        {
-                            "type": "http.response.start",
-                            "status": 200,
-                            "headers": [
-                                (b"content-length", b"15"),
-                                (b"content-type", b"application/json"),
-                                (REQUEST_ID_HEADER, request_id),
-                            ],
-                        }
-                    )
-                    await send({"type": "http.response.body", "body": b'{"result":true}'})
-                    self._done("POST", self._post, started, request_id, verified.jti)
-                    return
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": more}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == self._post:
-            await self._validate_body(scope, receive, send)
-            return
-        if scope["type"] == "http" and scope["method"] == "GET" and not scope["query_string"]:
-            path = scope["path"]
-            if path in self._jwks_routes:
-                await self._jwks(path, scope, send)
-                return
-            if path in (self._legacy, self._v1):
-                started = time.perf_counter()
-                token, raw_id = _bearer_and_request_id(scope["headers"])
-                verified = None
-                if token is not None:
-                    try:
-                        verified = self._verify(token)
-                    except KeyturnError:
-                        verified = None
-                if verified is not None:
-                    request_id = sane_request_id(raw_id)
-                    if path == self._legacy:
-                        headers = [
-                            (b"content-length", b"2"),
-                            (b"content-type", b"application/json"),
-                            (REQUEST_ID_HEADER, request_id),
-                        ]
-                        body = b"{}"
-                    else:
-                        headers = [
-                            (b"content-length", b"0"),
-                            *_identity_headers(verified),
-                            (REQUEST_ID_HEADER, request_id),
-                        ]
-                        body = b""
-                    await send({"type": "http.response.start", "status": 200, "headers": headers})
-                    await send({"type": "http.response.body", "body": body})
-                    self._done("GET", path, started, request_id, verified.jti)
-                    return
-        await self.app(scope, receive, send)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.app, name)
-
-
-def _json_content(headers: list[tuple[bytes, bytes]]) -> bool:
-    for name, value in headers:
-        if name == b"content-type":
-            return value.split(b";", 1)[0].strip().lower() == b"application/json"
-    return True  # JWThenticator's clients may send none
-
-
-def _jwt_field(body: bytes) -> str | None:
-    """The token of a body that is exactly ``{"jwt": "<str>"}``, or None."""
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError):
-        return None
-    if type(data) is not dict or len(data) != 1:
-        return None
-    token = data.get("jwt")
-    return token if type(token) is str and len(token) <= MAX_TOKEN else None
-
-
-def _bearer_and_request_id(
-    headers: list[tuple[bytes, bytes]],
-) -> tuple[str | None, bytes | None]:
-    """The bearer token (None if absent or malformed) and the raw ``X-Request-ID``."""
-    authorization = request_id = None
-    for name, value in headers:
-        if name == b"authorization":
-            if authorization is None:
-                authorization = value
-        elif name == REQUEST_ID_HEADER and request_id is None:
-            request_id = value
-    if authorization is None:
-        return None, request_id
-    scheme, _, token = authorization.partition(b" ")
-    token = token.strip()
-    if scheme.lower() != b"bearer" or not token or b" " in token:
-        return None, request_id
-    return token.decode("latin-1"), request_id
-
-
-def _identity_headers(verified: VerifiedToken) -> list[tuple[bytes, bytes]]:
-    # The same headers as the Starlette handler's, in ASGI's raw form.
-    return [
-        (name.lower().encode("latin-1"), value.encode("latin-1"))
-        for name, value in v1.identity_headers(verified).items()
-    ]
 
 
 def build_admin_app(state: KeyturnState) -> ASGIApp:

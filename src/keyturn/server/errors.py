@@ -13,10 +13,12 @@ rendered by their handlers. No message here contains a token, key or password.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from keyturn.errors import (
@@ -35,7 +37,10 @@ __all__ = [
     "problem",
     "problem_for",
     "retry_headers",
+    "unexpected_error",
 ]
+
+logger = logging.getLogger("keyturn.server")
 
 PROBLEM_JSON: Final = "application/problem+json"
 REALM: Final = "keyturn"
@@ -184,3 +189,17 @@ def oauth_error(exc: KeyturnError) -> JSONResponse:
         status = 400
     body = {"error": exc.error_code, "error_description": exc.message}
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def unexpected_error(request: Request, exc: Exception) -> Response:
+    """The 500 problem for an exception no handler expected (Starlette's ``Exception`` handler).
+
+    Never a traceback to the client; the log names the route and the exception's type,
+    never a secret.
+    """
+    logger.error(
+        "unhandled error on %s %s: %s", request.method, request.url.path, type(exc).__name__
+    )
+    return problem(
+        500, "Internal Server Error", "an unexpected error occurred", code="server_error"
+    )

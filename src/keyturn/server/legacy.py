@@ -48,35 +48,49 @@ from keyturn.server.requests import (
     read_model,
     request_id,
 )
+from keyturn.server.state import KeyturnState, client_address
 
-__all__ = ["admin_routes", "public_routes"]
+__all__ = [
+    "admin_routes",
+    "answer_authenticate",
+    "answer_refresh",
+    "legacy_error",
+    "public_routes",
+]
 
 Handler = Callable[[Request], Awaitable[Response]]
 
 
+def legacy_error(exc: KeyturnError) -> Response:
+    """An error in JWThenticator's shapes: ``{}``, field messages, or a 413/415 problem."""
+    if isinstance(exc, RequestRejectedError):
+        if exc.status_code in (413, 415):
+            return problem_for(exc)
+        return JSONResponse(exc.fields, status_code=400)
+    if isinstance(
+        exc,
+        InvalidGrantError
+        | InvalidTokenError
+        | MalformedSecretError
+        | PolicyViolation
+        | InsufficientScopeError,
+    ):
+        return JSONResponse({}, status_code=401)
+    if isinstance(exc, ConflictError):
+        return JSONResponse({"result": False, "message": exc.message}, status_code=409)
+    # 503 storage down, 429 rate limited
+    return JSONResponse({}, status_code=exc.status_code, headers=retry_headers(exc))
+
+
 def _legacy(handler: Handler) -> Handler:
-    """Render errors in JWThenticator's shapes: ``{}`` or field messages."""
+    """Render errors in JWThenticator's shapes (`legacy_error`)."""
 
     @functools.wraps(handler)
     async def endpoint(request: Request) -> Response:
         try:
             return await handler(request)
-        except RequestRejectedError as exc:
-            if exc.status_code in (413, 415):
-                return problem_for(exc)
-            return JSONResponse(exc.fields, status_code=400)
-        except (
-            InvalidGrantError,
-            InvalidTokenError,
-            MalformedSecretError,
-            PolicyViolation,
-            InsufficientScopeError,
-        ):
-            return JSONResponse({}, status_code=401)
-        except ConflictError as exc:
-            return JSONResponse({"result": False, "message": exc.message}, status_code=409)
-        except KeyturnError as exc:  # 503 storage down, 429 rate limited
-            return JSONResponse({}, status_code=exc.status_code, headers=retry_headers(exc))
+        except KeyturnError as exc:
+            return legacy_error(exc)
 
     return endpoint
 
@@ -85,31 +99,65 @@ def _ok(body: dict[str, Any], status: int = 200) -> JSONResponse:
     return JSONResponse(body, status_code=status, headers=NO_STORE)
 
 
+async def answer_authenticate(
+    state: KeyturnState, body: AuthenticateRequest, *, address: str, request_id: str | None
+) -> Response:
+    """The answer to a well-formed ``POST /authenticate``, errors rendered as `legacy_error`.
+
+    Shared by the Starlette handler and the raw-ASGI fast path, so they cannot drift.
+    """
+    key = body.key.get_secret_value()
+    try:
+        await state.check_rate(address, key_bucket=key_bucket(key))
+        pair = await state.service.authenticate(
+            key, identifier=body.identifier, rotating=False, request_id=request_id
+        )
+    except KeyturnError as exc:
+        return legacy_error(exc)
+    return _ok({"jwt": pair.access.token, "refresh_token": pair.refresh_token})
+
+
+async def answer_refresh(
+    state: KeyturnState, body: RefreshRequest, *, address: str, request_id: str | None
+) -> Response:
+    """The answer to a well-formed ``POST /refresh``, errors rendered as `legacy_error`.
+
+    Shared by the Starlette handler and the raw-ASGI fast path, so they cannot drift.
+    """
+    try:
+        await state.check_rate(address, key_bucket=None)
+        pair = await state.service.refresh(
+            body.refresh_token.get_secret_value(),
+            identifier=body.identifier,
+            request_id=request_id,
+        )
+    except KeyturnError as exc:
+        return legacy_error(exc)
+    return _ok({"jwt": pair.access.token})
+
+
 @_legacy
 async def authenticate(request: Request) -> Response:
     """``POST /authenticate {key, identifier}`` -> ``{"jwt", "refresh_token"}``."""
-    state = keyturn_state(request)
     body = read_model(AuthenticateRequest, await read_json(request))
-    key = body.key.get_secret_value()
-    await state.check_rate(request, key_bucket=key_bucket(key))
-    pair = await state.service.authenticate(
-        key, identifier=body.identifier, rotating=False, request_id=request_id(request)
+    return await answer_authenticate(
+        keyturn_state(request),
+        body,
+        address=client_address(request.scope),
+        request_id=request_id(request),
     )
-    return _ok({"jwt": pair.access.token, "refresh_token": pair.refresh_token})
 
 
 @_legacy
 async def refresh(request: Request) -> Response:
     """``POST /refresh {refresh_token, identifier}`` -> ``{"jwt"}``."""
-    state = keyturn_state(request)
     body = read_model(RefreshRequest, await read_json(request))
-    await state.check_rate(request, key_bucket=None)
-    pair = await state.service.refresh(
-        body.refresh_token.get_secret_value(),
-        identifier=body.identifier,
+    return await answer_refresh(
+        keyturn_state(request),
+        body,
+        address=client_address(request.scope),
         request_id=request_id(request),
     )
-    return _ok({"jwt": pair.access.token})
 
 
 @_legacy

@@ -25,6 +25,7 @@ from starlette.routing import Route
 from keyturn.errors import InvalidGrantError, InvalidRequestError, KeyturnError
 from keyturn.server.errors import NO_STORE, problem, problem_for
 from keyturn.server.requests import keyturn_state, read_form_or_json, request_id
+from keyturn.server.state import client_address
 from keyturn.server.v1 import _oauth, _requested_scopes, _token_response
 
 __all__ = ["WRONG_CREDENTIALS", "public_routes"]
@@ -72,7 +73,7 @@ async def login(request: Request) -> Response:
     """``POST /login``: ``{"token": "<access token>"}``, no refresh token."""
     state = keyturn_state(request)
     email, password = _credentials(await read_form_or_json(request))
-    await state.check_login_rate(request, email)
+    await state.check_login_rate(client_address(request.scope), email)
     pair = await state.service.login(email, password, refresh=False, request_id=request_id(request))
     return JSONResponse({"token": pair.access.token}, headers=NO_STORE)
 
@@ -84,7 +85,7 @@ async def login_v1(request: Request) -> Response:
     params = await read_form_or_json(request)
     email, password = _credentials(params)
     scopes = _requested_scopes(params)
-    await state.check_login_rate(request, email)
+    await state.check_login_rate(client_address(request.scope), email)
     pair = await state.service.login(email, password, scopes=scopes, request_id=request_id(request))
     return _token_response(pair)
 
@@ -97,7 +98,7 @@ async def logout(request: Request) -> Response:
     refresh_token = params.get("refresh_token")
     if not refresh_token:
         raise InvalidRequestError("refresh_token is required")
-    await state.check_rate(request, key_bucket=None)
+    await state.check_rate(client_address(request.scope), key_bucket=None)
     await state.service.logout(refresh_token, request_id=request_id(request))
     return Response(status_code=200, headers=NO_STORE)
 

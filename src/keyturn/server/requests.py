@@ -26,6 +26,7 @@ __all__ = [
     "bearer_token",
     "key_bucket",
     "keyturn_state",
+    "parse_body",
     "read_form_or_json",
     "read_json",
     "read_model",
@@ -175,6 +176,15 @@ def read_model(model: type[Model], data: Any) -> Model:
         raise RequestRejectedError(
             "the body has missing, unknown or invalid fields", fields=validation_messages(exc)
         ) from exc
+
+
+def parse_body(model: type[Model], body: bytes) -> Model:
+    """Parse and validate a JSON body already read, by the rules of `read_json` and `read_model`.
+
+    Raises:
+        RequestRejectedError: 400, as `read_json` and `read_model` would.
+    """
+    return read_model(model, _parse_json(body))
 
 
 def bearer_token(request: Request) -> str | None:

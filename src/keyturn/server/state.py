@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
 
-from starlette.requests import Request
+from starlette.types import Scope
 
 from keyturn.config import Settings
 from keyturn.core.accounts import email_key
@@ -50,10 +50,17 @@ def is_loopback(host: str | None) -> bool:
         return host == "localhost"
 
 
-def client_address(request: Request) -> str:
-    """The peer address as the server saw it (after uvicorn's trusted-proxy handling)."""
-    client = request.client
-    return client.host if client is not None else "unix"
+def client_address(scope: Scope) -> str:
+    """The peer address of a request's ASGI scope, as the server saw it.
+
+    uvicorn's trusted-proxy handling has already rewritten ``scope["client"]`` when the
+    listener trusts ``X-Forwarded-For``; Starlette's ``Request.client`` reads the same.
+    """
+    client = scope.get("client")
+    if client is None:
+        return "unix"
+    host: str = client[0]
+    return host
 
 
 @dataclass
@@ -177,8 +184,10 @@ class KeyturnState:
             except KeyturnError as exc:  # storage down: keep serving from memory
                 logger.warning("background refresh failed: %s", exc.message)
 
-    async def check_rate(self, request: Request, key_bucket: str | None) -> None:
+    async def check_rate(self, address: str, key_bucket: str | None) -> None:
         """Apply the per-address and per-key limits of token endpoints.
+
+        ``address`` is the peer's, as `client_address` reads it.
 
         Raises:
             RateLimitedError: over a limit (429 + Retry-After).
@@ -186,7 +195,7 @@ class KeyturnState:
         settings = self.settings
         if not settings.rate_limit_enabled:
             return
-        buckets = [("address", f"addr:{client_address(request)}", settings.rate_limit_per_address)]
+        buckets = [("address", f"addr:{address}", settings.rate_limit_per_address)]
         if key_bucket is not None:
             buckets.append(("key", f"key:{key_bucket}", settings.rate_limit_per_key))
         for kind, bucket, limit in buckets:
@@ -195,17 +204,17 @@ class KeyturnState:
                 self.metrics.rate_limit_hit(kind)
                 raise RateLimitedError("too many requests; retry later", retry_after=wait)
 
-    async def check_login_rate(self, request: Request, email: str) -> None:
+    async def check_login_rate(self, address: str, email: str) -> None:
         """Charge a login attempt to its address and account counters (before hashing).
+
+        ``address`` is the peer's, as `client_address` reads it.
 
         Raises:
             RateLimitedError: a counter is over its limit (429 + Retry-After).
         """
         if not self.settings.rate_limit_enabled:
             return
-        buckets = login_buckets(
-            email_key(email), client_address(request), self.settings.login_limits()
-        )
+        buckets = login_buckets(email_key(email), address, self.settings.login_limits())
         for bucket in buckets:
             wait = await self.limiter.hit(bucket.name, limit=bucket.limit, window=bucket.window)
             if wait is not None:

@@ -88,7 +88,15 @@ class RequestTelemetry:
         route = getattr(route_object, "path", None)
         if not isinstance(route, str):
             route = UNMATCHED_ROUTE
-        method = method_label(scope["method"])
+        self.record(method_label(scope["method"]), route, status, seconds)
+
+    def record(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count one answered request and write its access line.
+
+        For a raw-ASGI layer that answers in front of this one (`GatewayFastPath`) and
+        binds the request id itself: ``method`` is the metric label, ``route`` the
+        template Starlette would have routed to.
+        """
         tally = self._tallies.get((method, route, status))
         if tally is None:
             tally = self._metrics.tally(self._listener, method, route, status)

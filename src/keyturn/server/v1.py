@@ -39,6 +39,7 @@ from keyturn.server.requests import (
     read_form_or_json,
     request_id,
 )
+from keyturn.server.state import client_address
 from keyturn.service import TokenPair
 
 __all__ = ["IDENTITY_HEADERS", "identity_headers", "public_routes"]
@@ -142,7 +143,7 @@ async def token(request: Request) -> Response:
     identifier = params.get("identifier")
     if grant_type == "client_credentials":
         key = _client_secret(request, params)
-        await state.check_rate(request, key_bucket=key_bucket(key))
+        await state.check_rate(client_address(request.scope), key_bucket=key_bucket(key))
         try:
             pair = await state.service.authenticate(
                 key,
@@ -159,7 +160,7 @@ async def token(request: Request) -> Response:
         refresh_token = params.get("refresh_token")
         if not refresh_token:
             raise InvalidRequestError("refresh_token is required")
-        await state.check_rate(request, key_bucket=None)
+        await state.check_rate(client_address(request.scope), key_bucket=None)
         pair = await state.service.refresh(
             refresh_token, identifier=identifier, scopes=scopes, request_id=request_id(request)
         )
