@@ -6,6 +6,7 @@ import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import sqlalchemy as sa
 
 from keyturn.core.records import (
@@ -100,3 +101,15 @@ def user(user_id: str = "u1", email: str = "Alice@Example.com", **fields: Any) -
         "scopes": ("read",),
     }
     return UserRecord(**(values | fields))
+
+
+async def end_other_sessions(database_url: str) -> None:
+    """End every other session on ``database_url``'s database, as a server restart would."""
+    admin = await asyncpg.connect(database_url)
+    try:
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await admin.close()

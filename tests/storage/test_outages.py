@@ -19,7 +19,7 @@ from keyturn.storage.engine import create_engine
 from keyturn.storage.migrate import current_revision, upgrade
 from keyturn.storage.sql import SQLStorage
 
-from .factories import NOW, api_key, event, hash_of, refresh_token
+from .factories import NOW, api_key, end_other_sessions, event, hash_of, refresh_token
 
 Verb = Callable[[SQLStorage], Awaitable[object]]
 
@@ -125,14 +125,7 @@ async def test_dropped_postgresql_connections_fail_once_then_recover(
     storage = SQLStorage(create_engine(postgresql_database_url, pool_size=1, max_overflow=0))
     try:
         await storage.ping()
-        admin = await asyncpg.connect(postgresql_database_url)
-        try:
-            await admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
-        finally:
-            await admin.close()
+        await end_other_sessions(postgresql_database_url)
 
         with pytest.raises(StorageUnavailableError):
             await storage.keys.get("k1")

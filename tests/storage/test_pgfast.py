@@ -21,7 +21,7 @@ from keyturn.storage.engine import autocommit, create_engine
 from keyturn.storage.sql import SQLStorage
 from keyturn.storage.tables import metadata
 
-from .factories import LATER, NOW, api_key, event, hash_of, refresh_token
+from .factories import LATER, NOW, api_key, end_other_sessions, event, hash_of, refresh_token
 
 pytestmark = pytest.mark.postgresql
 
@@ -143,14 +143,7 @@ async def test_fast_path_drops_a_lost_connection_and_recovers(
     try:
         await storage.keys.add(api_key("k1"), audit=event("key.registered"))
         assert await storage.keys.find_by_hash(hash_of("k1"), now=NOW) is not None
-        admin = await asyncpg.connect(postgresql_database_url)
-        try:
-            await admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
-        finally:
-            await admin.close()
+        await end_other_sessions(postgresql_database_url)
 
         with pytest.raises(StorageUnavailableError) as exc_info:
             await storage.keys.find_by_hash(hash_of("k1"), now=NOW)
@@ -284,14 +277,7 @@ async def test_leased_connections_recover_from_a_server_side_disconnect(
     try:
         await storage.keys.add(api_key("k1"), audit=event("key.registered"))
         assert await storage.keys.find_by_hash(hash_of("k1"), now=NOW) is not None
-        admin = await asyncpg.connect(postgresql_database_url)
-        try:
-            await admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
-        finally:
-            await admin.close()
+        await end_other_sessions(postgresql_database_url)
 
         failures = 0
         for _ in range(2):  # the one leased connection fails at most once, then is replaced
