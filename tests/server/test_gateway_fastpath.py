@@ -71,21 +71,25 @@ async def test_fast_path_serves_without_entering_starlette(
 
 
 @pytest.mark.parametrize(
-    ("body", "status"),
+    ("body", "status", "content_type"),
     [
-        pytest.param("valid", 200, id="valid"),
-        pytest.param({"jwt": "junk"}, 401, id="bad-token"),
-        pytest.param({"jwt": "x", "extra": 1}, 400, id="unknown-field"),
-        pytest.param({}, 400, id="missing-field"),
-        pytest.param("[1, 2", 400, id="not-json"),
+        pytest.param("valid", 200, None, id="valid"),
+        pytest.param("valid", 415, "text/plain", id="valid-token-wrong-content-type"),
+        pytest.param({"jwt": "junk"}, 401, None, id="bad-token"),
+        pytest.param({"jwt": "x", "extra": 1}, 400, None, id="unknown-field"),
+        pytest.param({}, 400, None, id="missing-field"),
+        pytest.param("[1, 2", 400, None, id="not-json"),
+        pytest.param({"jwt": "x" * 70_000}, 413, None, id="too-large"),
     ],
 )
 async def test_post_validate_fast_path_matches_starlette(
+    *,
     sqlite_state: KeyturnState,
     sqlite_admin: httpx.AsyncClient,
     make_client: MakeClient,
     body: object,
     status: int,
+    content_type: str | None,
 ) -> None:
     """Answered in the fast path or replayed into Starlette: the same response either way."""
     app = build_public_app(sqlite_state)
@@ -97,6 +101,8 @@ async def test_post_validate_fast_path_matches_starlette(
     kwargs = {"content": body} if isinstance(body, str) else {"json": body}
 
     headers = {"X-Request-ID": "gw-req-2"}
+    if content_type is not None:
+        headers["Content-Type"] = content_type
     answered = await fast.post("/validate", headers=headers, **kwargs)  # type: ignore[arg-type]
     expected = await slow.post("/validate", headers=headers, **kwargs)  # type: ignore[arg-type]
 

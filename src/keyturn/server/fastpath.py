@@ -139,52 +139,35 @@ class GatewayFastPath:
     async def _validate_body(self, scope: Scope, receive: Receive, send: Send) -> None:
         """``POST /validate {"jwt"}``: answer a valid token here, replay anything else."""
         started = time.perf_counter()
-        chunks: list[bytes] = []
-        size = 0
-        more = True
-        while more and size <= MAX_BODY_BYTES:
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        body = b"".join(chunks)
-        if not more and size <= MAX_BODY_BYTES and _json_content(scope["headers"]):
-            token = _jwt_field(body)
-            if token is not None:
-                try:
-                    verified = self._verify(token)
-                except KeyturnError:
-                    pass
-                else:
-                    raw_id = request_header(scope["headers"], REQUEST_ID_HEADER)
-                    request_id = sane_request_id(raw_id)
-                    await send(
-                        {
-                            "type": "http.response.start",
-                            "status": 200,
-                            "headers": [
-                                (b"content-length", b"15"),
-                                (b"content-type", b"application/json"),
-                                (REQUEST_ID_HEADER, request_id),
-                            ],
-                        }
-                    )
-                    await send({"type": "http.response.body", "body": b'{"result":true}'})
-                    self._done("POST", self._post, started, request_id, verified.jti)
-                    return
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": more}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        headers = scope["headers"]
+        if not (_json_content(headers) and _declared_size_fits(headers)):
+            await self.app(scope, receive, send)
+            return
+        body, messages = await _read_body(receive)
+        token = None if body is None else _jwt_field(body)
+        verified = None
+        if token is not None:
+            try:
+                verified = self._verify(token)
+            except KeyturnError:
+                verified = None
+        if verified is None:
+            await self.app(scope, _replaying(messages, receive), send)
+            return
+        request_id = sane_request_id(request_header(headers, REQUEST_ID_HEADER))
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-length", b"15"),
+                    (b"content-type", b"application/json"),
+                    (REQUEST_ID_HEADER, request_id),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": b'{"result":true}'})
+        self._done("POST", self._post, started, request_id, verified.jti)
 
     async def _token(self, route: str, scope: Scope, receive: Receive, send: Send) -> None:
         """``POST /authenticate`` and ``POST /refresh``: answer a well-formed body here."""
