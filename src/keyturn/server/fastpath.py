@@ -132,52 +132,32 @@ class GatewayFastPath:
             (b"content-type", content_type),
             (REQUEST_ID_HEADER, request_id),
         ]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await _ok(send, headers, body)
         self._done("GET", path, started, request_id, None)
 
     async def _validate_body(self, scope: Scope, receive: Receive, send: Send) -> None:
         """``POST /validate {"jwt"}``: answer a valid token here, replay anything else."""
         started = time.perf_counter()
-        headers = scope["headers"]
-        if not (_json_content(headers) and _declared_size_fits(headers)):
-            await self.app(scope, receive, send)
-            return
-        body, messages = await _read_body(receive)
+        body, replay = await _json_body(scope, receive)
         token = None if body is None else _jwt_field(body)
-        verified = None
-        if token is not None:
-            try:
-                verified = self._verify(token)
-            except KeyturnError:
-                verified = None
+        verified = None if token is None else self._verified(token)
         if verified is None:
-            await self.app(scope, _replaying(messages, receive), send)
+            await self.app(scope, replay, send)
             return
-        request_id = sane_request_id(request_header(headers, REQUEST_ID_HEADER))
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-length", b"15"),
-                    (b"content-type", b"application/json"),
-                    (REQUEST_ID_HEADER, request_id),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": b'{"result":true}'})
+        request_id = sane_request_id(request_header(scope["headers"], REQUEST_ID_HEADER))
+        headers = [
+            (b"content-length", b"15"),
+            (b"content-type", b"application/json"),
+            (REQUEST_ID_HEADER, request_id),
+        ]
+        await _ok(send, headers, b'{"result":true}')
         self._done("POST", self._post, started, request_id, verified.jti)
 
     async def _token(self, route: str, scope: Scope, receive: Receive, send: Send) -> None:
         """``POST /authenticate`` and ``POST /refresh``: answer a well-formed body here."""
         started = time.perf_counter()
-        headers = scope["headers"]
         model, answer = self._token_routes[route]
-        if not (_json_content(headers) and _declared_size_fits(headers)):
-            await self.app(scope, receive, send)
-            return
-        body, messages = await _read_body(receive)
+        body, replay = await _json_body(scope, receive)
         parsed = None
         if body is not None:
             try:
@@ -185,10 +165,10 @@ class GatewayFastPath:
             except RequestRejectedError:
                 parsed = None
         if parsed is None:
-            await self.app(scope, _replaying(messages, receive), send)
+            await self.app(scope, replay, send)
             return
         # As RequestTelemetry: the request id, bound for the service's log lines.
-        request_id = sane_request_id(request_header(headers, REQUEST_ID_HEADER))
+        request_id = sane_request_id(request_header(scope["headers"], REQUEST_ID_HEADER))
         text_id = request_id.decode("ascii")
         structlog.contextvars.bind_contextvars(request_id=text_id)
         status = 500
@@ -220,6 +200,13 @@ class GatewayFastPath:
         finally:
             self._record("POST", route, status, time.perf_counter() - started)
 
+    def _verified(self, token: str) -> VerifiedToken | None:
+        """``token`` verified (from the cache when it can be), or None if it is refused."""
+        try:
+            return self._verify(token)
+        except KeyturnError:
+            return None
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
             path = scope["path"]
@@ -237,12 +224,7 @@ class GatewayFastPath:
             if path in (self._legacy, self._v1):
                 started = time.perf_counter()
                 token, raw_id = _bearer_and_request_id(scope["headers"])
-                verified = None
-                if token is not None:
-                    try:
-                        verified = self._verify(token)
-                    except KeyturnError:
-                        verified = None
+                verified = None if token is None else self._verified(token)
                 if verified is not None:
                     request_id = sane_request_id(raw_id)
                     if path == self._legacy:
@@ -259,8 +241,7 @@ class GatewayFastPath:
                             (REQUEST_ID_HEADER, request_id),
                         ]
                         body = b""
-                    await send({"type": "http.response.start", "status": 200, "headers": headers})
-                    await send({"type": "http.response.body", "body": body})
+                    await _ok(send, headers, body)
                     self._done("GET", path, started, request_id, verified.jti)
                     return
         await self.app(scope, receive, send)
@@ -283,6 +264,25 @@ def _declared_size_fits(headers: list[tuple[bytes, bytes]]) -> bool:
     """
     declared = request_header(headers, b"content-length")
     return declared is None or (declared.isdigit() and int(declared) <= MAX_BODY_BYTES)
+
+
+async def _ok(send: Send, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    """Send a 200 with ``headers`` and ``body``, the way the fast path answers."""
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _json_body(scope: Scope, receive: Receive) -> tuple[bytes | None, Receive]:
+    """The body, if JSON within `MAX_BODY_BYTES` (else None), and the ``receive`` for Starlette.
+
+    A body under another media type or a bad ``Content-Length`` is not read; one read is
+    replayed by the returned ``receive``, so Starlette renders a refusal as before.
+    """
+    headers = scope["headers"]
+    if not (_json_content(headers) and _declared_size_fits(headers)):
+        return None, receive
+    body, messages = await _read_body(receive)
+    return body, _replaying(messages, receive)
 
 
 async def _read_body(receive: Receive) -> tuple[bytes | None, list[Message]]:
