@@ -13,6 +13,7 @@ import pytest
 
 from keyturn.core.tokens import peek_unverified_claims
 from keyturn.server import KeyturnState, build_admin_app, build_public_app
+from keyturn.testing import FakeClock
 
 from .conftest import (
     ADMIN_TOKEN,
@@ -407,3 +408,39 @@ async def test_a_configured_admin_token_guards_introspection_from_loopback_too(
     assert without.headers["www-authenticate"] == 'Bearer realm="keyturn-admin"'
     assert with_token.status_code == 200
     assert with_token.json()["active"] is True
+
+
+async def test_reuse_detection_also_refuses_the_familys_access_tokens(
+    public: httpx.AsyncClient, key_a: dict[str, Any], clock: FakeClock
+) -> None:
+    """RFC 9700 §4.14.2 revokes the family; its access tokens go with it (RFC 7009 §2.1)."""
+    first = await tokens_for(public, key_a)
+    second = (await refresh(public, first["refresh_token"], basic(key_a))).json()
+    other = await tokens_for(public, key_a)
+    clock.advance(11)  # past the 10 s reuse grace
+
+    reused = await refresh(public, first["refresh_token"], basic(key_a))
+
+    assert reused.status_code == 400
+    assert not await access_valid(public, second["access_token"])
+    assert await access_valid(public, other["access_token"])
+
+
+async def test_a_revoked_family_is_refused_on_every_check_path(
+    public: httpx.AsyncClient, admin: httpx.AsyncClient
+) -> None:
+    """A JWThenticator refresh token revoked at /v1/revoke takes its JWTs with it, on the
+    legacy checks, the gateway check and introspection alike; the legacy body is unchanged."""
+    await register_legacy_key(admin)
+    legacy = await legacy_tokens(public)
+    assert set(legacy) == {"jwt", "refresh_token"}
+    jwt = legacy["jwt"]
+    assert (await public.post("/validate", json={"jwt": jwt})).status_code == 200
+
+    assert (await revoke(public, legacy["refresh_token"])).status_code == 200
+
+    assert (await public.post("/validate", json={"jwt": jwt})).status_code == 401
+    assert (await public.get("/validate_request", headers=bearer(jwt))).status_code == 401
+    assert not await access_valid(public, jwt)
+    introspected = await admin.post("/v1/introspect", data={"token": jwt})
+    assert introspected.json() == {"active": False}
