@@ -107,6 +107,8 @@ def _token_response(pair: TokenPair) -> JSONResponse:
 
 
 _NO_CREDENTIALS: Final = "send the API key as HTTP Basic password or client_secret"
+#: A ``client_id`` no key has (key ids are never empty).
+_NO_CLIENT: Final = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,9 +153,9 @@ def _client_credentials(request: Request, params: dict[str, str]) -> _Client | N
     else:
         client_id, secret = None, unquote(username)
     if body_id is not None:
-        if client_id is not None and client_id != body_id:
-            raise InvalidClientError("the API key is not valid")
-        client_id = body_id
+        # Two different ids name no key: refused after the lookup, like any wrong id, so
+        # the answer and its timing match an unknown key's.
+        client_id = body_id if client_id in (None, body_id) else _NO_CLIENT
     return _Client(secret, client_id)
 
 
