@@ -5,9 +5,11 @@ Usage (a running ``keyturn serve`` and a key from ``keyturn keys create --scope 
     KEYTURN_URL=http://localhost:8080 KEYTURN_API_KEY=kt_... python examples/client_script.py
 
 The "protected service" is Keyturn's own ``GET /v1/validate``, the check a gateway makes,
-so nothing else needs to run. The script trades the key for a token, renews it, saves
-the rotating refresh token to a file (mode 0600) and starts a second client from that
-file alone, as a process restarted without its key would.
+so nothing else needs to run. The script trades the key for a token and renews it. By
+default Keyturn gives key clients no refresh token (RFC 6749 §4.4.3): the client renews
+with its key. A server with ``KEYTURN_CLIENT_CREDENTIALS_REFRESH_TOKENS=true`` issues
+rotating refresh tokens, which the script saves to a file (mode 0600) and a second client
+redeems, together with the key they are bound to, as a restarted process would.
 """
 
 from __future__ import annotations
@@ -42,20 +44,27 @@ async def with_the_key(url: str, key: str, store: Path) -> None:
         response = await client.get(f"{url}/v1/validate")
         print("async GET /v1/validate:", response.status_code)
         print("subject:", response.headers["X-Keyturn-Subject"].split(":")[0] + ":...")
-        first = client.refresh_token
+        first = await client.access_token()
+        refresh_token = client.refresh_token
         await client.access_token(force=True)  # renew now (normally: at 80 % of the lifetime)
-        print("refresh token rotated:", client.refresh_token != first)
-        print("refresh token saved:", store.read_text() == client.refresh_token)
+        print("renewed:", await client.access_token() != first)
+        print("refresh token issued:", refresh_token is not None)
+        if refresh_token is not None:
+            print("refresh token rotated:", client.refresh_token != refresh_token)
+            print("refresh token saved:", store.read_text() == client.refresh_token)
 
 
-def from_the_saved_refresh_token(url: str, store: Path) -> None:
+def after_a_restart(url: str, key: str, store: Path) -> None:
     save = save_refresh_token(store)
-    with Client(url, refresh_token=store.read_text(), on_refresh_token=save) as client:
+    saved = store.read_text() if store.exists() else None
+    with Client(url, api_key=key, refresh_token=saved, on_refresh_token=save) as client:
         print("sync GET /v1/validate:", client.get(f"{url}/v1/validate").status_code)
-        print("refresh token saved:", store.read_text() == client.refresh_token)
+        if saved is not None:
+            print("refresh token saved:", store.read_text() == client.refresh_token)
 
     # The same, with KeyturnAuth on a plain httpx client.
-    auth = KeyturnAuth(url, refresh_token=store.read_text(), on_refresh_token=save)
+    saved = store.read_text() if store.exists() else None
+    auth = KeyturnAuth(url, api_key=key, refresh_token=saved, on_refresh_token=save)
     with httpx.Client(auth=auth) as http:
         print("httpx.Client(auth=KeyturnAuth) GET:", http.get(f"{url}/v1/validate").status_code)
 
@@ -66,7 +75,7 @@ def main() -> int:
     store = Path(os.environ.get("KEYTURN_REFRESH_TOKEN_FILE", ".keyturn-refresh-token"))
     try:
         asyncio.run(with_the_key(url, key, store))
-        from_the_saved_refresh_token(url, store)
+        after_a_restart(url, key, store)
     except ClientError as exc:  # typed, and the message says what to do
         print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

@@ -155,6 +155,9 @@ class Settings(BaseSettings):
     legacy_key_lifetime: timedelta = Field(timedelta(days=120), description="Seconds.")
     key_rotation_grace: timedelta = Field(timedelta(hours=24), description="Seconds.")
     refresh_reuse_grace: timedelta = Field(timedelta(seconds=10), description="Seconds.")
+    client_credentials_refresh_tokens: bool = Field(
+        False, description="Issue rotating refresh tokens to client_credentials on /v1/token."
+    )
     signing_key_publish_delay: timedelta = Field(timedelta(minutes=10), description="Seconds.")
     leeway: int = Field(30, ge=0, le=300, description="Clock skew tolerated, seconds.")
     policy_file: Path | None = Field(None, description="TOML claims policy (docs/policy.md).")

@@ -18,6 +18,8 @@ place. Messages say what was wrong and never echo a token, key or password.
   | + WeakPasswordError               a new password breaks the password rules
   + PolicyViolation               400 invalid_scope / invalid_request
   + InvalidGrantError             400 invalid_grant        (RFC 6749 §5.2; bad key or refresh token)
+  + InvalidClientError            401 invalid_client       (RFC 6749 §5.2; client auth failed)
+  + UnauthorizedClientError       400 unauthorized_client  (RFC 7009 §2.1; another client's token)
   + NotFoundError                 404 not_found
   + ConflictError                 409 conflict
   + SigningKeyError               500 server_error         (bad key material or config)
@@ -35,6 +37,7 @@ __all__ = [
     "ExpiredTokenError",
     "ImmatureTokenError",
     "InsufficientScopeError",
+    "InvalidClientError",
     "InvalidGrantError",
     "InvalidRequestError",
     "InvalidTokenError",
@@ -49,6 +52,7 @@ __all__ = [
     "StorageUnavailableError",
     "TokenClaimsError",
     "TokenSignatureError",
+    "UnauthorizedClientError",
     "VerifierUnavailableError",
     "WeakPasswordError",
 ]
@@ -153,6 +157,24 @@ class InvalidGrantError(KeyturnError):
     """
 
     error_code = "invalid_grant"
+    status_code = 400
+
+
+class InvalidClientError(KeyturnError):
+    """Client authentication failed (RFC 6749 §5.2), or a grant needs it and got none.
+
+    One body for an unknown key, a wrong secret and a ``client_id`` naming another key,
+    so the answer tells nothing about which ids exist.
+    """
+
+    error_code = "invalid_client"
+    status_code = 401
+
+
+class UnauthorizedClientError(KeyturnError):
+    """The authenticated client asked about a token issued to another client (RFC 7009 §2.1)."""
+
+    error_code = "unauthorized_client"
     status_code = 400
 
 

@@ -50,6 +50,7 @@ from keyturn.core.tokens import (
 )
 from keyturn.errors import (
     InsufficientScopeError,
+    InvalidClientError,
     InvalidGrantError,
     InvalidRequestError,
     InvalidTokenError,
@@ -58,6 +59,7 @@ from keyturn.errors import (
     PepperMismatchError,
     PolicyViolation,
     SigningKeyError,
+    UnauthorizedClientError,
 )
 from keyturn.observer import NullObserver, ServiceObserver
 from keyturn.storage.base import RevocationSnapshot, Storage
@@ -88,6 +90,12 @@ PEPPER_FINGERPRINT_SETTING: Final = "pepper_fingerprint"
 _BAD_KEY: Final = "the API key is not valid"
 _BAD_REFRESH: Final = "the refresh token is not valid"
 _BAD_LOGIN: Final = "the email or password is not valid"
+_CLIENT_REQUIRED: Final = (
+    "this refresh token was issued to an API key: authenticate with that key "
+    "(HTTP Basic or client_secret)"
+)
+_NOT_YOUR_REFRESH: Final = "the refresh token was not issued to the authenticated client"
+_NOT_YOUR_TOKEN: Final = "the token was not issued to the authenticated client"  # noqa: S105
 #: ``client_id`` of tokens issued at login: no OAuth client asked, the person did.
 LOGIN_CLIENT_ID: Final = "keyturn-login"
 #: apijwt's assurance level for a password login, and the factor it names.
@@ -95,6 +103,8 @@ PASSWORD_LEVEL: Final = 2.0
 PASSWORD_FACTOR: Final = "password"  # noqa: S105 -- the factor's name, not a secret
 #: Room for JWThenticator's 25-hour JWT_LEASE_TIME; Keyturn's default is 15 minutes.
 MAX_ACCESS_TOKEN_LIFETIME: Final = timedelta(days=2)
+#: Extra time a revoked family's access tokens stay refused (see `_family_deny_until`).
+_FAMILY_DENY_MARGIN: Final = timedelta(minutes=1)
 
 
 def utc_now() -> datetime:
@@ -530,13 +540,17 @@ class KeyturnService:
         identifier: str | None = None,
         scopes: Iterable[str] | None = None,
         rotating: bool = True,
+        client_id: str | None = None,
+        issue_refresh_token: bool = True,
         request_id: str | None = None,
     ) -> TokenPair:
         """Trade an API key for an access token and a refresh token.
 
         ``rotating`` False issues a legacy (JWThenticator) refresh token that is reused
         instead of rotated. When the key was registered with an identifier, ``identifier``
-        must match it; a mismatch fails exactly like an unknown key.
+        must match it; so must ``client_id`` (RFC 6749 §2.3.1) the key's id when given. A
+        mismatch fails exactly like an unknown key. ``issue_refresh_token`` False issues
+        the access token alone (RFC 6749 §4.4.3).
 
         Raises:
             InvalidGrantError: unknown, malformed, expired or revoked key, or wrong identifier.
@@ -552,6 +566,8 @@ class KeyturnService:
             self.observer.authentication_failed("unknown_key")
             raise InvalidGrantError(_BAD_KEY)
         reason = _key_refusal(record, identifier, now)
+        if reason is None and client_id is not None and client_id != record.id:
+            reason = "client_id_mismatch"
         if reason is not None:
             self.observer.authentication_failed(reason, key_id=record.id)
             raise InvalidGrantError(_BAD_KEY)
@@ -561,8 +577,18 @@ class KeyturnService:
             key_scopes=record.scopes,
             extras=record.extra_claims,
         )
-        access = self._issue(record, grant, now)
+        if not issue_refresh_token:
+            access = self._issue(record, grant, now)
+            await self.storage.audit.record(
+                self._audit(
+                    "token.issued", record.id, record.subject, request_id, now, jti=access.jti
+                )
+            )
+            await self._touch(record, now)
+            self.observer.token_issued("api_key", key_id=record.id, jti=access.jti)
+            return TokenPair(access=access, scopes=grant.scopes)
         secret = generate_secret(SecretKind.REFRESH_TOKEN)
+        access = self._issue(record, grant, now, family=secret.id)
         lifetime = (
             self.config.refresh_token_lifetime
             if rotating
@@ -602,12 +628,40 @@ class KeyturnService:
             refresh_expires_at=refresh.expires_at,
         )
 
+    async def authenticate_client(self, key: str, *, client_id: str | None = None) -> str:
+        """Authenticate an OAuth client by its API key (RFC 6749 §2.3.1); returns its id.
+
+        ``client_id``, when given, must be the key's id. An unknown, malformed, expired or
+        revoked key and a mismatched ``client_id`` fail alike, after the same lookup.
+
+        Raises:
+            InvalidClientError: the client could not be authenticated.
+        """
+        now = self._clock()
+        try:
+            record = await self._lookup_key(key, now)
+        except InvalidGrantError as exc:
+            self.observer.authentication_failed("malformed_key")
+            raise InvalidClientError(_BAD_KEY) from exc
+        if record is None:
+            self.observer.authentication_failed("unknown_key")
+            raise InvalidClientError(_BAD_KEY)
+        reason = _key_refusal(record, None, now)
+        if reason is None and client_id is not None and client_id != record.id:
+            reason = "client_id_mismatch"
+        if reason is not None:
+            self.observer.authentication_failed(reason, key_id=record.id)
+            raise InvalidClientError(_BAD_KEY)
+        return record.id
+
     async def refresh(
         self,
         refresh_token: str,
         *,
         identifier: str | None = None,
         scopes: Iterable[str] | None = None,
+        check_client: bool = False,
+        client: str | None = None,
         request_id: str | None = None,
     ) -> TokenPair:
         """Trade a refresh token for a new access token (and, if rotating, a successor).
@@ -615,9 +669,16 @@ class KeyturnService:
         RFC 9700 §4.14.2: presenting a rotated-out token again after the grace window
         revokes its whole family.
 
+        ``check_client`` applies RFC 6749 §6 (``/v1/token``; JWThenticator's ``/refresh``
+        does not): ``client`` is the id of the authenticated client (`authenticate_client`),
+        or None for a request without client authentication. A token issued to an API key
+        then needs that key's authentication; a login's token (a public client's) needs
+        none and is refused to an authenticated key.
+
         Raises:
+            InvalidClientError: the token was issued to an API key and ``client`` is None.
             InvalidGrantError: unknown, expired, revoked or reused token, wrong identifier,
-                or its key is no longer usable.
+                a token issued to another client, or its key is no longer usable.
             PolicyViolation: a scope beyond the original grant (RFC 6749 §6).
         """
         now = self._clock()
@@ -645,6 +706,8 @@ class KeyturnService:
             raise InvalidGrantError(_BAD_REFRESH)
         else:
             holder = key
+        if check_client:
+            self._check_refresh_client(record, holder, client)
         if identifier is not None and identifier != record.identifier:
             self.observer.authentication_failed("identifier_mismatch", key_id=holder.id)
             raise InvalidGrantError(_BAD_REFRESH)
@@ -655,6 +718,7 @@ class KeyturnService:
             await self.storage.refresh_tokens.revoke_family(
                 record.family_id,
                 at=now,
+                access_tokens_until=self._family_deny_until(now),
                 audit=self._audit(
                     "refresh.reuse_detected",
                     holder.id,
@@ -666,12 +730,15 @@ class KeyturnService:
                     outcome="failure",
                 ),
             )
+            self.revocations.revoke_family(
+                record.family_id, until=int(self._family_deny_until(now).timestamp())
+            )
             raise InvalidGrantError(_BAD_REFRESH)
         if decision not in (RefreshDecision.ROTATE, RefreshDecision.REUSE_LEGACY):
             self.observer.authentication_failed(_REFRESH_REFUSALS[decision], key_id=holder.id)
             raise InvalidGrantError(_BAD_REFRESH)
         grant = self._refresh_grant(record, holder, scopes)
-        access = self._issue(holder, grant, now)
+        access = self._issue(holder, grant, now, family=record.family_id)
         if decision is RefreshDecision.REUSE_LEGACY:
             self._refreshed(rotating=False, key_id=holder.id, jti=access.jti)
             return TokenPair(access=access, scopes=grant.scopes)
@@ -718,11 +785,25 @@ class KeyturnService:
         )
 
     async def revoke_token(
-        self, token: str, *, actor: str | None = None, request_id: str | None = None
+        self,
+        token: str,
+        *,
+        client: str | None = None,
+        actor: str | None = None,
+        request_id: str | None = None,
     ) -> bool:
         """Revoke a refresh token (its whole family) or an access token (by ``jti``).
 
+        Revoking a refresh token also refuses every access token issued from its family
+        (RFC 7009 §2.1). ``client``, the id of an authenticated client, must be the one
+        the token was issued to (RFC 7009 §2.1); None (no client authentication) lets the
+        token itself prove possession.
+
         RFC 7009 §2.2: an unknown or invalid token is not an error; returns False.
+
+        Raises:
+            UnauthorizedClientError: ``client`` is not the client the token was issued to;
+                nothing was revoked.
         """
         now = self._clock()
         if looks_generated(token):
@@ -736,9 +817,13 @@ class KeyturnService:
             if found is None:
                 return False
             record = found[0]
+            if client is not None and client != record.key_id:
+                self.observer.authentication_failed("wrong_client", key_id=client)
+                raise UnauthorizedClientError(_NOT_YOUR_TOKEN)
             revoked = await self.storage.refresh_tokens.revoke_family(
                 record.family_id,
                 at=now,
+                access_tokens_until=self._family_deny_until(now),
                 audit=self._audit(
                     "refresh.revoked",
                     record.key_id or record.user_id,
@@ -748,11 +833,17 @@ class KeyturnService:
                     family_id=record.family_id,
                 ),
             )
+            self.revocations.revoke_family(
+                record.family_id, until=int(self._family_deny_until(now).timestamp())
+            )
             return revoked > 0
         try:
             verified = self.verifier.verify(token)
         except InvalidTokenError:
             return False
+        if client is not None and client != verified.client_id:
+            self.observer.authentication_failed("wrong_client", key_id=client)
+            raise UnauthorizedClientError(_NOT_YOUR_TOKEN)
         expires_at = datetime.fromtimestamp(verified.expires_at, UTC)
         await self.storage.revocations.revoke_access_token(
             verified.jti,
@@ -1023,7 +1114,8 @@ class KeyturnService:
         rehashed = None
         if hasher.needs_rehash(user.password_hash):
             rehashed = await self.passwords.run(hasher.hash, password)
-        access = self._issue(user, grant, now)
+        secret = generate_secret(SecretKind.REFRESH_TOKEN) if refresh else None
+        access = self._issue(user, grant, now, family=None if secret is None else secret.id)
         await self.storage.users.record_login(
             user.id,
             at=now,
@@ -1039,9 +1131,8 @@ class KeyturnService:
             rehashed_password=rehashed,
         )
         self.observer.token_issued("password", key_id=user.id, jti=access.jti)
-        if not refresh:
+        if secret is None:
             return TokenPair(access=access, scopes=grant.scopes)
-        secret = generate_secret(SecretKind.REFRESH_TOKEN)
         token = RefreshTokenRecord(
             id=secret.id,
             family_id=secret.id,
@@ -1091,9 +1182,11 @@ class KeyturnService:
             return False
         record = found[0]
         action = "user.logout" if record.user_id is not None else "refresh.revoked"
+        until = self._family_deny_until(now)
         revoked = await self.storage.refresh_tokens.revoke_family(
             record.family_id,
             at=now,
+            access_tokens_until=until,
             audit=self._audit(
                 action,
                 record.user_id or record.key_id,
@@ -1103,6 +1196,7 @@ class KeyturnService:
                 family_id=record.family_id,
             ),
         )
+        self.revocations.revoke_family(record.family_id, until=int(until.timestamp()))
         return revoked > 0
 
     # -- signing keys ------------------------------------------------------------------
@@ -1258,6 +1352,21 @@ class KeyturnService:
             self._pepper.hash(value, SecretKind.API_KEY), now=now
         )
 
+    def _check_refresh_client(
+        self, record: RefreshTokenRecord, holder: ApiKeyRecord | UserRecord, client: str | None
+    ) -> None:
+        """RFC 6749 §6: a token issued to a key needs that key's client authentication.
+
+        A login's token belongs to no client that could authenticate (a public client's).
+        """
+        if client == record.key_id:
+            return
+        if client is None:
+            self.observer.authentication_failed("client_authentication_required", key_id=holder.id)
+            raise InvalidClientError(_CLIENT_REQUIRED)
+        self.observer.authentication_failed("wrong_client", key_id=holder.id)
+        raise InvalidGrantError(_NOT_YOUR_REFRESH)
+
     def _refreshed(self, *, rotating: bool, key_id: str, jti: str) -> None:
         self.observer.token_refreshed(rotating=rotating, key_id=key_id, jti=jti)
         self.observer.token_issued("refresh_token", key_id=key_id, jti=jti)
@@ -1303,7 +1412,27 @@ class KeyturnService:
         claims = {"level": PASSWORD_LEVEL, "factor": PASSWORD_FACTOR}
         return {name: value for name, value in claims.items() if name in declared}
 
-    def _issue(self, holder: ApiKeyRecord | UserRecord, grant: Grant, now: datetime) -> IssuedToken:
+    def _family_deny_until(self, now: datetime) -> datetime:
+        """How long a revoked family's entry must refuse its access tokens.
+
+        Past the longest an access token lives and is accepted, with a minute's margin for
+        one issued by a request that read the family just before it was revoked.
+        """
+        return (
+            now
+            + self.config.access_token_lifetime
+            + timedelta(seconds=self.config.leeway)
+            + _FAMILY_DENY_MARGIN
+        )
+
+    def _issue(
+        self,
+        holder: ApiKeyRecord | UserRecord,
+        grant: Grant,
+        now: datetime,
+        *,
+        family: str | None = None,
+    ) -> IssuedToken:
         if self._signing_key is None:
             raise SigningKeyError("no active signing key; call start() first")
         is_key = isinstance(holder, ApiKeyRecord)
@@ -1318,6 +1447,7 @@ class KeyturnService:
             scopes=grant.scopes,
             identifier=holder.identifier if isinstance(holder, ApiKeyRecord) else None,
             extra_claims=grant.claims,
+            family=family,
         )
 
     async def _touch(self, record: ApiKeyRecord, now: datetime) -> None:

@@ -43,11 +43,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyturnServer]:
     assert "Traceback" not in server.log()
 
 
-def test_the_example_script_runs_against_keyturn(server: KeyturnServer, tmp_path: Path) -> None:
+def run_example(server: KeyturnServer, store: Path) -> subprocess.CompletedProcess[str]:
     key = create_key(server, name="example", scopes=["read"])["key"]
-    store = tmp_path / "refresh-token"
-
-    result = subprocess.run(  # noqa: S603 -- this interpreter and our example
+    return subprocess.run(  # noqa: S603 -- this interpreter and our example
         [sys.executable, str(EXAMPLE)],
         env={
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -63,10 +61,48 @@ def test_the_example_script_runs_against_keyturn(server: KeyturnServer, tmp_path
         check=False,
     )
 
+
+def test_the_example_script_runs_against_keyturn(server: KeyturnServer, tmp_path: Path) -> None:
+    """Keyturn's defaults: no refresh token for a key; the client renews with the key."""
+    store = tmp_path / "refresh-token"
+
+    result = run_example(server, store)
+
     assert (result.returncode, result.stderr) == (0, ""), result
     assert result.stdout.splitlines() == [
         "async GET /v1/validate: 200",
         "subject: key:...",
+        "renewed: True",
+        "refresh token issued: False",
+        "sync GET /v1/validate: 200",
+        "httpx.Client(auth=KeyturnAuth) GET: 200",
+    ]
+    assert not store.exists()
+
+
+def test_the_example_script_with_refresh_tokens_for_keys(tmp_path: Path) -> None:
+    """KEYTURN_CLIENT_CREDENTIALS_REFRESH_TOKENS=true: the key's refresh tokens rotate, are
+    saved, and are redeemed with the key's client authentication after a restart."""
+    server = KeyturnServer.start(
+        tmp_path / "data",
+        tmp_path / "keyturn.log",
+        env={"KEYTURN_CLIENT_CREDENTIALS_REFRESH_TOKENS": "true"},
+    )
+    store = tmp_path / "refresh-token"
+    try:
+        result = run_example(server, store)
+    finally:
+        stopped = server.stop()
+        server.kill()
+
+    assert stopped == 0
+
+    assert (result.returncode, result.stderr) == (0, ""), result
+    assert result.stdout.splitlines() == [
+        "async GET /v1/validate: 200",
+        "subject: key:...",
+        "renewed: True",
+        "refresh token issued: True",
         "refresh token rotated: True",
         "refresh token saved: True",
         "sync GET /v1/validate: 200",
@@ -92,9 +128,7 @@ def test_real_refusals_and_fallbacks(server: KeyturnServer) -> None:
         on_refresh_token=persisted.append,
     ) as client:
         assert client.get(validate).headers["X-Keyturn-Identifier"] == IDENTIFIER
-    assert persisted[0] is None
-    assert persisted[1] is not None
-    assert persisted[1].startswith("ktr_")
+    assert persisted == [None]  # refused, and no refresh token for a key by default
 
     with pytest.raises(CredentialsRejectedError) as wrong_identifier:
         Client(server.public, api_key=created["key"], identifier="someone-else").access_token()

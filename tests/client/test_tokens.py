@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import httpx
 import pytest
 
@@ -78,3 +80,18 @@ def test_without_expires_in_the_lifetime_comes_from_the_token() -> None:
         flow.send(httpx.Response(200, json={"access_token": jwt, "token_type": "Bearer"}))
 
     assert stop.value.value.expires_at == clock.timestamp() + 300
+
+
+def test_refresh_grants_authenticate_with_the_key_when_there_is_one() -> None:
+    """RFC 6749 §6: Keyturn redeems a key's refresh token only with that key's authentication;
+    a refresh token alone (a login's) goes without client authentication."""
+    with_key = TokenState("https://kt.test", api_key="kt_k/1", refresh_token="ktr_r")
+    alone = TokenState("https://kt.test", refresh_token="ktr_r")
+
+    grant, request = with_key.build_request()
+    lone_grant, lone_request = alone.build_request()
+
+    assert (grant, lone_grant) == ("refresh_token", "refresh_token")
+    assert request.headers["Authorization"] == "Basic " + base64.b64encode(b":kt_k%2F1").decode()
+    assert "Authorization" not in lone_request.headers
+    assert b"refresh_token=ktr_r" in request.content

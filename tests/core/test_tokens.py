@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import secrets
 import traceback
 import uuid
@@ -611,6 +612,23 @@ class TestRevocationList:
         assert revocations.is_revoked(self._token("j1"))
         assert not revocations.is_revoked(self._token("j2"))
         assert len(revocations) == 1
+
+    def test_a_revoked_family_refuses_its_tokens_whatever_their_iat(self) -> None:
+        """RFC 7009 §2.1: the access tokens of a revoked refresh-token family (``sid``)."""
+        revocations = RevocationList()
+
+        revocations.revoke_family("f1", until=NOW + 960)
+
+        def token(sid: str | None, issued_at: int = NOW) -> VerifiedToken:
+            claims = {} if sid is None else {"sid": sid}
+            return dataclasses.replace(self._token(issued_at=issued_at), claims=claims)
+
+        assert revocations.is_revoked(token("f1", issued_at=NOW - 600))
+        assert revocations.is_revoked(token("f1", issued_at=NOW + 60))  # issued in a race
+        assert not revocations.is_revoked(token("f2"))
+        assert not revocations.is_revoked(token(None))
+        assert revocations.prune(NOW + 960 + 30, max_token_lifetime=900, leeway=30) == 1
+        assert not revocations.is_revoked(token("f1"))
 
     def test_revoked_subject_covers_tokens_issued_until_then(self) -> None:
         revocations = RevocationList()

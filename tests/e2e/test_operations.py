@@ -52,14 +52,15 @@ def v1_flow(public: httpx.Client, admin: httpx.Client) -> list[str]:
     form = {"grant_type": "client_credentials"}
     first = public.post("/v1/token", data=form, auth=(key, "")).json()
     rotate = {"grant_type": "refresh_token", "refresh_token": first["refresh_token"]}
-    second = public.post("/v1/token", data=rotate).json()
+    second = public.post("/v1/token", data=rotate, auth=(key_id, key)).json()
     assert public.get("/v1/validate", headers=bearer(second["access_token"])).status_code == 200
     assert public.get("/v1/validate?scope=read", headers=bearer(second["access_token"])).is_success
     admin.post("/v1/introspect", data={"token": second["access_token"]})
     assert public.post("/v1/token", data=form, auth=(key[:-2] + "xx", "")).status_code == 401
     # ?access_token= is never read, and never logged (T-LOG-02).
     public.get(f"/v1/validate?access_token={second['access_token']}")
-    assert public.post("/v1/revoke", data={"token": second["refresh_token"]}).is_success
+    revoke = {"token": second["refresh_token"]}
+    assert public.post("/v1/revoke", data=revoke, auth=(key_id, key)).is_success
     assert public.post("/v1/revoke", data={"token": first["access_token"]}).is_success
     assert admin.post(f"/v1/admin/keys/{key_id}/revoke", json={}).status_code == 200
     secrets = [key, first["access_token"], first["refresh_token"]]
@@ -126,6 +127,7 @@ def test_a_full_flow_logs_json_lines_without_a_secret(keyturn_server: StartServe
             "KEYTURN_LOG_LEVEL": "debug",
             "KEYTURN_LOG_FORMAT": "json",
             "KEYTURN_ADMIN_TOKEN": ADMIN_TOKEN,
+            "KEYTURN_CLIENT_CREDENTIALS_REFRESH_TOKENS": "true",
         }
     )
     secrets = [ADMIN_TOKEN]
@@ -195,20 +197,24 @@ def _refresh_rows(data_dir: Path) -> list[tuple[str, str | None, str | None]]:
     return [tuple(row) for row in rows]
 
 
-def _first_refresh_token(server: KeyturnServer) -> str:
+#: Keys get refresh tokens, whose refresh requests the shutdown tests hold in flight.
+REFRESH_TOKENS = {"KEYTURN_CLIENT_CREDENTIALS_REFRESH_TOKENS": "true"}
+
+
+def _refresh_body(server: KeyturnServer) -> bytes:
+    """The form of a refresh request for a new key's refresh token, authenticated by it."""
     with httpx.Client(timeout=10) as client:
         key = client.post(f"{server.admin}/v1/admin/keys", json={}).json()["key"]
         form = {"grant_type": "client_credentials"}
         tokens = client.post(f"{server.public}/v1/token", data=form, auth=(key, "")).json()
-    token: str = tokens["refresh_token"]
-    return token
+    refresh = {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
+    return urlencode({**refresh, "client_secret": key}).encode()
 
 
 def test_sigterm_lets_an_in_flight_refresh_finish(keyturn_server: StartServer) -> None:
     """The rotation that was in flight at SIGTERM completes: 200, committed, exit 0."""
-    server = keyturn_server()
-    refresh_token = _first_refresh_token(server)
-    body = urlencode({"grant_type": "refresh_token", "refresh_token": refresh_token}).encode()
+    server = keyturn_server(env=REFRESH_TOKENS)
+    body = _refresh_body(server)
     sock = _raw_request(server.public_port, "/v1/token", body)
 
     server.process.terminate()
@@ -227,9 +233,8 @@ def test_sigterm_lets_an_in_flight_refresh_finish(keyturn_server: StartServer) -
 
 def test_shutdown_timeout_bounds_a_stuck_request(keyturn_server: StartServer) -> None:
     """A request that never finishes is cancelled after ``shutdown_timeout``; nothing half-done."""
-    server = keyturn_server(env={"KEYTURN_SHUTDOWN_TIMEOUT": "1"})
-    refresh_token = _first_refresh_token(server)
-    body = urlencode({"grant_type": "refresh_token", "refresh_token": refresh_token}).encode()
+    server = keyturn_server(env={"KEYTURN_SHUTDOWN_TIMEOUT": "1", **REFRESH_TOKENS})
+    body = _refresh_body(server)
     sock = _raw_request(server.public_port, "/v1/token", body)
 
     server.process.terminate()

@@ -94,13 +94,8 @@ def test_serve_drives_both_listeners(keyturn_server: Serve, backend_env: dict[st
         )
         assert response.status_code == 200, response.text
         grant = response.json()
-        assert sorted(grant) == [
-            "access_token",
-            "expires_in",
-            "refresh_token",
-            "scope",
-            "token_type",
-        ]
+        # RFC 6749 §4.4.3: no refresh token for client_credentials by default.
+        assert sorted(grant) == ["access_token", "expires_in", "scope", "token_type"]
         assert (grant["token_type"], grant["expires_in"]) == ("Bearer", 900)
         response = public.get("/v1/validate", headers=bearer(grant["access_token"]))
         assert response.status_code == 200
@@ -134,10 +129,9 @@ def test_serve_drives_both_listeners(keyturn_server: Serve, backend_env: dict[st
         assert response.status_code == 401
         assert response.json()["error"] == "invalid_client"
         response = public.post(
-            "/v1/token",
-            data={"grant_type": "refresh_token", "refresh_token": issued["refresh_token"]},
+            "/v1/revoke", data={"token": issued["access_token"]}, auth=(key_id, secret)
         )
-        assert (response.status_code, response.json()["error"]) == (400, "invalid_grant")
+        assert (response.status_code, response.json()["error"]) == (401, "invalid_client")
         response = public.get("/v1/validate", headers=bearer(issued["access_token"]))
         assert response.status_code == 401
         response = public.post("/validate", json={"jwt": issued["access_token"]})

@@ -8,10 +8,18 @@ import httpx
 import pytest
 
 from keyturn.core.tokens import peek_unverified_claims
-from keyturn.server import KeyturnState
+from keyturn.server import KeyturnState, build_admin_app, build_public_app
 from keyturn.testing import FakeClock
 
-from .conftest import IDENTIFIER, bearer, create_key, v1_tokens
+from .conftest import (
+    IDENTIFIER,
+    REMOTE,
+    MakeClient,
+    OpenState,
+    bearer,
+    create_key,
+    v1_tokens,
+)
 
 START_ISO = "2026-03-01T12:00:00Z"
 
@@ -253,8 +261,11 @@ async def test_create_with_malformed_json_is_400_problem(sqlite_admin: httpx.Asy
 
 
 async def test_revoking_a_key_ends_its_authentication_and_its_tokens(
-    public: httpx.AsyncClient, admin: httpx.AsyncClient
+    open_state: OpenState, database_url: str, make_client: MakeClient
 ) -> None:
+    state = await open_state(database_url, client_credentials_refresh_tokens=True)
+    public = make_client(build_public_app(state), peer=REMOTE)
+    admin = make_client(build_admin_app(state))
     created = await create_key(admin)
     key_id = created["record"]["id"]
     tokens = await v1_tokens(public, created["key"])
@@ -274,10 +285,10 @@ async def test_revoking_a_key_ends_its_authentication_and_its_tokens(
     assert token.status_code == 401
     validate = await public.get("/v1/validate", headers=bearer(tokens["access_token"]))
     assert validate.status_code == 401
-    refreshed = await public.post(
-        "/v1/token", data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
-    )
-    assert refreshed.json()["error"] == "invalid_grant"
+    refresh = {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
+    refreshed = await public.post("/v1/token", data=refresh, auth=(key_id, created["key"]))
+    assert refreshed.json()["error"] == "invalid_client"  # the key no longer authenticates
+    assert (await public.post("/v1/token", data=refresh)).json()["error"] == "invalid_grant"
 
 
 async def test_revoke_takes_an_empty_body(sqlite_admin: httpx.AsyncClient) -> None:

@@ -39,6 +39,21 @@ from .conftest import (
 
 NO_STORE = {"cache-control": "no-store", "pragma": "no-cache"}
 JSON = {"content-type": "application/json"}
+
+
+@pytest.fixture
+async def state(open_state: OpenState, database_url: str) -> KeyturnState:
+    """Keys get refresh tokens (KEYTURN_CLIENT_CREDENTIALS_REFRESH_TOKENS=true), so every
+    token route, the refresh grant included, is exercised."""
+    return await open_state(database_url, client_credentials_refresh_tokens=True)
+
+
+@pytest.fixture
+async def sqlite_state(open_state: OpenState, sqlite_database_url: str) -> KeyturnState:
+    """Like ``state``, on SQLite only."""
+    return await open_state(sqlite_database_url, client_credentials_refresh_tokens=True)
+
+
 PUBLIC_JSON_ROUTES = ["/authenticate", "/refresh", "/validate", "/v1/token", "/v1/revoke"]
 ADMIN_JSON_ROUTES = [
     "/register_key",

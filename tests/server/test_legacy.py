@@ -602,7 +602,9 @@ async def test_url_prefix_applies_to_every_route(
     openapi = (await public.get("/auth/openapi.json")).json()
 
     assert served
-    assert all(path.startswith("/auth/") for path in served), served
+    # RFC 8414 §3.1 puts the metadata of an issuer with a path under the root's well-known.
+    rfc8414 = "/.well-known/oauth-authorization-server/auth"
+    assert all(path.startswith("/auth/") or path == rfc8414 for path in served), served
     assert registered.status_code == 201
     assert tokens.status_code == 200
     assert (
@@ -614,7 +616,7 @@ async def test_url_prefix_applies_to_every_route(
     assert checks == dict.fromkeys(checks, 200)
     assert metadata["token_endpoint"] == "https://kt.test/auth/v1/token"
     assert metadata["jwks_uri"] == "https://kt.test/auth/.well-known/jwks.json"
-    assert all(path.startswith("/auth/") for path in openapi["paths"])
+    assert all(path.startswith("/auth/") or path == rfc8414 for path in openapi["paths"])
 
 
 async def test_disable_public_api_keeps_only_health_and_keys(

@@ -43,8 +43,14 @@ def forms(secret: str) -> set[str]:
 
 @pytest.fixture
 async def logged_state(open_state: OpenState, database_url: str) -> KeyturnState:
-    """A state with an admin token, so the admin-token path runs too."""
-    return await open_state(database_url, admin_token=ADMIN_TOKEN, rate_limit_per_address=40)
+    """A state with an admin token, so the admin-token path runs too, and refresh tokens
+    for keys, so the refresh grant's paths run."""
+    return await open_state(
+        database_url,
+        admin_token=ADMIN_TOKEN,
+        rate_limit_per_address=40,
+        client_credentials_refresh_tokens=True,
+    )
 
 
 async def run_full_flow(
@@ -78,10 +84,12 @@ async def run_full_flow(
         )
     ).json()
     secrets += [token["access_token"], token["refresh_token"]]
+    client = (key_id, rotated["key"])
     second = (
         await public.post(
             "/v1/token",
             data={"grant_type": "refresh_token", "refresh_token": token["refresh_token"]},
+            auth=client,
         )
     ).json()
     secrets += [second["access_token"], second["refresh_token"]]
@@ -92,9 +100,19 @@ async def run_full_flow(
     )
     clock.advance(11)
     reused = await public.post(
-        "/v1/token", data={"grant_type": "refresh_token", "refresh_token": token["refresh_token"]}
+        "/v1/token",
+        data={"grant_type": "refresh_token", "refresh_token": token["refresh_token"]},
+        auth=client,
     )
     assert reused.json()["error"] == "invalid_grant"  # reuse detected: family revoked
+    # Client authentication failures: a wrong secret, no credentials, another id.
+    for auth in ((key_id, key), None, ("no-such-client", rotated["key"])):
+        await public.post(
+            "/v1/token",
+            data={"grant_type": "refresh_token", "refresh_token": second["refresh_token"]},
+            auth=auth,
+        )
+        await public.post("/v1/revoke", data={"token": second["refresh_token"]}, auth=auth)
 
     # Bad-token and bad-key paths: JWThenticator logged the whole token here.
     tampered = token["access_token"][:-4] + "AAAA"

@@ -16,7 +16,7 @@ from keyturn.core.passwords import PasswordHasher, PasswordParameters
 from keyturn.server import KeyturnState, build_admin_app, build_public_app
 from keyturn.testing import FakeClock
 
-from .conftest import REMOTE, MakeClient, bearer, make_settings
+from .conftest import REMOTE, MakeClient, bearer, create_key, make_settings
 
 FAST = PasswordParameters(memory_cost=8, time_cost=1)
 PASSWORD = "correct horse battery staple"
@@ -245,6 +245,38 @@ async def test_logout_revokes_the_refresh_token_family(
     missing = await public.post("/v1/logout", json={})
     assert (again.status_code, unknown.status_code) == (200, 200)
     assert (missing.status_code, missing.json()["error"]) == (400, "invalid_request")
+    # RFC 7009 §2.1: the session's access tokens end with it.
+    checked = await public.get("/v1/validate", headers=bearer(tokens["access_token"]))
+    assert checked.status_code == 401
+
+
+async def test_a_login_refresh_token_needs_no_client_and_refuses_a_key(
+    login_state: KeyturnState, make_client: MakeClient
+) -> None:
+    """A person's refresh token is a public client's: no client authentication (RFC 6749
+    §6); a key presenting it is not the client it was issued to (invalid_grant)."""
+    public, admin = clients(login_state, make_client)
+    await create_user(admin, "alice@example.com")
+    key = await create_key(admin)
+    tokens = (
+        await public.post("/v1/login", data={"email": "alice@example.com", "password": PASSWORD})
+    ).json()
+    form = {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
+
+    as_key = await public.post("/v1/token", data=form, auth=(key["record"]["id"], key["key"]))
+    revoke_as_key = await public.post(
+        "/v1/revoke", data={"token": tokens["access_token"]}, auth=("", key["key"])
+    )
+    public_client = await public.post("/v1/token", data=form | {"client_id": "keyturn-login"})
+
+    assert (as_key.status_code, as_key.json()["error"]) == (400, "invalid_grant")
+    assert (revoke_as_key.status_code, revoke_as_key.json()["error"]) == (
+        400,
+        "unauthorized_client",
+    )
+    assert public_client.status_code == 200, public_client.text
+    still = await public.get("/v1/validate", headers=bearer(tokens["access_token"]))
+    assert still.status_code == 200
 
 
 # -- throttling ----------------------------------------------------------------------------

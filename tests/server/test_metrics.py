@@ -30,6 +30,12 @@ from .conftest import (
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
+@pytest.fixture
+async def sqlite_state(open_state: OpenState, sqlite_database_url: str) -> KeyturnState:
+    """Keys get refresh tokens, so the rotating-refresh counters move too."""
+    return await open_state(sqlite_database_url, client_credentials_refresh_tokens=True)
+
+
 async def scrape(admin: httpx.AsyncClient) -> Samples:
     """Every sample of a scrape, keyed by name and label set."""
     response = await admin.get("/metrics")
@@ -125,9 +131,10 @@ async def test_domain_events_are_counted(
     key = (await create_key(sqlite_admin))["key"]
     first = await v1_tokens(sqlite_public, key)
     rotate = {"grant_type": "refresh_token", "refresh_token": first["refresh_token"]}
-    assert (await sqlite_public.post("/v1/token", data=rotate)).status_code == 200
+    client = {"data": rotate, "auth": ("", key)}
+    assert (await sqlite_public.post("/v1/token", **client)).status_code == 200
     clock.advance(11)  # past the reuse grace: the replay revokes the family
-    assert (await sqlite_public.post("/v1/token", data=rotate)).status_code == 400
+    assert (await sqlite_public.post("/v1/token", **client)).status_code == 400
     wrong = {"key": LEGACY_KEY, "identifier": OTHER_IDENTIFIER}
     assert (await sqlite_public.post("/authenticate", json=wrong)).status_code == 401
     unknown = {"key": "never-registered-key-0123456789", "identifier": IDENTIFIER}

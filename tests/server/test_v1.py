@@ -16,6 +16,7 @@ from tests.security.forge import forge
 from .conftest import (
     ADMIN_TOKEN,
     AUDIENCE,
+    FORGING_PEM,
     IDENTIFIER,
     ISSUER,
     OTHER_IDENTIFIER,
@@ -49,6 +50,21 @@ def invalid_grant() -> tuple[int, dict[str, Any]]:
 
 
 @pytest.fixture
+async def state(open_state: OpenState, database_url: str) -> KeyturnState:
+    """This module's state: KEYTURN_CLIENT_CREDENTIALS_REFRESH_TOKENS on, so that keys get
+    refresh tokens for the refresh grant's tests (``sqlite_state`` keeps the default)."""
+    return await open_state(database_url, client_credentials_refresh_tokens=True)
+
+
+@pytest.fixture
+async def forging_state(open_state: OpenState, sqlite_database_url: str) -> KeyturnState:
+    """`FORGING_KEY` signs; keys get refresh tokens (a real one is a bad bearer, T-TYP-02)."""
+    return await open_state(
+        sqlite_database_url, signing_key_pem=FORGING_PEM, client_credentials_refresh_tokens=True
+    )
+
+
+@pytest.fixture
 async def key(admin: httpx.AsyncClient) -> dict[str, Any]:
     """A generated key allowed the scopes ``read`` and ``write``, bound to IDENTIFIER."""
     return await create_key(admin, name="svc", scopes=["read", "write"], identifier=IDENTIFIER)
@@ -63,30 +79,41 @@ async def sqlite_key(sqlite_admin: httpx.AsyncClient) -> dict[str, Any]:
 # -- POST /v1/token: client_credentials ----------------------------------------------------
 
 
-def assert_token_response(response: httpx.Response, *, scope: str, rotating: bool = True) -> None:
-    """RFC 6749 §5.1: exactly these fields, and never cached."""
+def assert_token_response(response: httpx.Response, *, scope: str, refresh: bool = True) -> None:
+    """RFC 6749 §5.1: exactly these fields (``refresh_token`` if ``refresh``), never cached."""
     assert response.status_code == 200, response.text
     body = response.json()
-    assert set(body) == {"access_token", "token_type", "expires_in", "refresh_token", "scope"}
+    fields = {"access_token", "token_type", "expires_in", "scope"}
+    assert set(body) == (fields | {"refresh_token"} if refresh else fields)
     assert body["token_type"] == "Bearer"
     assert body["expires_in"] == 900
     assert body["scope"] == scope
-    assert body["refresh_token"].startswith("ktr_") is rotating
+    if refresh:
+        assert body["refresh_token"].startswith("ktr_")
     assert {k: response.headers[k] for k in NO_STORE} == NO_STORE
 
 
 @pytest.mark.parametrize(
     "send",
     [
-        pytest.param(lambda key: {"auth": ("client-id", key)}, id="basic-key-as-password"),
-        pytest.param(lambda key: {"auth": (key, "")}, id="basic-key-as-user"),
-        pytest.param(lambda key: {"data": {"client_secret": key}}, id="client-secret-form"),
+        pytest.param(lambda key, id_: {"auth": (id_, key)}, id="basic-id-and-key"),
+        pytest.param(lambda key, id_: {"auth": ("", key)}, id="basic-key-as-password"),
+        pytest.param(lambda key, id_: {"auth": (key, "")}, id="basic-key-as-user"),
+        pytest.param(lambda key, id_: {"data": {"client_secret": key}}, id="client-secret-form"),
+        pytest.param(
+            lambda key, id_: {"data": {"client_id": id_, "client_secret": key}},
+            id="client-id-and-secret-form",
+        ),
+        pytest.param(
+            lambda key, id_: {"auth": (id_, key), "data": {"client_id": id_}},
+            id="basic-and-the-same-client-id-in-the-body",
+        ),
     ],
 )
 async def test_client_credentials_issues_a_token(
     public: httpx.AsyncClient, key: dict[str, Any], send: Any
 ) -> None:
-    request = send(key["key"])
+    request = send(key["key"], key["record"]["id"])
     data = {"grant_type": "client_credentials", **request.pop("data", {})}
 
     response = await public.post("/v1/token", data=data, **request)
@@ -107,7 +134,7 @@ async def test_client_credentials_accepts_a_json_body(
         json={"grant_type": "client_credentials", "client_secret": sqlite_key["key"]},
     )
 
-    assert_token_response(response, scope="read write")
+    assert_token_response(response, scope="read write", refresh=False)
 
 
 async def test_a_narrower_scope_is_granted_and_echoed(
@@ -282,9 +309,14 @@ async def test_issuer_ignores_the_host_header(
 # -- POST /v1/token: refresh_token ---------------------------------------------------------
 
 
-async def refresh(public: httpx.AsyncClient, token: str, **form: str) -> httpx.Response:
+async def refresh(
+    public: httpx.AsyncClient, token: str, key: dict[str, Any], **form: str
+) -> httpx.Response:
+    """The refresh grant, authenticated as ``key`` (RFC 6749 §6)."""
     return await public.post(
-        "/v1/token", data={"grant_type": "refresh_token", "refresh_token": token, **form}
+        "/v1/token",
+        data={"grant_type": "refresh_token", "refresh_token": token, **form},
+        auth=(key["record"]["id"], key["key"]),
     )
 
 
@@ -301,11 +333,12 @@ async def test_the_identifier_must_match_the_keys_when_sent(
 
     assert oauth_error(wrong) == invalid_client()
     assert (
-        oauth_error(await refresh(public, right["refresh_token"], identifier=OTHER_IDENTIFIER))
+        oauth_error(await refresh(public, right["refresh_token"], key, identifier=OTHER_IDENTIFIER))
         == invalid_grant()
     )
     assert_token_response(
-        await refresh(public, right["refresh_token"], identifier=IDENTIFIER), scope="read write"
+        await refresh(public, right["refresh_token"], key, identifier=IDENTIFIER),
+        scope="read write",
     )
 
 
@@ -314,12 +347,12 @@ async def test_refresh_rotates_the_refresh_token(
 ) -> None:
     first = await v1_tokens(public, key["key"])
 
-    response = await refresh(public, first["refresh_token"])
+    response = await refresh(public, first["refresh_token"], key)
 
     assert_token_response(response, scope="read write")
     second = response.json()
     assert second["refresh_token"] != first["refresh_token"]
-    assert (await refresh(public, second["refresh_token"])).status_code == 200
+    assert (await refresh(public, second["refresh_token"], key)).status_code == 200
 
 
 async def test_refresh_may_narrow_but_not_widen_the_scope(
@@ -328,8 +361,8 @@ async def test_refresh_may_narrow_but_not_widen_the_scope(
     """T-RT-05 (RFC 6749 §6)."""
     tokens = await v1_tokens(public, key["key"], scope="read")
 
-    widened = await refresh(public, tokens["refresh_token"], scope="read write")
-    narrowed = await refresh(public, tokens["refresh_token"], scope="read")
+    widened = await refresh(public, tokens["refresh_token"], key, scope="read write")
+    narrowed = await refresh(public, tokens["refresh_token"], key, scope="read")
 
     assert oauth_error(widened) == (
         400,
@@ -346,11 +379,11 @@ async def test_reuse_after_the_grace_window_revokes_the_family(
 ) -> None:
     """T-RT-01 (RFC 9700 §4.14.2): the old and the new refresh token both die."""
     first = await v1_tokens(public, key["key"])
-    second = (await refresh(public, first["refresh_token"])).json()
+    second = (await refresh(public, first["refresh_token"], key)).json()
     clock.advance(11)  # the reuse grace is 10 s
 
-    reused = await refresh(public, first["refresh_token"])
-    successor = await refresh(public, second["refresh_token"])
+    reused = await refresh(public, first["refresh_token"], key)
+    successor = await refresh(public, second["refresh_token"], key)
 
     assert oauth_error(reused) == invalid_grant()
     assert oauth_error(successor) == invalid_grant()
@@ -361,11 +394,11 @@ async def test_replay_within_the_grace_window_keeps_the_family(
 ) -> None:
     """T-RT-02: a retried request is refused, the rightful successor lives on."""
     first = await v1_tokens(public, key["key"])
-    second = (await refresh(public, first["refresh_token"])).json()
+    second = (await refresh(public, first["refresh_token"], key)).json()
     clock.advance(5)
 
-    replay = await refresh(public, first["refresh_token"])
-    successor = await refresh(public, second["refresh_token"])
+    replay = await refresh(public, first["refresh_token"], key)
+    successor = await refresh(public, second["refresh_token"], key)
 
     assert oauth_error(replay) == invalid_grant()
     assert_token_response(successor, scope="read write")
@@ -377,7 +410,7 @@ async def test_an_expired_refresh_token_is_invalid_grant(
     tokens = await v1_tokens(public, key["key"])
     clock.advance(days=31)  # the family lives 30 days
 
-    response = await refresh(public, tokens["refresh_token"])
+    response = await refresh(public, tokens["refresh_token"], key)
 
     assert oauth_error(response) == invalid_grant()
 
@@ -401,7 +434,7 @@ async def test_refresh_with_something_else_is_invalid_grant(
         + ("a" if tokens["refresh_token"][-1] != "a" else "b"),
     }.get(presented, presented)
 
-    response = await refresh(public, value)
+    response = await refresh(public, value, key)
 
     assert oauth_error(response) == invalid_grant()
     assert "www-authenticate" not in response.headers
@@ -447,7 +480,7 @@ async def test_a_revoked_refresh_token_no_longer_refreshes(
     revoked = await public.post("/v1/revoke", data={"token": tokens["refresh_token"]})
 
     assert revoked.status_code == 200
-    assert oauth_error(await refresh(public, tokens["refresh_token"])) == invalid_grant()
+    assert oauth_error(await refresh(public, tokens["refresh_token"], key)) == invalid_grant()
 
 
 async def test_a_revoked_access_token_fails_validation(
@@ -735,7 +768,15 @@ async def test_authorization_server_metadata(sqlite_public: httpx.AsyncClient) -
         "introspection_endpoint": f"{ISSUER}/v1/introspect",
         "grant_types_supported": ["client_credentials", "refresh_token"],
         "response_types_supported": [],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        "revocation_endpoint_auth_methods_supported": ["none"],
+        "token_endpoint_auth_methods_supported": [
+            "client_secret_basic",
+            "client_secret_post",
+            "none",
+        ],
+        "revocation_endpoint_auth_methods_supported": [
+            "client_secret_basic",
+            "client_secret_post",
+            "none",
+        ],
         "introspection_endpoint_auth_methods_supported": ["bearer"],
     }

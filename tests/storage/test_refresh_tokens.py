@@ -237,3 +237,32 @@ async def test_delete_expired_deletes_only_tokens_past_their_deadline(storage: S
     assert await storage.refresh_tokens.find_with_key(hash_of("old")) is None
     assert await storage.refresh_tokens.find_with_key(hash_of("live")) is not None
     assert await storage.refresh_tokens.delete_expired(before=LATER) == 0
+
+
+@pytest.mark.usefixtures("key_k1")
+async def test_revoke_family_records_its_access_token_entry_in_the_snapshot(
+    storage: SQLStorage,
+) -> None:
+    """RFC 7009 §2.1: the family's entry is stored with it, and written again (extended)
+    when the family was revoked before; without ``access_tokens_until`` there is none."""
+    await storage.refresh_tokens.add(refresh_token("t1"), audit=event("refresh.issued"))
+    await storage.refresh_tokens.add(
+        refresh_token("other", family_id="f2"), audit=event("refresh.issued")
+    )
+    until = NOW + timedelta(minutes=16)
+
+    await storage.refresh_tokens.revoke_family("f2", at=NOW, audit=event("refresh.revoked"))
+    await storage.refresh_tokens.revoke_family(
+        "f1", at=NOW, audit=event("refresh.revoked"), access_tokens_until=until
+    )
+    again = await storage.refresh_tokens.revoke_family(
+        "f1",
+        at=NOW,
+        audit=event("refresh.revoked"),
+        access_tokens_until=until + timedelta(minutes=1),
+    )
+
+    assert again == 0
+    snapshot = await storage.revocations.snapshot(now=NOW)
+    assert snapshot.tokens == {"family:f1": int((until + timedelta(minutes=1)).timestamp())}
+    assert (await storage.revocations.snapshot(now=until + timedelta(minutes=2))).tokens == {}

@@ -175,7 +175,13 @@ class TokenState:
         return self.token is None or (now >= self.token.refresh_at and now >= self.hold_until)
 
     def build_request(self) -> tuple[GrantType, httpx.Request]:
-        """The next token request: the refresh token if there is one, else the API key."""
+        """The next token request: the refresh token if there is one, else the API key.
+
+        With an API key, every request authenticates with it (HTTP Basic): Keyturn issues
+        no refresh token to ``client_credentials`` by default, so the key is used again at
+        each renewal; with ``KEYTURN_CLIENT_CREDENTIALS_REFRESH_TOKENS=true`` it redeems
+        the key's refresh tokens, which need the key's authentication (RFC 6749 §6).
+        """
         params: dict[str, str] = {}
         headers = {"Accept": "application/json"}
         grant: GrantType
@@ -185,14 +191,16 @@ class TokenState:
         elif self.api_key is not None:
             grant = "client_credentials"
             params = {"grant_type": grant}
-            # RFC 6749 §2.3.1: form-urlencode the secret before HTTP Basic.
-            credentials = base64.b64encode(f":{quote(self.api_key, safe='')}".encode()).decode()
-            headers["Authorization"] = f"Basic {credentials}"
         else:
             raise NoCredentialsError(
                 "no API key or refresh token is left (both were refused earlier); "
                 "create a new API key and construct a new client"
             )
+        if self.api_key is not None:
+            # RFC 6749 §6: a key's refresh token is redeemed with the key's authentication
+            # too. §2.3.1: form-urlencode the secret before HTTP Basic.
+            credentials = base64.b64encode(f":{quote(self.api_key, safe='')}".encode()).decode()
+            headers["Authorization"] = f"Basic {credentials}"
         if self.scope is not None:
             params["scope"] = self.scope
         if self.identifier is not None:

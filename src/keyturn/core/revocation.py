@@ -1,8 +1,11 @@
 """Revocation state a verifier can consult in O(1), with no I/O.
 
-Two kinds of entry, both bounded in time:
+Three kinds of entry, all bounded in time:
 
 * a revoked token id (``jti``), kept until that token would have expired anyway;
+* a revoked refresh-token family, kept as the token id ``family:<id>`` until every
+  access token issued from it has expired: every token whose ``sid`` claim names it is
+  refused, whatever its ``iat`` (a family is never un-revoked);
 * a revoked subject (``key:<id>``, ``user:<id>``) with the moment of revocation: every
   token issued to it at or before that moment is refused.
 
@@ -14,10 +17,20 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
+from typing import Final
 
-from keyturn.core.tokens import DEFAULT_LEEWAY, VerifiedToken
+from keyturn.core.tokens import DEFAULT_LEEWAY, FAMILY_CLAIM, VerifiedToken
 
-__all__ = ["RevocationList"]
+__all__ = ["FAMILY_PREFIX", "RevocationList", "family_entry"]
+
+#: Revoked families share the token-id namespace (and storage) with revoked ``jti``s;
+#: a ``jti`` is a UUID and never starts with it.
+FAMILY_PREFIX: Final = "family:"
+
+
+def family_entry(family_id: str) -> str:
+    """The revocation entry (stored like a ``jti``) that refuses a family's access tokens."""
+    return FAMILY_PREFIX + family_id
 
 
 class RevocationList:
@@ -36,6 +49,10 @@ class RevocationList:
         with self._lock:
             self._tokens[jti] = max(expires_at, self._tokens.get(jti, expires_at))
 
+    def revoke_family(self, family_id: str, *, until: int) -> None:
+        """Refuse every token issued from refresh-token family ``family_id`` until ``until``."""
+        self.revoke_token(family_entry(family_id), expires_at=until)
+
     def revoke_subject(self, subject: str, *, at: int) -> None:
         """Refuse every token issued to ``subject`` at or before ``at``."""
         with self._lock:
@@ -48,8 +65,11 @@ class RevocationList:
             self._tokens, self._subjects = new_tokens, new_subjects
 
     def is_revoked(self, token: VerifiedToken) -> bool:
-        """Tell whether ``token`` or its subject has been revoked."""
+        """Tell whether ``token``, its refresh-token family or its subject has been revoked."""
         if token.jti in self._tokens:
+            return True
+        family = token.claims.get(FAMILY_CLAIM)
+        if isinstance(family, str) and FAMILY_PREFIX + family in self._tokens:
             return True
         revoked_at = self._subjects.get(token.subject)
         return revoked_at is not None and token.issued_at <= revoked_at

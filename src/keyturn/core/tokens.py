@@ -38,6 +38,7 @@ __all__ = [
     "ACCESS_TOKEN_TYPE",
     "DEFAULT_LEEWAY",
     "DEFAULT_MAX_LIFETIME",
+    "FAMILY_CLAIM",
     "MAX_TOKEN_BYTES",
     "REGISTERED_CLAIMS",
     "IssuedToken",
@@ -59,6 +60,9 @@ MAX_TOKEN_BYTES: Final = 8192  # checked before any decoding (Authlib CVE-2025-6
 DEFAULT_LEEWAY: Final = 30  # seconds; RFC 7519 §4.1.4 "no more than a few minutes"
 DEFAULT_MAX_LIFETIME: Final = 86_400  # seconds between iat and exp we accept at all
 REQUIRED_CLAIMS: Final = ("iss", "sub", "aud", "exp", "iat", "jti", "client_id")
+#: The refresh-token family (grant) an access token was issued from, when there is one:
+#: revoking the family revokes its access tokens too (RFC 7009 §2.1).
+FAMILY_CLAIM: Final = "sid"
 #: Claims only Keyturn sets; no policy extra or caller input may supply them.
 REGISTERED_CLAIMS: Final = frozenset(
     {
@@ -73,6 +77,7 @@ REGISTERED_CLAIMS: Final = frozenset(
         "scope",
         "identifier",
         "token_id",
+        FAMILY_CLAIM,
     }
 )
 
@@ -152,12 +157,14 @@ def issue_access_token(
     identifier: str | None = None,
     extra_claims: Mapping[str, Any] | None = None,
     jti: str | None = None,
+    family: str | None = None,
 ) -> IssuedToken:
     """Sign an RFC 9068 access token.
 
     Claims: ``iss``, ``sub``, ``aud``, ``exp``, ``iat``, ``jti``, ``client_id``, ``scope``,
-    JWThenticator's ``token_id`` (= ``jti``) and ``identifier``, then ``extra_claims``
-    (the claims policy's output: ``level``, ``factor``, ``roles``, ...).
+    JWThenticator's ``token_id`` (= ``jti``) and ``identifier``, ``sid`` (the refresh-token
+    ``family`` it was issued with, if any), then ``extra_claims`` (the claims policy's
+    output: ``level``, ``factor``, ``roles``, ...).
 
     Raises:
         PolicyViolation: ``extra_claims`` tries to set a registered claim, or the lifetime
@@ -187,6 +194,8 @@ def issue_access_token(
     }
     if identifier is not None:
         claims["identifier"] = identifier
+    if family is not None:
+        claims[FAMILY_CLAIM] = family
     for name, value in (extra_claims or {}).items():
         if name in REGISTERED_CLAIMS:
             raise PolicyViolation(name, value, "registered claims cannot be set as extras")

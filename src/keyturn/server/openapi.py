@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from pydantic import BaseModel
 from starlette.applications import Starlette
@@ -93,7 +93,12 @@ def _legacy_errors(*codes: str) -> dict[str, Any]:
 def _oauth_errors() -> dict[str, Any]:
     return {
         "400": _body(_OAUTH_ERROR, _JSON, "RFC 6749 §5.2 error"),
-        "401": _body(_OAUTH_ERROR, _JSON, "invalid_client"),
+        "401": _body(
+            _OAUTH_ERROR,
+            _JSON,
+            "invalid_client (WWW-Authenticate: Basic): the client's credentials failed, or a "
+            "refresh token issued to an API key came without that key's authentication",
+        ),
         "413": _PROBLEMS["413"],
         "415": _PROBLEMS["415"],
         "429": _body(_OAUTH_ERROR, _JSON, "Rate limited (Retry-After)"),
@@ -106,6 +111,7 @@ _TOKEN_FORM = {
     "properties": {
         "grant_type": {"type": "string", "enum": ["client_credentials", "refresh_token"]},
         "client_secret": {"type": "string", "description": "The API key (or use HTTP Basic)"},
+        "client_id": {"type": "string", "description": "The key's id (optional)"},
         "refresh_token": {"type": "string"},
         "scope": {"type": "string"},
     },
@@ -114,6 +120,16 @@ _TOKEN_FORM = {
 _TOKEN_ONLY = {
     "type": "object",
     "properties": {"token": {"type": "string"}, "token_type_hint": {"type": "string"}},
+    "required": ["token"],
+}
+_REVOKE_FORM = {
+    "type": "object",
+    "properties": {
+        "token": {"type": "string"},
+        "token_type_hint": {"type": "string"},
+        "client_secret": {"type": "string", "description": "The API key (or use HTTP Basic)"},
+        "client_id": {"type": "string", "description": "The key's id (optional)"},
+    },
     "required": ["token"],
 }
 _LOGIN_FIELDS: dict[str, Any] = {
@@ -228,13 +244,24 @@ OPERATIONS: dict[tuple[str, str], _Op] = {
     ("post", "/v1/revoke"): _Op(
         "Revoke a refresh or access token (RFC 7009)",
         "v1",
-        _TOKEN_ONLY,
+        _REVOKE_FORM,
         (_FORM, _JSON),
         responses={
             "200": _NO_BODY,
-            "400": _body(_OAUTH_ERROR, _JSON, "Missing token"),
+            "400": _body(
+                _OAUTH_ERROR,
+                _JSON,
+                "invalid_request (missing token); unauthorized_client (the token was issued "
+                "to another client than the authenticated one; it stays valid)",
+            ),
+            "401": _body(
+                _OAUTH_ERROR,
+                _JSON,
+                "invalid_client (WWW-Authenticate: Basic): the client's credentials failed",
+            ),
             "413": _PROBLEMS["413"],
             "415": _PROBLEMS["415"],
+            "429": _body(_OAUTH_ERROR, _JSON, "Rate limited (Retry-After)"),
             "503": _body(_OAUTH_ERROR, _JSON, "Storage unavailable"),
         },
     ),
@@ -509,6 +536,9 @@ def _components() -> dict[str, Any]:
     return schemas
 
 
+_METADATA: Final = "/.well-known/oauth-authorization-server"
+
+
 def openapi_document(app: Starlette, *, title: str, settings: Settings) -> dict[str, Any]:
     """Describe every route ``app`` serves (OpenAPI 3.1)."""
     prefix = settings.url_prefix
@@ -517,6 +547,8 @@ def openapi_document(app: Starlette, *, title: str, settings: Settings) -> dict[
         if not isinstance(route, Route):
             continue
         path = route.path.removeprefix(prefix) or "/"
+        if prefix and path == f"{_METADATA}{prefix}":  # RFC 8414 §3.1's place for it
+            path = _METADATA
         for method in sorted((route.methods or set()) - {"HEAD"}):
             op = OPERATIONS.get((method.lower(), path))
             if op is None:

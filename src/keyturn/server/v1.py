@@ -1,9 +1,12 @@
 """Keyturn's own public API, following the RFCs.
 
 * ``POST /v1/token`` -- RFC 6749 §4.4 ``client_credentials`` (the API key as the client
-  secret: HTTP Basic with the key as password, or ``client_secret`` in the body) and §6
-  ``refresh_token`` with rotation; §5.1 responses and §5.2 errors.
-* ``POST /v1/revoke`` -- RFC 7009 (200 for unknown tokens).
+  secret: HTTP Basic with the key as password, or ``client_secret`` in the body; the
+  ``client_id``, when sent, must be the key's id) and §6 ``refresh_token`` with rotation
+  (a key's refresh token needs that key's client authentication, a login's none); §5.1
+  responses and §5.2 errors.
+* ``POST /v1/revoke`` -- RFC 7009 (200 for unknown tokens; with client authentication,
+  only the client's own tokens).
 * ``POST /v1/introspect`` -- RFC 7662, admin credential required.
 * ``GET /v1/validate`` -- for gateways: 200 with identity headers, RFC 6750 errors.
 * ``GET /.well-known/jwks.json`` and ``/.well-known/oauth-authorization-server`` (RFC 8414).
@@ -16,6 +19,7 @@ import binascii
 import functools
 import hmac
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import unquote
 
@@ -24,7 +28,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from keyturn.core.tokens import VerifiedToken, format_scope, parse_scope
-from keyturn.errors import InvalidGrantError, InvalidRequestError, KeyturnError
+from keyturn.errors import (
+    InvalidClientError,
+    InvalidGrantError,
+    InvalidRequestError,
+    KeyturnError,
+)
 from keyturn.server.errors import (
     NO_STORE,
     RequestRejectedError,
@@ -40,7 +49,7 @@ from keyturn.server.requests import (
     request_id,
 )
 from keyturn.server.state import client_address
-from keyturn.service import TokenPair
+from keyturn.service import KeyturnService, TokenPair
 
 __all__ = ["IDENTITY_HEADERS", "identity_headers", "public_routes"]
 
@@ -57,9 +66,10 @@ IDENTITY_HEADERS: Final = {
 }
 
 
-class _InvalidClientError(KeyturnError):
-    error_code = "invalid_client"
-    status_code = 401
+#: RFC 8414 §3: where the authorization server metadata lives.
+METADATA_PATH: Final = "/.well-known/oauth-authorization-server"
+#: The client authentication methods ``/v1/token`` and ``/v1/revoke`` accept (RFC 8414 §2).
+CLIENT_AUTH_METHODS: Final = ("client_secret_basic", "client_secret_post", "none")
 
 
 class _UnsupportedGrantError(KeyturnError):
@@ -96,30 +106,57 @@ def _token_response(pair: TokenPair) -> JSONResponse:
     return JSONResponse(body, headers=NO_STORE)  # RFC 6749 §5.1
 
 
-def _client_secret(request: Request, params: dict[str, str]) -> str:
-    """The API key, from HTTP Basic (password) or ``client_secret`` -- exactly one."""
+_NO_CREDENTIALS: Final = "send the API key as HTTP Basic password or client_secret"
+#: A ``client_id`` no key has (key ids are never empty).
+_NO_CLIENT: Final = ""
+
+
+@dataclass(frozen=True, slots=True)
+class _Client:
+    """Client credentials as presented: the API key and the ``client_id``, if one was sent."""
+
+    secret: str = field(repr=False)
+    client_id: str | None
+
+
+def _client_credentials(request: Request, params: dict[str, str]) -> _Client | None:
+    """The client credentials, from HTTP Basic or ``client_secret`` -- at most one; or None.
+
+    RFC 6749 §2.3.1: Basic ``client_id:API_KEY`` (each form-urlencoded first), or the key
+    alone as the user name (``curl -u KEY:``); in the body ``client_secret`` and an
+    optional ``client_id``. A ``client_id`` in the body next to Basic must be the same.
+    """
     header = request.headers.get("authorization")
     from_body = params.get("client_secret")
+    body_id = params.get("client_id") or None
     if header is None:
+        if from_body is None:
+            return None
         if not from_body:
-            raise _InvalidClientError("send the API key as HTTP Basic password or client_secret")
-        return from_body
+            raise InvalidClientError(_NO_CREDENTIALS)
+        return _Client(from_body, body_id)
     if from_body is not None:
         # RFC 6749 §2.3: one authentication method per request.
         raise InvalidRequestError("use either HTTP Basic or client_secret, not both")
     scheme, _, encoded = header.partition(" ")
     if scheme.lower() != "basic":
-        raise _InvalidClientError("the token endpoint takes HTTP Basic client authentication")
+        raise InvalidClientError("the token endpoint takes HTTP Basic client authentication")
     try:
         decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError) as exc:
-        raise _InvalidClientError("malformed HTTP Basic credentials") from exc
+        raise InvalidClientError("malformed HTTP Basic credentials") from exc
     username, sep, password = decoded.partition(":")
-    # client_id:API_KEY (RFC 6749 §2.3.1), or the key alone as the user name (curl -u KEY:).
-    secret = password or username
-    if not sep or not secret:
-        raise _InvalidClientError("malformed HTTP Basic credentials")
-    return unquote(secret)  # RFC 6749 §2.3.1: form-urlencoded before Basic
+    if not sep or not (password or username):
+        raise InvalidClientError("malformed HTTP Basic credentials")
+    if password:
+        client_id, secret = unquote(username) or None, unquote(password)
+    else:
+        client_id, secret = None, unquote(username)
+    if body_id is not None:
+        # Two different ids name no key: refused after the lookup, like any wrong id, so
+        # the answer and its timing match an unknown key's.
+        client_id = body_id if client_id in (None, body_id) else _NO_CLIENT
+    return _Client(secret, client_id)
 
 
 def _requested_scopes(params: dict[str, str]) -> frozenset[str] | None:
@@ -142,27 +179,41 @@ async def token(request: Request) -> Response:
     # Optional, as on the legacy routes: a key registered with an identifier must match it.
     identifier = params.get("identifier")
     if grant_type == "client_credentials":
-        key = _client_secret(request, params)
-        await state.check_rate(client_address(request.scope), key_bucket=key_bucket(key))
+        client = _client_credentials(request, params)
+        if client is None:
+            raise InvalidClientError(_NO_CREDENTIALS)
+        await state.check_rate(client_address(request.scope), key_bucket=key_bucket(client.secret))
         try:
             pair = await state.service.authenticate(
-                key,
+                client.secret,
                 identifier=identifier,
                 scopes=scopes,
                 rotating=True,
+                client_id=client.client_id,
+                # RFC 6749 §4.4.3: no refresh token unless the deployment asks for one.
+                issue_refresh_token=state.settings.client_credentials_refresh_tokens,
                 request_id=request_id(request),
             )
         except InvalidGrantError as exc:
             # RFC 6749 §5.2: failed client authentication is invalid_client (401).
-            raise _InvalidClientError(exc.message) from exc
+            raise InvalidClientError(exc.message) from exc
         return _token_response(pair)
     if grant_type == "refresh_token":
         refresh_token = params.get("refresh_token")
         if not refresh_token:
             raise InvalidRequestError("refresh_token is required")
-        await state.check_rate(client_address(request.scope), key_bucket=None)
+        client = _client_credentials(request, params)
+        bucket = None if client is None else key_bucket(client.secret)
+        await state.check_rate(client_address(request.scope), key_bucket=bucket)
+        # RFC 6749 §6: presented credentials are checked first, then the token's owner.
+        authenticated = await _authenticated(state.service, client)
         pair = await state.service.refresh(
-            refresh_token, identifier=identifier, scopes=scopes, request_id=request_id(request)
+            refresh_token,
+            identifier=identifier,
+            scopes=scopes,
+            check_client=True,
+            client=authenticated,
+            request_id=request_id(request),
         )
         return _token_response(pair)
     if grant_type is None:
@@ -173,12 +224,25 @@ async def token(request: Request) -> Response:
 @_oauth
 async def revoke(request: Request) -> Response:
     """``POST /v1/revoke`` (RFC 7009): 200 whether or not the token was known."""
+    state = keyturn_state(request)
     params = await read_form_or_json(request)
     value = params.get("token")
     if not value:
         raise InvalidRequestError("token is required")
-    await keyturn_state(request).service.revoke_token(value, request_id=request_id(request))
+    client = _client_credentials(request, params)
+    if client is not None:
+        # RFC 7009 §2.1: authenticate the client, then revoke only a token issued to it.
+        await state.check_rate(client_address(request.scope), key_bucket=key_bucket(client.secret))
+    authenticated = await _authenticated(state.service, client)
+    await state.service.revoke_token(value, client=authenticated, request_id=request_id(request))
     return Response(status_code=200, headers=NO_STORE)
+
+
+async def _authenticated(service: KeyturnService, client: _Client | None) -> str | None:
+    """The id of the key ``client`` authenticates as; None when no credentials came."""
+    if client is None:
+        return None
+    return await service.authenticate_client(client.secret, client_id=client.client_id)
 
 
 def admin_credential_ok(request: Request) -> bool:
@@ -278,8 +342,9 @@ async def metadata(request: Request) -> Response:
             "introspection_endpoint": f"{base}/v1/introspect",
             "grant_types_supported": ["client_credentials", "refresh_token"],
             "response_types_supported": [],
-            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-            "revocation_endpoint_auth_methods_supported": ["none"],
+            # "none": a login's refresh token (a public client's) needs no authentication.
+            "token_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS,
+            "revocation_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS,
             "introspection_endpoint_auth_methods_supported": ["bearer"],
         },
         headers={"Cache-Control": "public, max-age=3600"},
@@ -287,12 +352,19 @@ async def metadata(request: Request) -> Response:
 
 
 def public_routes(prefix: str) -> list[Route]:
-    """The v1 routes of the public listener."""
-    return [
+    """The v1 routes of the public listener.
+
+    With a prefix the metadata is also served where RFC 8414 §3.1 puts it for an issuer
+    with that path, ``/.well-known/oauth-authorization-server<prefix>``.
+    """
+    routes = [
         Route(f"{prefix}/v1/token", token, methods=["POST"]),
         Route(f"{prefix}/v1/revoke", revoke, methods=["POST"]),
         Route(f"{prefix}/v1/introspect", introspect, methods=["POST"]),
         Route(f"{prefix}/v1/validate", validate, methods=["GET"]),
         Route(f"{prefix}/.well-known/jwks.json", jwks, methods=["GET"]),
-        Route(f"{prefix}/.well-known/oauth-authorization-server", metadata, methods=["GET"]),
+        Route(f"{prefix}{METADATA_PATH}", metadata, methods=["GET"]),
     ]
+    if prefix:
+        routes.append(Route(f"{METADATA_PATH}{prefix}", metadata, methods=["GET"]))
+    return routes

@@ -194,8 +194,20 @@ class RefreshTokenRepository(Protocol):
         nothing is written for them.
         """
 
-    async def revoke_family(self, family_id: str, *, at: datetime, audit: AuditEvent) -> int:
-        """Revoke every live token of a family; returns how many were live."""
+    async def revoke_family(
+        self,
+        family_id: str,
+        *,
+        at: datetime,
+        audit: AuditEvent,
+        access_tokens_until: datetime | None = None,
+    ) -> int:
+        """Revoke every live token of a family; returns how many were live.
+
+        With ``access_tokens_until``, the same transaction records the family's revocation
+        entry (`keyturn.core.revocation.family_entry`) among the revoked access tokens
+        until then, so the snapshot refuses every access token issued from the family.
+        """
 
     async def delete_expired(self, *, before: datetime) -> int:
         """Delete tokens whose absolute expiry is before ``before``; returns the count."""

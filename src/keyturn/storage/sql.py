@@ -47,6 +47,7 @@ from keyturn.core.records import (
     SigningKeyState,
     UserRecord,
 )
+from keyturn.core.revocation import family_entry
 from keyturn.errors import ConflictError
 from keyturn.storage._errors import storage_error, translate_errors
 from keyturn.storage._litefast import Busy, LiteConnection, LitePath, LiteStatement
@@ -933,17 +934,39 @@ class SQLRefreshTokenRepository(_Repository):
 
         return await self._write_transaction("rotate the refresh token", rotate)
 
-    async def revoke_family(self, family_id: str, *, at: datetime, audit: AuditEvent) -> int:
+    async def revoke_family(
+        self,
+        family_id: str,
+        *,
+        at: datetime,
+        audit: AuditEvent,
+        access_tokens_until: datetime | None = None,
+    ) -> int:
         """Revoke every unrevoked token of a family; returns how many could still be used.
 
         Used tokens are marked revoked too. The audit row is written when anything changed.
+        With ``access_tokens_until``, the family's entry among the revoked access tokens is
+        written (or extended) in the same transaction, even when the family was revoked
+        before.
         """
         params, event = {"family": family_id, "at": at}, _audit_params(audit)
+        deny = None
+        if access_tokens_until is not None:
+            insert = self._insert(revoked_tokens).values(
+                jti=family_entry(family_id), expires_at=access_tokens_until
+            )
+            deny = insert.on_conflict_do_update(
+                index_elements=[revoked_tokens.c.jti],
+                set_={"expires_at": insert.excluded.expires_at},
+                where=revoked_tokens.c.expires_at < insert.excluded.expires_at,
+            )
 
         def revoke(conn: sa.Connection) -> builtins.list[sa.Row[Any]]:
             rows = conn.execute(_REVOKE_REFRESH_FAMILY, params).all()
             if rows:
                 conn.execute(_INSERT_AUDIT_EVENT, event)
+            if deny is not None:
+                conn.execute(deny)
             return list(rows)
 
         rows = await self._write_transaction("revoke the refresh token family", revoke)
