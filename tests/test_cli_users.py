@@ -119,6 +119,8 @@ def test_disable_enable_and_set_password_by_email_or_id(alice: dict[str, Any]) -
 
 
 def test_unknown_users_fail_with_exit_code_1(data_dir: Path) -> None:
+    run_json("users", "add", "bob@example.com", "--password-stdin", stdin=PASSWORD + "\n")
+
     result = invoke("users", "disable", "nobody@example.com")
 
     assert result.exit_code == 1

@@ -13,10 +13,12 @@ The server, storage and settings are imported inside the commands that need them
 from __future__ import annotations
 
 import asyncio
+import base64
 import getpass
 import json
 import os
 import re
+import secrets
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -29,7 +31,7 @@ from keyturn.__about__ import __version__
 from keyturn.core.secrets import SecretKind, generate_secret
 from keyturn.core.signing import DEFAULT_ALGORITHM, SUPPORTED_ALGORITHMS, SigningKey
 from keyturn.core.tokens import peek_unverified_claims
-from keyturn.errors import KeyturnError, StorageUnavailableError
+from keyturn.errors import KeyturnError
 
 if TYPE_CHECKING:
     from keyturn.config import Settings
@@ -54,12 +56,16 @@ users_app = typer.Typer(
     help="Add, list, disable and enable people who log in with a password.", no_args_is_help=True
 )
 db_app = typer.Typer(help="Create and upgrade the database schema.", no_args_is_help=True)
+secrets_app = typer.Typer(
+    help="Make the server's own secrets (KEYTURN_KEK, KEYTURN_PEPPER).", no_args_is_help=True
+)
 config_app = typer.Typer(help="Show the effective configuration.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 app.add_typer(signing_keys_app, name="signing-keys")
 app.add_typer(keys_app, name="keys")
 app.add_typer(users_app, name="users")
 app.add_typer(db_app, name="db")
+app.add_typer(secrets_app, name="secrets")
 app.add_typer(config_app, name="config")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
@@ -233,6 +239,27 @@ def keys_generate(as_json: JsonOption = False) -> None:
     _emit({"id": secret.id, "key": secret.value}, as_json)
 
 
+@secrets_app.command("generate")
+def secrets_generate(as_json: JsonOption = False) -> None:
+    """Print a new KEK and pepper (base64url, offline; nothing is stored).
+
+    Give every instance sharing a database the same two values. The output is shell
+    syntax: `keyturn secrets generate > keyturn.env` makes an environment file.
+    """
+    from keyturn.core.keywrap import KEK_BYTES  # noqa: PLC0415
+    from keyturn.core.secrets import MIN_PEPPER_BYTES  # noqa: PLC0415
+
+    kek, pepper = (
+        base64.urlsafe_b64encode(secrets.token_bytes(size)).rstrip(b"=").decode("ascii")
+        for size in (KEK_BYTES, MIN_PEPPER_BYTES)
+    )
+    if as_json:
+        _emit({"kek": kek, "pepper": pepper}, as_json=True)
+        return
+    typer.echo(f"KEYTURN_KEK={kek}")
+    typer.echo(f"KEYTURN_PEPPER={pepper}")
+
+
 # -- database schema ---------------------------------------------------------------------
 
 
@@ -249,14 +276,42 @@ def _database_url(database_url: str | None, data_dir: Path) -> str:
 
 def _shown_url(url: str) -> str:
     """The URL without its password, fit to print."""
-    from sqlalchemy.exc import ArgumentError  # noqa: PLC0415 -- keeps `--help` fast
+    from keyturn.problems import shown_url  # noqa: PLC0415 -- keeps `--help` fast
 
+    return shown_url(url)
+
+
+def _sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL; None for PostgreSQL, memory or URI forms."""
     from keyturn.storage.engine import normalize_url  # noqa: PLC0415
 
+    parsed = normalize_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return None if parsed.query else Path(parsed.database)
+
+
+def _fail_with(exc: Exception, url: str, *, starting: bool = False) -> NoReturn:
+    """Print the one line `keyturn.problems.describe` has for ``exc`` and exit; or re-raise."""
+    from keyturn.problems import describe  # noqa: PLC0415
+
+    described = describe(exc, url=url, starting=starting)
+    if described is None:
+        raise exc
+    _fail(*described)
+
+
+def _check_url(url: str, *, create: bool) -> None:
+    """Refuse a URL that cannot work; make a SQLite file's directory when ``create``."""
+    from keyturn.problems import check_data_directory, check_database_url  # noqa: PLC0415
+
     try:
-        return normalize_url(url).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):  # unparsable: never echo it, it may hold a password
-        return "the configured database"
+        check_database_url(url)
+        path = _sqlite_path(url)
+        if path is not None and (create or path.exists()):
+            check_data_directory(path.parent, create=create)
+    except KeyturnError as exc:
+        _fail_with(exc, url)
 
 
 @db_app.command("upgrade")
@@ -270,12 +325,12 @@ def db_upgrade(
     from keyturn.storage.migrate import current_revision, head_revision, upgrade  # noqa: PLC0415
 
     url = _database_url(database_url, data_dir)
+    _check_url(url, create=True)
     try:
         asyncio.run(upgrade(url, revision))
         current = asyncio.run(current_revision(url))
-    except KeyturnError as exc:
-        typer.echo(f"error: {exc.message} ({_shown_url(url)})", err=True)
-        raise typer.Exit(1) from exc
+    except Exception as exc:
+        _fail_with(exc, url)
     _emit({"database": _shown_url(url), "revision": current, "head": head_revision()}, as_json)
 
 
@@ -289,11 +344,11 @@ def db_current(
     from keyturn.storage.migrate import current_revision, head_revision  # noqa: PLC0415
 
     url = _database_url(database_url, data_dir)
+    _check_url(url, create=False)
     try:
         current = asyncio.run(current_revision(url))
-    except KeyturnError as exc:
-        typer.echo(f"error: {exc.message} ({_shown_url(url)})", err=True)
-        raise typer.Exit(1) from exc
+    except Exception as exc:
+        _fail_with(exc, url)
     _emit({"database": _shown_url(url), "revision": current, "head": head_revision()}, as_json)
 
 
@@ -301,17 +356,23 @@ def db_current(
 
 
 def _settings(**overrides: Any) -> Settings:
-    """`Settings.from_environment`, or exit 2 naming the invalid settings."""
-    from pydantic import ValidationError  # noqa: PLC0415
+    """`Settings.from_environment`, or exit 2 naming the invalid settings.
 
-    from keyturn.config import Settings  # noqa: PLC0415 -- keeps `keyturn --help` fast
+    Unknown ``KEYTURN_*`` variables that are not close to a setting's name are someone
+    else's (a client's, a tool's): each gets a warning line, and the command goes on.
+    """
+    from keyturn.config import Settings, SettingsError, unknown_variables  # noqa: PLC0415
 
     try:
-        return Settings.from_environment(**{k: v for k, v in overrides.items() if v is not None})
-    except ValidationError as exc:
-        # hide_input_in_errors: the message names fields, never their (secret) values.
-        typer.echo(f"error: invalid settings:\n{exc}", err=True)
-        raise typer.Exit(2) from exc
+        settings = Settings.from_environment(
+            **{k: v for k, v in overrides.items() if v is not None}
+        )
+    except SettingsError as exc:
+        # The message names variables, never their (secret) values.
+        _fail(exc.message, 2)
+    for variable in unknown_variables(os.environ)[1]:
+        typer.echo(f"warning: {variable} is not a Keyturn setting; ignored", err=True)
+    return settings
 
 
 def _actor() -> str:
@@ -322,56 +383,92 @@ def _actor() -> str:
         return "cli"
 
 
-async def _with_state(settings: Settings, operation: Callable[[KeyturnState], Awaitable[_T]]) -> _T:
-    from sqlalchemy.exc import ArgumentError  # noqa: PLC0415
-
+async def _with_state(
+    settings: Settings,
+    operation: Callable[[KeyturnState], Awaitable[_T]],
+    *,
+    create: bool,
+) -> _T:
     from keyturn.server.state import KeyturnState  # noqa: PLC0415
-    from keyturn.server_secrets import ServerSecretsError  # noqa: PLC0415
 
-    try:
-        state = await KeyturnState.open(settings, background=False)
-    except ServerSecretsError as exc:
-        raise _CommandError(f"invalid settings: {exc.message}", 2) from exc
-    except ImportError as exc:  # a URL whose driver is not installed (asyncpg is an extra)
-        raise _CommandError(
-            f"invalid settings: no driver for the database URL ({exc.msg}); PostgreSQL "
-            "needs `pip install 'keyturn[postgres]'`",
-            2,
-        ) from exc
-    except (ArgumentError, ValueError, OSError) as exc:
-        # An unusable database URL or an unreadable or malformed policy file.
-        raise _CommandError(f"invalid settings: {exc}", 2) from exc
+    state = await KeyturnState.open(settings, background=False, create_secrets=create)
     try:
         return await operation(state)
     finally:
         await state.close()
 
 
-def _run(operation: Callable[[KeyturnState], Awaitable[_T]]) -> _T:
+def _uses_data_dir(settings: Settings) -> bool:
+    """Whether the database or a generated secret lives in ``settings.data_dir``."""
+    secrets_here = (settings.kek is None and settings.kek_file is None) or (
+        settings.pepper is None and settings.pepper_file is None
+    )
+    return settings.embedded_database or secrets_here
+
+
+def _check_data(settings: Settings, *, create: bool) -> bool:
+    """Check the database URL and the data directory before anything is opened.
+
+    Without ``create``, a missing database or data directory is refused, saying where
+    Keyturn looked and how to point it elsewhere; nothing is created. Returns whether
+    Keyturn's data was found.
+    """
+    from keyturn.problems import check_data_directory  # noqa: PLC0415
+    from keyturn.server_secrets import KEK_FILE_NAME, PEPPER_FILE_NAME  # noqa: PLC0415
+
+    url = settings.resolved_database_url
+    _check_url(url, create=create)
+    directory = settings.data_dir
+    sqlite = _sqlite_path(url)
+    missing = None
+    if sqlite is not None and not sqlite.exists():
+        missing = f"no Keyturn database at {sqlite.absolute()}"
+    generated = [
+        name
+        for name, value, path in (
+            (KEK_FILE_NAME, settings.kek, settings.kek_file),
+            (PEPPER_FILE_NAME, settings.pepper, settings.pepper_file),
+        )
+        if value is None and path is None and not (directory / name).exists()
+    ]
+    if missing is None and generated:
+        missing = f"no Keyturn data in {directory.absolute()} (no {' or '.join(generated)} file)"
+    if missing is not None and not create:
+        _fail(
+            f"{missing}; run the command where the server runs, or point it at the "
+            "server's data with KEYTURN_DATA_DIR or KEYTURN_DATABASE_URL",
+            2,
+        )
+    if _uses_data_dir(settings):
+        try:
+            check_data_directory(directory, create=create)
+        except KeyturnError as exc:
+            _fail_with(exc, url)
+    return missing is None
+
+
+def _run(operation: Callable[[KeyturnState], Awaitable[_T]], *, create: bool = False) -> _T:
     """Open Keyturn's state from the environment, run ``operation`` on it, close it.
 
     The same storage, secrets and policy the server uses, without its background tasks.
+    Only ``create`` commands (`keys create`, `users add`, `signing-keys rotate`) may
+    create a database, a data directory or secrets, and they say so on stderr.
     """
-    from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415
-
     settings = _settings()
+    found = _check_data(settings, create=create)
+    url = settings.resolved_database_url
     try:
-        return asyncio.run(_with_state(settings, operation))
-    except _CommandError as exc:
-        _fail(exc.message, exc.exit_code)
-    except StorageUnavailableError as exc:
-        _fail(
-            f"{exc.message} ({_shown_url(settings.resolved_database_url)}); check that it is "
-            "running and reachable, and that `keyturn db upgrade` has been run"
+        result = asyncio.run(_with_state(settings, operation, create=create))
+    except Exception as exc:
+        _fail_with(exc, url)
+    if not found:
+        typer.echo(
+            f"note: no Keyturn data was found, so a new database and secrets were created "
+            f"({_shown_url(url)}, {settings.data_dir.absolute()}); a server must use the same "
+            "KEYTURN_DATA_DIR / KEYTURN_DATABASE_URL to see them",
+            err=True,
         )
-    except KeyturnError as exc:
-        _fail(exc.message)
-    except SQLAlchemyError as exc:
-        # Bound parameters are hidden by the engine, but statements are not worth showing.
-        _fail(
-            f"the database refused the operation ({type(exc).__name__}); "
-            "has `keyturn db upgrade` been run?"
-        )
+    return result
 
 
 # -- API keys ----------------------------------------------------------------------------
@@ -480,7 +577,7 @@ def keys_create(
             actor=_actor(),
         )
 
-    _print_created(_run(create), as_json)
+    _print_created(_run(create, create=True), as_json)
 
 
 @keys_app.command("list")
@@ -658,7 +755,7 @@ def users_add(
             email, password, roles=role or (), scopes=scope or None, actor=_actor()
         )
 
-    _print_user(_run(add), as_json)
+    _print_user(_run(add, create=True), as_json)
 
 
 @users_app.command("list")
@@ -810,7 +907,7 @@ def signing_keys_rotate(
         record = next(r for r in records if r.kid == kid)
         return record, state.settings.signing_key_publish_delay
 
-    record, delay = _run(rotate)
+    record, delay = _run(rotate, create=True)
     activates_at = None if record.activated_at else record.created_at + delay
     data = {**_signing_key_json(record), "activates_at": _iso(activates_at)}
     if as_json:
@@ -847,6 +944,7 @@ def serve(
     workers: Annotated[int | None, typer.Option(help="Server processes (default 1).")] = None,
 ) -> None:
     """Run the server: public API on :8080, admin API on 127.0.0.1:8081."""
+    from keyturn.server.runner import ServeError  # noqa: PLC0415
     from keyturn.server.runner import serve as run  # noqa: PLC0415
 
     settings = _settings(
@@ -856,11 +954,13 @@ def serve(
         admin_port=admin_port,
         workers=workers,
     )
+    _check_data(settings, create=True)
     try:
         run(settings)
-    except KeyturnError as exc:
-        typer.echo(f"error: {exc.message}", err=True)
-        raise typer.Exit(1) from exc
+    except ServeError as exc:  # already says what to do: a port, the admin listener, a worker
+        _fail(exc.message)
+    except Exception as exc:
+        _fail_with(exc, settings.resolved_database_url, starting=True)
 
 
 @config_app.command("show")
