@@ -159,6 +159,7 @@ async def _serve(settings: Settings, sockets: dict[str, socket.socket]) -> None:
             started += 1
             if started == len(servers):
                 logger.info(ready_message(settings, sockets))
+                logger.info(issuer_message(settings))
 
         for server, _ in servers:
             server.on_started = one_started
@@ -215,7 +216,6 @@ def serve(settings: Settings, *, workers: int | None = None) -> None:
     sockets = {"public": bind(settings.public_host, settings.public_port)}
     if not settings.disable_admin_api:
         sockets["admin"] = bind(settings.admin_host, settings.admin_port)
-    logger.info(issuer_message(settings))
     count = workers or settings.workers
     try:
         if count == 1:

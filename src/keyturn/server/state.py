@@ -95,6 +95,10 @@ class KeyturnState:
         Raises:
             KeyturnError: storage, secrets or keys are unusable (message says which).
         """
+        # The files named in the settings first: a mistake there is reported before the
+        # database is touched (or migrated).
+        policy = _configured_policy(settings)
+        imported = _configured_signing_key(settings)
         storage = await SQLStorage.open(
             settings.resolved_database_url,
             migrate=settings.should_migrate_on_start,
@@ -113,7 +117,6 @@ class KeyturnState:
                 pepper_file=settings.pepper_file,
                 create=create_secrets,
             )
-            policy = _configured_policy(settings)
             service = KeyturnService(
                 storage,
                 pepper=secrets.pepper,
@@ -125,7 +128,6 @@ class KeyturnState:
                 password_concurrency=settings.password_hash_concurrency,
                 observer=PrometheusObserver(metrics),
             )
-            imported = _configured_signing_key(settings)
             if imported is not None:
                 await service.import_signing_key(imported)
             await service.start()
