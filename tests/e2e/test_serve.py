@@ -7,6 +7,7 @@ exit status 0: a graceful shutdown.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -333,3 +334,42 @@ def test_a_killed_worker_stops_the_server(keyturn_server: Serve) -> None:
         "the server stopped"
     ) in log
     assert f"Finished server process [{survivor}]" in log  # the other one stopped gracefully
+
+
+def test_start_up_logs_one_ready_line_with_the_urls_and_the_issuer(keyturn_server: Serve) -> None:
+    """Findings 10 and 21: the listeners are announced once they accept connections, with
+    where the docs are; the issuer and how to set it follow; uvicorn's per-server lines
+    appear once per process, not once per listener; alembic's set-up chatter is gone."""
+    server = keyturn_server()
+    log = server.wait_for_log(lambda text: "tokens are issued by" in text)
+    assert server.stop() == 0
+    events = [json.loads(line)["event"] for line in server.log().splitlines()]
+
+    ready = [event for event in events if event.startswith("keyturn ready")]
+    assert ready == [
+        f"keyturn ready: public http://0.0.0.0:{server.public_port} (docs at "
+        f"http://localhost:{server.public_port}/docs), admin http://127.0.0.1:"
+        f"{server.admin_port} (docs at http://127.0.0.1:{server.admin_port}/docs)"
+    ]
+    assert events[events.index(ready[0]) + 1] == (
+        "tokens are issued by http://localhost:8080 (the default); verifiers must expect "
+        "this issuer: set KEYTURN_ISSUER to the URL clients use"
+    )
+    assert any(event.startswith("Running upgrade") for event in events)  # the first start
+    assert not any(event.startswith(("Context impl", "Will assume")) for event in events)
+    for once in ("Started server process", "Shutting down", "Finished server process"):
+        assert sum(event.startswith(once) for event in events) == 1, (once, log)
+    # Nothing about the listeners before the database is ready.
+    assert events.index(ready[0]) > max(
+        i for i, event in enumerate(events) if event.startswith("Running upgrade")
+    )
+
+
+def test_the_issuer_line_names_the_variable_that_set_it(keyturn_server: Serve) -> None:
+    server = keyturn_server(env={"KEYTURN_ISSUER": "https://auth.example"})
+    log = server.wait_for_log(lambda text: "tokens are issued by" in text)
+
+    assert (
+        "tokens are issued by https://auth.example (KEYTURN_ISSUER); verifiers must expect "
+        "this issuer" in log
+    )
