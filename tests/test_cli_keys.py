@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -148,12 +149,48 @@ def audit_at(created: dict[str, Any], action: str) -> str:
 
 
 def test_create_prints_the_key_once_and_warns_on_stderr(server_data: Path) -> None:
-    result = invoke("keys", "create", "--name", "ci")
+    result = invoke("keys", "create", "--name", "ci", "--scope", "read")
 
     assert result.exit_code == 0, result.output
     key_line = result.stdout.splitlines()[0]
     assert key_line.startswith("key  kt_")
     assert result.stderr.strip() == WARNING
+
+
+def test_a_key_without_scopes_says_what_it_gets_under_the_default_policy(
+    server_data: Path,
+) -> None:
+    """Finding 8: the help, the list and the warning agree with what the policy grants."""
+    result = invoke("keys", "create", "--name", "ci")
+
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        WARNING,
+        "warning: no --scope given: under the default policy this key's tokens carry no "
+        "scope; create a key with --scope S (repeatable) for the scopes it needs",
+    ]
+    key_id = result.stdout.split("\n\n")[1].split()[1]
+    row = invoke("keys", "list").stdout.splitlines()[1]
+    assert row.split()[:5] == [key_id, "ci", "-", "-", "(none)"]
+    assert "(policy)" not in invoke("keys", "show", key_id).stdout
+    help_text = " ".join(invoke("keys", "create", "--help").stdout.split())
+    assert "Without one, the key gets no scope under the default policy" in help_text.replace(
+        "│ ", ""
+    ).replace(" │", "")
+
+
+def test_a_policy_file_makes_an_unscoped_key_follow_its_roles(
+    server_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[roles.reader]\nscopes = ["read"]\n')
+    monkeypatch.setenv("KEYTURN_POLICY_FILE", str(policy))
+
+    result = invoke("keys", "create", "--role", "reader")
+
+    assert result.exit_code == 0, result.output
+    assert result.stderr.strip() == WARNING
+    assert "(roles)" in invoke("keys", "list").stdout
 
 
 def test_create_json_is_the_key_and_its_record(created: dict[str, Any]) -> None:
@@ -344,8 +381,36 @@ def test_a_revoked_key_cannot_be_rotated(created: dict[str, Any]) -> None:
     result = invoke("keys", "rotate", created["record"]["id"])
 
     assert result.exit_code == 1
-    assert result.stderr.startswith("error: no usable API key")
+    assert re.fullmatch(
+        rf"error: API key '{created['record']['id']}' is revoked \(since "
+        r"\d{4}-\d\d-\d\dT\d\d:\d\dZ\): create a new key instead\n",
+        result.stderr,
+    ), result.stderr
     assert "kt_" not in result.stdout
+
+
+def test_a_second_rotation_within_the_grace_is_refused(created: dict[str, Any]) -> None:
+    """Finding 15: one replaced secret is kept, so a second rotation would cut the first
+    one's grace short; it is refused, unless --grace 0 ends every older secret on purpose."""
+    key_id = created["record"]["id"]
+    first = run_json("keys", "rotate", key_id, "--grace", "3600")
+    until = datetime.fromisoformat(first["record"]["rotation_grace_until"])
+
+    result = invoke("keys", "rotate", key_id, "--grace", "3600")
+
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"error: API key '{key_id}' was rotated recently and its previous secret works until "
+        f"{until.astimezone(UTC).strftime('%Y-%m-%dT%H:%MZ')}; rotating again would end that "
+        "grace at once: wait until then, or rotate with a grace of 0 to end every older "
+        "secret now\n"
+    )
+    assert is_registered(created["key"])  # the first secret keeps its grace
+    assert is_registered(first["key"])
+    emergency = run_json("keys", "rotate", key_id, "--grace", "0")
+    assert not is_registered(created["key"])
+    assert not is_registered(first["key"])
+    assert is_registered(emergency["key"])
 
 
 @pytest.mark.parametrize(
@@ -470,8 +535,9 @@ def test_config_show_masks_secrets(data_dir: Path, monkeypatch: pytest.MonkeyPat
     shown = run_json("config", "show")
     human = invoke("config", "show").stdout
 
-    for name in ("pepper", "kek", "admin_token", "database_url", "redis_url"):
+    for name in ("pepper", "kek", "admin_token", "redis_url"):
         assert shown[name] == "**********"
+    assert shown["database_url"] == "postgresql+asyncpg://kt:***@db/kt"
     for value in secrets.values():
         assert value not in human
         assert value not in json.dumps(shown)
@@ -665,3 +731,32 @@ def test_db_commands_use_jwthenticator_database_variables(
     assert result.exit_code == 1
     assert "postgresql+asyncpg://postgres:***@127.0.0.1:1/jwthenticator" in result.stderr
     assert "s3cret" not in result.output
+
+
+def test_config_show_says_where_each_value_came_from(
+    server_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finding 25: the resolved database, generated secrets, and each value's source."""
+    monkeypatch.setenv("PORT", "9090")
+    monkeypatch.setenv("KEYTURN_ISSUER", "https://auth.example")
+
+    shown = run_json("config", "show")
+    human = {line.split()[0]: line for line in invoke("config", "show").stdout.splitlines()}
+
+    assert shown["public_port"] == 9090
+    assert shown["sources"]["public_port"] == "PORT"
+    assert shown["sources"]["issuer"] == "KEYTURN_ISSUER"
+    assert shown["sources"]["audience"] == "default"
+    assert shown["database_url"] == f"sqlite+aiosqlite:///{server_data}/keyturn.db"
+    assert shown["sources"]["database_url"] == "default: keyturn.db in data_dir"
+    assert shown["migrate_on_start"] is True
+    assert shown["pepper"] == "**********"
+    assert shown["sources"]["pepper"] == f"generated: {server_data}/pepper"
+    assert human["public_port"].split() == ["public_port", "9090", "(PORT)"]
+    assert human["pepper"].split() == [
+        "pepper",
+        "**********",
+        "(generated:",
+        f"{server_data}/pepper)",
+    ]
+    assert (server_data / "pepper").read_text().strip() not in json.dumps(shown)

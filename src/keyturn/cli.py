@@ -43,6 +43,30 @@ __all__ = ["app", "main"]
 
 _T = TypeVar("_T")
 
+_TYPE_NAMES = {"str": "TEXT", "int": "INTEGER", "float": "FLOAT", "bool": "BOOLEAN"}
+
+
+def _conventional_type(self: Any, ctx: Any) -> str | None:
+    """The type column of ``--help``: click's TEXT, INTEGER, PATH; nothing for flags.
+
+    Typer prints Python type hints there (``<bool>``, ``<list[str]>``); this replaces
+    its method for every option and argument of this process's commands.
+    """
+    if self.metavar is not None:
+        return str(self.metavar) or None
+    if getattr(self, "is_flag", False) or getattr(self, "count", False):
+        return None
+    label = str(self.display_type(ctx)).strip("<>").removesuffix(" range")
+    if label.startswith("list[") and label.endswith("]"):
+        label = label[5:-1]  # repeatable: the help text says so
+    if "|" in label:  # choices
+        return label
+    return _TYPE_NAMES.get(label, label.upper())
+
+
+typer.core.TyperOption.display_type_rich = _conventional_type  # type: ignore[method-assign]
+typer.core.TyperArgument.display_type_rich = _conventional_type  # type: ignore[method-assign]
+
 app = typer.Typer(
     name="keyturn",
     help="Keyturn: turn API keys into short-lived, signed JWTs.",
@@ -162,6 +186,7 @@ def _root(
         bool,
         typer.Option(
             "--version",
+            "-V",
             callback=_version_callback,
             is_eager=True,
             help="Print the version and exit.",
@@ -187,6 +212,34 @@ def token_inspect(
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(2) from exc
     _emit({"verified": False, "header": header, "claims": claims}, as_json)
+    if not as_json:
+        now = datetime.now(UTC)
+        for name in ("iat", "nbf", "exp"):
+            if isinstance(claims.get(name), int | float) and not isinstance(claims[name], bool):
+                typer.echo(f"{name:<8}  {_when(claims[name], now, expiry=name == 'exp')}")
+
+
+def _when(epoch: float, now: datetime, *, expiry: bool) -> str:
+    """``2026-12-07 21:52:00Z (in 14 min)``; an expiry says "expires in" / "expired ... ago"."""
+    try:
+        moment = datetime.fromtimestamp(epoch, UTC)
+    except (OverflowError, OSError, ValueError):
+        return f"{epoch} (not a time)"
+    seconds = (moment - now).total_seconds()
+    span = _span(abs(seconds))
+    if expiry:
+        relative = f"expires in {span}" if seconds > 0 else f"expired {span} ago"
+    else:
+        relative = f"in {span}" if seconds > 0 else f"{span} ago"
+    return f"{moment.strftime('%Y-%m-%d %H:%M:%SZ')} ({relative})"
+
+
+def _span(seconds: float) -> str:
+    """A rough length of time for people: seconds, minutes, hours or days."""
+    for unit, size, up_to in (("s", 1, 120), ("min", 60, 7200), ("h", 3600, 172800)):
+        if seconds < up_to:
+            return f"{int(seconds // size)} {unit}"
+    return f"{int(seconds // 86400)} days"
 
 
 @signing_keys_app.command("generate")
@@ -494,9 +547,16 @@ def _key_json(record: ApiKeyRecord) -> dict[str, Any]:
     }
 
 
+def _default_policy() -> bool:
+    """Whether the default claims policy is in use (KEYTURN_POLICY_FILE is unset)."""
+    return not os.environ.get("KEYTURN_POLICY_FILE")
+
+
 def _scopes_text(scopes: tuple[str, ...] | None) -> str:
-    # None: the key may ask for whatever the claims policy allows.
-    return "(policy)" if scopes is None else " ".join(scopes) or "(none)"
+    # None: what the claims policy allows -- under the default policy, no scope at all.
+    if scopes is None:
+        return "(none)" if _default_policy() else "(roles)"
+    return " ".join(scopes) or "(none)"
 
 
 def _print_key(record: ApiKeyRecord, as_json: bool) -> None:
@@ -551,7 +611,8 @@ def keys_create(
         list[str] | None,
         typer.Option(
             "--scope",
-            help="A scope the key may ask for; repeatable (default: what the policy allows).",
+            help="A scope the key may ask for; repeatable. Without one, the key gets no "
+            "scope under the default policy (with KEYTURN_POLICY_FILE: what its roles allow).",
         ),
     ] = None,
     expires_at: Annotated[
@@ -578,6 +639,12 @@ def keys_create(
         )
 
     _print_created(_run(create, create=True), as_json)
+    if not scope and _default_policy():
+        typer.echo(
+            "warning: no --scope given: under the default policy this key's tokens carry no "
+            "scope; create a key with --scope S (repeatable) for the scopes it needs",
+            err=True,
+        )
 
 
 @keys_app.command("list")
@@ -723,8 +790,15 @@ def _read_password(from_stdin: bool) -> str:
         if not password:
             _fail("no password on standard input", 2)
         return password
+    if not _has_terminal():
+        _fail("no terminal to type the password on: pipe it in with --password-stdin", 2)
     typed: str = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
     return typed
+
+
+def _has_terminal() -> bool:
+    """Whether a password can be typed without echo (standard input is a terminal)."""
+    return sys.stdin.isatty()
 
 
 async def _resolve_user(service: KeyturnService, user: str) -> UserRecord:
@@ -943,7 +1017,11 @@ def serve(
     ] = None,
     workers: Annotated[int | None, typer.Option(help="Server processes (default 1).")] = None,
 ) -> None:
-    """Run the server: public API on :8080, admin API on 127.0.0.1:8081."""
+    """Run the server: public API on :8080, admin API on 127.0.0.1:8081.
+
+    Every setting is a KEYTURN_* variable (docs/configuration.md); `keyturn config show`
+    prints what is in effect and where each value came from.
+    """
     from keyturn.server.runner import ServeError  # noqa: PLC0415
     from keyturn.server.runner import serve as run  # noqa: PLC0415
 
@@ -965,10 +1043,51 @@ def serve(
 
 @config_app.command("show")
 def config_show(as_json: JsonOption = False) -> None:
-    """Print every setting as Keyturn resolves it, secrets masked."""
-    _emit(_settings().masked(), as_json)
+    """Print every setting as Keyturn resolves it, where it came from, secrets masked.
+
+    Sources: ``default``, a variable (``KEYTURN_PUBLIC_PORT``, or JWThenticator's
+    ``PORT``), ``file: PATH`` for a secret read from a ``*_file`` setting, ``generated:
+    PATH`` for one Keyturn generated in the data directory.
+    """
+    settings = _settings()
+    values = settings.masked()
+    sources = {name: settings.source(name) for name in values}
+    # What is used when unset: the embedded database, migrations on start for it.
+    values["database_url"] = _shown_url(settings.resolved_database_url)
+    if settings.database_url is None:
+        sources["database_url"] = "default: keyturn.db in data_dir"
+    values["migrate_on_start"] = settings.should_migrate_on_start
+    for name, configured, path_name in (
+        ("kek", settings.kek, "kek_file"),
+        ("pepper", settings.pepper, "pepper_file"),
+    ):
+        path = getattr(settings, path_name)
+        if configured is not None:
+            continue
+        if path is not None:
+            values[name], sources[name] = "**********", f"file: {path}"
+            continue
+        generated = settings.data_dir / name
+        if generated.exists():
+            values[name], sources[name] = "**********", f"generated: {generated}"
+        else:
+            sources[name] = f"generated on first start: {generated}"
+    if as_json:
+        _emit({**values, "sources": sources}, as_json=True)
+        return
+    width = max(len(name) for name in values)
+    for name, value in values.items():
+        typer.echo(f"{name:<{width}}  {_plain(value):<30}  ({sources[name]})")
+
+
+def _plain(value: Any) -> str:
+    return "-" if value is None else json.dumps(value) if isinstance(value, bool) else str(value)
 
 
 def main() -> None:
     """Entry point of the ``keyturn`` console script."""
     app()
+
+
+if __name__ == "__main__":  # python -m keyturn.cli
+    main()
