@@ -712,10 +712,10 @@ def test_an_unreachable_database_exits_1_and_hides_the_password(
     result = invoke("keys", "list")
 
     assert result.exit_code == 1
-    assert result.stderr.startswith(
+    assert result.stderr == (
         "error: the database is unavailable (postgresql+asyncpg://kt:***@127.0.0.1:1/kt): "
+        "connection refused\n"
     )
-    assert len(result.stderr.splitlines()) == 1
     assert "s3cret" not in result.output
 
 

@@ -141,7 +141,9 @@ def _database_reason(exc: BaseException) -> str | None:
         if isinstance(cause, sqlite3.OperationalError):
             return str(cause)
         if isinstance(cause, OSError) and not isinstance(cause, TimeoutError):
-            return (cause.strerror or str(cause)).lower()
+            if isinstance(cause.errno, int) and cause.errno > 0:
+                return os.strerror(cause.errno).lower()  # "connection refused"
+            return (cause.strerror or str(cause)).lower()  # "name or service not known"
         if isinstance(cause, TimeoutError):
             return "no answer in time"
     return None
