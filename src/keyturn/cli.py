@@ -361,7 +361,7 @@ def _check_url(url: str, *, create: bool) -> None:
     try:
         check_database_url(url)
         path = _sqlite_path(url)
-        if path is not None and (create or path.exists()):
+        if path is not None:
             check_data_directory(path.parent, create=create)
     except KeyturnError as exc:
         _fail_with(exc, url)
@@ -466,7 +466,6 @@ def _check_data(settings: Settings, *, create: bool) -> bool:
     Keyturn looked and how to point it elsewhere; nothing is created. Returns whether
     Keyturn's data was found.
     """
-    from keyturn.problems import check_data_directory  # noqa: PLC0415
     from keyturn.server_secrets import KEK_FILE_NAME, PEPPER_FILE_NAME  # noqa: PLC0415
 
     url = settings.resolved_database_url
@@ -493,11 +492,17 @@ def _check_data(settings: Settings, *, create: bool) -> bool:
             2,
         )
     if _uses_data_dir(settings):
-        try:
-            check_data_directory(directory, create=create)
-        except KeyturnError as exc:
-            _fail_with(exc, url)
+        _check_directory(settings, create=create)
     return missing is None
+
+
+def _check_directory(settings: Settings, *, create: bool = False) -> None:
+    from keyturn.problems import check_data_directory  # noqa: PLC0415
+
+    try:
+        check_data_directory(settings.data_dir, create=create)
+    except KeyturnError as exc:
+        _fail_with(exc, settings.resolved_database_url)
 
 
 def _run(operation: Callable[[KeyturnState], Awaitable[_T]], *, create: bool = False) -> _T:
@@ -1032,7 +1037,11 @@ def serve(
         admin_port=admin_port,
         workers=workers,
     )
-    _check_data(settings, create=True)
+    # Nothing is created before the server starts (it may refuse to: a port, the admin
+    # listener); a data directory it could not create or write is reported now.
+    _check_url(settings.resolved_database_url, create=False)
+    if _uses_data_dir(settings):
+        _check_directory(settings)
     try:
         run(settings)
     except ServeError as exc:  # already says what to do: a port, the admin listener, a worker

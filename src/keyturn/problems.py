@@ -13,6 +13,7 @@ the settings or the environment must change, 1 when the operation failed.
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import os
 import sqlite3
@@ -90,15 +91,17 @@ def check_database_url(url: str) -> None:
 def check_data_directory(directory: Path, *, create: bool) -> bool:
     """Make sure ``directory`` exists (if ``create``) and Keyturn can write in it.
 
-    Returns whether it exists afterwards. SQLite writes its journal next to the
-    database and generated secrets are created there, so a read-only directory cannot
-    work even when the files in it are readable.
+    Returns whether it exists afterwards. Without ``create``, a missing directory is
+    only checked to be creatable (its nearest existing parent is a writable directory).
+    SQLite writes its journal next to the database and generated secrets are created
+    there, so a read-only directory cannot work even when the files in it are readable.
 
     Raises:
         SetupError: it cannot be created, is not a directory, or is not writable.
     """
     if not directory.exists():
         if not create:
+            _check_creatable(directory)
             return False
         try:
             directory.mkdir(mode=0o700, parents=True)
@@ -121,6 +124,22 @@ def check_data_directory(directory: Path, *, create: bool) -> bool:
             "(give the user Keyturn runs as write access, or set KEYTURN_DATA_DIR)"
         )
     return True
+
+
+def _check_creatable(directory: Path) -> None:
+    parent = directory.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise SetupError(
+            f"cannot create the data directory {directory.absolute()}: "
+            f"{os.strerror(errno.ENOTDIR)} (set KEYTURN_DATA_DIR to a directory Keyturn may write)"
+        )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise SetupError(
+            f"cannot create the data directory {directory.absolute()}: permission denied "
+            f"in {parent} (set KEYTURN_DATA_DIR to a directory Keyturn may write)"
+        )
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -164,7 +183,7 @@ def describe(  # noqa: PLR0911 -- one return per kind of problem
     """The one line (without ``error: ``) and exit code for ``exc``; None if unforeseen.
 
     ``url`` is the database in use (shown with its password masked). ``starting``
-    words the line for ``keyturn serve`` ("cannot start: ...").
+    words the database's lines for ``keyturn serve`` ("cannot start: ...").
     """
     from sqlalchemy.exc import ArgumentError, SQLAlchemyError  # noqa: PLC0415
 
@@ -172,9 +191,9 @@ def describe(  # noqa: PLR0911 -- one return per kind of problem
 
     prefix = "cannot start: " if starting else ""
     if isinstance(exc, SetupError):
-        return f"{prefix}{exc.message}", 2
+        return exc.message, 2
     if isinstance(exc, ServerSecretsError):
-        return f"{prefix}invalid settings: {exc.message}", 2
+        return f"invalid settings: {exc.message}", 2
     if _never_migrated(exc):
         return f"{prefix}the database {shown_url(url)} has no Keyturn tables: {_MIGRATE_ADVICE}", 1
     if isinstance(exc, ImportError):
@@ -191,8 +210,8 @@ def describe(  # noqa: PLR0911 -- one return per kind of problem
         reason = _database_reason(exc)
         detail = f": {reason}" if reason else "; check that it is running and reachable"
         return f"{prefix}{line} ({shown_url(url)}){detail}", 1
-    if isinstance(exc, KeyturnError):
-        return f"{prefix}{exc.message}", 1
+    if isinstance(exc, KeyturnError):  # its message already says what is wrong
+        return exc.message, 1
     if isinstance(exc, SQLAlchemyError):
         # Bound parameters are hidden by the engine; statements are not worth showing.
         return (

@@ -60,7 +60,7 @@ def test_a_policy_file_that_is_not_toml_names_the_file_and_the_line(tmp_path: Pa
 
     assert code == 1
     assert stderr.splitlines()[0] == (
-        f"error: cannot start: the claims policy {policy} (KEYTURN_POLICY_FILE) is invalid: "
+        f"error: the claims policy {policy} (KEYTURN_POLICY_FILE) is invalid: "
         "policy is not valid TOML: Invalid value (at line 2, column 10)"
     )
 
@@ -70,7 +70,7 @@ def test_a_missing_policy_file_is_named(tmp_path: Path) -> None:
 
     assert code == 1
     assert stderr.splitlines()[0] == (
-        f"error: cannot start: cannot read the claims policy {tmp_path / 'nope.toml'} "
+        f"error: cannot read the claims policy {tmp_path / 'nope.toml'} "
         "(KEYTURN_POLICY_FILE): No such file or directory"
     )
 
@@ -88,7 +88,7 @@ def test_a_public_key_as_jwthenticators_private_key_is_told_apart(tmp_path: Path
 
     assert code == 1
     assert stderr.splitlines()[0] == (
-        f"error: cannot start: the signing key file {public} (RSA_PRIVATE_KEY_PATH): it holds "
+        f"error: the signing key file {public} (RSA_PRIVATE_KEY_PATH): it holds "
         "a public key or certificate; a private key is needed"
     )
 
@@ -105,7 +105,7 @@ def test_a_truncated_private_key_is_called_damaged(tmp_path: Path) -> None:
 
     assert code == 1
     assert stderr.splitlines()[0] == (
-        "error: cannot start: the signing key in KEYTURN_SIGNING_KEY_PEM: the PEM private key "
+        "error: the signing key in KEYTURN_SIGNING_KEY_PEM: the PEM private key "
         "is damaged or truncated"
     )
     assert pem[40:80].decode() not in stderr  # never the key itself
