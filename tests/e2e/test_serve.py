@@ -21,8 +21,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from prometheus_client.parser import text_string_to_metric_families
 
+from keyturn.core.signing import SigningKey
 from tests.serve_fixtures import (
     START_DEADLINE,
     STOP_DEADLINE,
@@ -373,3 +376,28 @@ def test_the_issuer_line_names_the_variable_that_set_it(keyturn_server: Serve) -
         "tokens are issued by https://auth.example (KEYTURN_ISSUER); verifiers must expect "
         "this issuer" in log
     )
+
+
+def test_an_imported_signing_key_is_logged_with_its_kid_and_source(
+    keyturn_server: Serve, tmp_path: Path
+) -> None:
+    """Finding 14: JWThenticator's RSA_PRIVATE_KEY_PATH import is visible at start-up."""
+    pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    path = tmp_path / "jwt_rsa.pem"
+    path.write_bytes(pem)
+    kid = SigningKey.from_pem(pem).kid
+
+    server = keyturn_server(env={"RSA_PRIVATE_KEY_PATH": str(path)})
+    jwks = httpx.get(f"{server.public}/jwks").json()
+    assert server.stop() == 0
+
+    assert (
+        f"signing key kid={kid} (RS256) loaded from the signing key file {path} "
+        "(RSA_PRIVATE_KEY_PATH)"
+    ) in server.log()
+    assert kid in [key["kid"] for key in jwks["keys"]]
+    assert pem.decode().splitlines()[1] not in server.log()
