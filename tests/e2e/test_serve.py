@@ -310,10 +310,12 @@ def test_two_workers_share_the_database(keyturn_server: Serve) -> None:
     while (count := summed_metrics(httpx.get(f"{server.admin}/metrics").text)[key]) != 6:
         assert time.monotonic() < deadline, count
         time.sleep(0.1)  # poll interval
+    server.wait_for_log(lambda log: "tokens are issued by" in log)
     assert server.stop() == 0
     log = server.log()
     for pid in _worker_pids(log):
         assert f"Finished server process [{pid}]" in log, log
+    assert log.count("keyturn ready: ") == 1  # one announcement, not one per worker
     assert_clean_log(server)
 
 

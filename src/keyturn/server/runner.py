@@ -142,7 +142,9 @@ def _config(app: Any, settings: Settings, *, trust_proxies: bool) -> uvicorn.Con
     )
 
 
-async def _serve(settings: Settings, sockets: dict[str, socket.socket]) -> None:
+async def _serve(
+    settings: Settings, sockets: dict[str, socket.socket], *, announce: bool = True
+) -> None:
     state = await KeyturnState.open(settings)
     servers: list[tuple[_Server, socket.socket]] = []
     try:
@@ -157,7 +159,7 @@ async def _serve(settings: Settings, sockets: dict[str, socket.socket]) -> None:
         def one_started() -> None:
             nonlocal started
             started += 1
-            if started == len(servers):
+            if started == len(servers) and announce:
                 logger.info(ready_message(settings, sockets))
                 logger.info(issuer_message(settings))
 
@@ -177,18 +179,20 @@ def _stop(servers: list[_Server]) -> None:
         server.should_exit = True
 
 
-def _run_loop(settings: Settings, sockets: dict[str, socket.socket]) -> None:
+def _run_loop(
+    settings: Settings, sockets: dict[str, socket.socket], *, announce: bool = True
+) -> None:
     try:
         import uvloop  # noqa: PLC0415 -- optional speed-up, part of uvicorn[standard]
     except ImportError:  # pragma: no cover
-        asyncio.run(_serve(settings, sockets))
+        asyncio.run(_serve(settings, sockets, announce=announce))
     else:
-        uvloop.run(_serve(settings, sockets))
+        uvloop.run(_serve(settings, sockets, announce=announce))
 
 
-def _worker(settings: Settings, sockets: dict[str, socket.socket]) -> None:
+def _worker(settings: Settings, sockets: dict[str, socket.socket], announce: bool) -> None:
     configure_logging(settings.log_level, settings.log_format)
-    _run_loop(settings, sockets)
+    _run_loop(settings, sockets, announce=announce)
 
 
 async def _prepare(settings: Settings) -> None:
@@ -224,8 +228,9 @@ def serve(settings: Settings, *, workers: int | None = None) -> None:
         asyncio.run(_prepare(settings))
         context = multiprocessing.get_context("spawn")
         processes = [
-            context.Process(target=_worker, args=(settings, sockets), daemon=False)
-            for _ in range(count)
+            # The first worker announces the server ready; the others stay quiet.
+            context.Process(target=_worker, args=(settings, sockets, index == 0), daemon=False)
+            for index in range(count)
         ]
         with _metrics_directory() as directory:
             _run_workers(processes, on_exit=lambda pid: clean_multiprocess_dir(directory, pid))
