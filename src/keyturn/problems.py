@@ -212,6 +212,11 @@ def describe(  # noqa: PLR0911 -- one return per kind of problem
         return f"{prefix}{line} ({shown_url(url)}){detail}", 1
     if isinstance(exc, KeyturnError):  # its message already says what is wrong
         return exc.message, 1
+    if isinstance(exc, OSError):  # a file or directory named in the settings
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{prefix}{where}{exc.strerror or exc}", 2
+    if isinstance(exc, ValueError):  # a setting the checks above did not foresee
+        return f"invalid settings: {exc}", 2
     if isinstance(exc, SQLAlchemyError):
         # Bound parameters are hidden by the engine; statements are not worth showing.
         return (
