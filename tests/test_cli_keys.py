@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,18 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     directory = tmp_path / "data"
     monkeypatch.setenv("KEYTURN_DATA_DIR", str(directory))
     return directory
+
+
+@pytest.fixture
+def server_data(data_dir: Path) -> Path:
+    """A data directory a server has started on: database, KEK, pepper, signing key."""
+
+    async def start_once() -> None:
+        state = await KeyturnState.open(Settings(data_dir=data_dir), background=False)
+        await state.close()
+
+    asyncio.run(start_once())
+    return data_dir
 
 
 def invoke(*args: str) -> Result:
@@ -135,13 +148,49 @@ def audit_at(created: dict[str, Any], action: str) -> str:
 # -- keys create ---------------------------------------------------------------------------
 
 
-def test_create_prints_the_key_once_and_warns_on_stderr(data_dir: Path) -> None:
-    result = invoke("keys", "create", "--name", "ci")
+def test_create_prints_the_key_once_and_warns_on_stderr(server_data: Path) -> None:
+    result = invoke("keys", "create", "--name", "ci", "--scope", "read")
 
     assert result.exit_code == 0, result.output
     key_line = result.stdout.splitlines()[0]
     assert key_line.startswith("key  kt_")
     assert result.stderr.strip() == WARNING
+
+
+def test_a_key_without_scopes_says_what_it_gets_under_the_default_policy(
+    server_data: Path,
+) -> None:
+    """Finding 8: the help, the list and the warning agree with what the policy grants."""
+    result = invoke("keys", "create", "--name", "ci")
+
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        WARNING,
+        "warning: no --scope given: under the default policy this key's tokens carry no "
+        "scope; create a key with --scope S (repeatable) for the scopes it needs",
+    ]
+    key_id = result.stdout.split("\n\n")[1].split()[1]
+    row = invoke("keys", "list").stdout.splitlines()[1]
+    assert row.split()[:5] == [key_id, "ci", "-", "-", "(none)"]
+    assert "(policy)" not in invoke("keys", "show", key_id).stdout
+    help_text = " ".join(invoke("keys", "create", "--help").stdout.split())
+    assert "Without one, the key gets no scope under the default policy" in help_text.replace(
+        "│ ", ""
+    ).replace(" │", "")
+
+
+def test_a_policy_file_makes_an_unscoped_key_follow_its_roles(
+    server_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[roles.reader]\nscopes = ["read"]\n')
+    monkeypatch.setenv("KEYTURN_POLICY_FILE", str(policy))
+
+    result = invoke("keys", "create", "--role", "reader")
+
+    assert result.exit_code == 0, result.output
+    assert result.stderr.strip() == WARNING
+    assert "(roles)" in invoke("keys", "list").stdout
 
 
 def test_create_json_is_the_key_and_its_record(created: dict[str, Any]) -> None:
@@ -261,7 +310,7 @@ def test_list_filters_by_identifier(created: dict[str, Any]) -> None:
     assert [k["id"] for k in page["keys"]] == [created["record"]["id"]]
 
 
-def test_list_of_an_empty_database_says_so(data_dir: Path) -> None:
+def test_list_of_an_empty_database_says_so(server_data: Path) -> None:
     result = invoke("keys", "list")
 
     assert result.exit_code == 0
@@ -332,8 +381,36 @@ def test_a_revoked_key_cannot_be_rotated(created: dict[str, Any]) -> None:
     result = invoke("keys", "rotate", created["record"]["id"])
 
     assert result.exit_code == 1
-    assert result.stderr.startswith("error: no usable API key")
+    assert re.fullmatch(
+        rf"error: API key '{created['record']['id']}' is revoked \(since "
+        r"\d{4}-\d\d-\d\dT\d\d:\d\dZ\): create a new key instead\n",
+        result.stderr,
+    ), result.stderr
     assert "kt_" not in result.stdout
+
+
+def test_a_second_rotation_within_the_grace_is_refused(created: dict[str, Any]) -> None:
+    """Finding 15: one replaced secret is kept, so a second rotation would cut the first
+    one's grace short; it is refused, unless --grace 0 ends every older secret on purpose."""
+    key_id = created["record"]["id"]
+    first = run_json("keys", "rotate", key_id, "--grace", "3600")
+    until = datetime.fromisoformat(first["record"]["rotation_grace_until"])
+
+    result = invoke("keys", "rotate", key_id, "--grace", "3600")
+
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"error: API key '{key_id}' was rotated recently and its previous secret works until "
+        f"{until.astimezone(UTC).strftime('%Y-%m-%dT%H:%MZ')}; rotating again would end that "
+        "grace at once: wait until then, or rotate with a grace of 0 to end every older "
+        "secret now\n"
+    )
+    assert is_registered(created["key"])  # the first secret keeps its grace
+    assert is_registered(first["key"])
+    emergency = run_json("keys", "rotate", key_id, "--grace", "0")
+    assert not is_registered(created["key"])
+    assert not is_registered(first["key"])
+    assert is_registered(emergency["key"])
 
 
 @pytest.mark.parametrize(
@@ -344,7 +421,9 @@ def test_a_revoked_key_cannot_be_rotated(created: dict[str, Any]) -> None:
         pytest.param(("keys", "rotate"), id="rotate"),
     ],
 )
-def test_an_unknown_id_exits_1_with_an_error_line(data_dir: Path, command: tuple[str, str]) -> None:
+def test_an_unknown_id_exits_1_with_an_error_line(
+    server_data: Path, command: tuple[str, str]
+) -> None:
     result = invoke(*command, "0000000000000000")
 
     assert result.exit_code == 1
@@ -380,7 +459,7 @@ def test_every_change_writes_one_audit_row(created: dict[str, Any], data_dir: Pa
 # -- signing keys --------------------------------------------------------------------------
 
 
-def test_signing_keys_list_shows_the_active_key(data_dir: Path) -> None:
+def test_signing_keys_list_shows_the_active_key(server_data: Path) -> None:
     listed = run_json("signing-keys", "list")["signing_keys"]
 
     assert len(listed) == 1
@@ -390,7 +469,7 @@ def test_signing_keys_list_shows_the_active_key(data_dir: Path) -> None:
     assert listed[0]["activated_at"] is not None
 
 
-def test_signing_keys_list_for_people_is_a_table(data_dir: Path) -> None:
+def test_signing_keys_list_for_people_is_a_table(server_data: Path) -> None:
     kid = run_json("signing-keys", "list")["signing_keys"][0]["kid"]
 
     header, row = invoke("signing-keys", "list").stdout.splitlines()
@@ -408,7 +487,7 @@ def test_signing_keys_list_for_people_is_a_table(data_dir: Path) -> None:
     assert row.split()[:3] == [kid, "ES256", "active"]
 
 
-def test_signing_keys_rotate_publishes_a_pending_key(data_dir: Path) -> None:
+def test_signing_keys_rotate_publishes_a_pending_key(server_data: Path) -> None:
     before = run_json("signing-keys", "list")["signing_keys"]
 
     rotated = run_json("signing-keys", "rotate")
@@ -426,7 +505,7 @@ def test_signing_keys_rotate_publishes_a_pending_key(data_dir: Path) -> None:
     ]
 
 
-def test_signing_keys_rotate_immediately_retires_the_old_key(data_dir: Path) -> None:
+def test_signing_keys_rotate_immediately_retires_the_old_key(server_data: Path) -> None:
     old = run_json("signing-keys", "list")["signing_keys"][0]["kid"]
 
     rotated = run_json("signing-keys", "rotate", "--immediately")
@@ -456,8 +535,9 @@ def test_config_show_masks_secrets(data_dir: Path, monkeypatch: pytest.MonkeyPat
     shown = run_json("config", "show")
     human = invoke("config", "show").stdout
 
-    for name in ("pepper", "kek", "admin_token", "database_url", "redis_url"):
+    for name in ("pepper", "kek", "admin_token", "redis_url"):
         assert shown[name] == "**********"
+    assert shown["database_url"] == "postgresql+asyncpg://kt:***@db/kt"
     for value in secrets.values():
         assert value not in human
         assert value not in json.dumps(shown)
@@ -467,11 +547,47 @@ def test_config_show_masks_secrets(data_dir: Path, monkeypatch: pytest.MonkeyPat
 
 
 @pytest.mark.parametrize(
-    ("name", "value"),
+    ("name", "value", "line"),
     [
-        pytest.param("KEYTURN_LEEWAY", "9999", id="out-of-range"),
-        pytest.param("KEYTURN_ACCESS_TOKEN_LIFETIME", "-5", id="negative-duration"),
-        pytest.param("KEYTURN_NOT_A_SETTING", "1", id="misspelt-name"),
+        pytest.param(
+            "KEYTURN_LEEWAY",
+            "9999",
+            "error: invalid setting KEYTURN_LEEWAY: must be at most 300",
+            id="out-of-range",
+        ),
+        pytest.param(
+            "KEYTURN_ACCESS_TOKEN_LIFETIME",
+            "-5",
+            "error: invalid setting KEYTURN_ACCESS_TOKEN_LIFETIME: must be a positive number "
+            "of seconds",
+            id="negative-duration",
+        ),
+        pytest.param(
+            "KEYTURN_ACCESS_TOKEN_LIFETIME",
+            "15 minutes",
+            "error: invalid setting KEYTURN_ACCESS_TOKEN_LIFETIME: not a duration: use whole "
+            "seconds (900) or a number with a unit s, m, h or d (15m)",
+            id="unparsable-duration",
+        ),
+        pytest.param(
+            "KEYTURN_PORT",
+            "9090",
+            "error: unknown setting KEYTURN_PORT (did you mean KEYTURN_PUBLIC_PORT?)",
+            id="listener-prefix-left-out",
+        ),
+        pytest.param(
+            "KEYTURN_LEEWAYS",
+            "1",
+            "error: unknown setting KEYTURN_LEEWAYS (did you mean KEYTURN_LEEWAY?)",
+            id="misspelt-name",
+        ),
+        pytest.param(
+            "KEYTURN_LOG_LEVEL",
+            "loud",
+            "error: invalid setting KEYTURN_LOG_LEVEL: must be one of 'debug', 'info', "
+            "'warning' or 'error'",
+            id="not-one-of",
+        ),
     ],
 )
 @pytest.mark.parametrize(
@@ -482,11 +598,12 @@ def test_config_show_masks_secrets(data_dir: Path, monkeypatch: pytest.MonkeyPat
         pytest.param(("config", "show"), id="config-show"),
     ],
 )
-def test_an_invalid_setting_exits_2(
+def test_an_invalid_setting_exits_2_with_one_line_naming_the_variable(  # noqa: PLR0917
     data_dir: Path,
     monkeypatch: pytest.MonkeyPatch,
     name: str,
     value: str,
+    line: str,
     command: tuple[str, str],
 ) -> None:
     monkeypatch.setenv(name, value)
@@ -495,21 +612,75 @@ def test_an_invalid_setting_exits_2(
 
     assert result.exit_code == 2
     assert result.stdout == ""
-    assert result.stderr.startswith("error: invalid settings")
-    assert name.removeprefix("KEYTURN_").lower() in result.stderr
+    assert result.stderr == line + "\n"
+    assert "pydantic" not in result.stderr
     assert not data_dir.exists()  # nothing was created
 
 
-def test_a_malformed_pepper_exits_2_without_echoing_it(
+def test_someone_elses_variable_is_a_warning_not_an_error(
     data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Client-side variables (KEYTURN_URL & co.) are silent; an unknown name far from any
+    setting is reported and ignored: it may belong to a tool around Keyturn."""
+    monkeypatch.setenv("KEYTURN_URL", "http://localhost:8080")
+    monkeypatch.setenv("KEYTURN_API_KEY", "kt_x_y")
+    monkeypatch.setenv("KEYTURN_DASHBOARD_THEME", "dark")
+
+    result = invoke("config", "show", "--json")
+
+    assert result.exit_code == 0
+    assert result.stderr == "warning: KEYTURN_DASHBOARD_THEME is not a Keyturn setting; ignored\n"
+    assert json.loads(result.stdout)["data_dir"] == str(data_dir)
+
+
+def test_a_malformed_pepper_exits_2_without_echoing_it(
+    server_data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("KEYTURN_PEPPER", "c2hvcnQ")
 
     result = invoke("keys", "list")
 
     assert result.exit_code == 2
-    assert result.stderr.startswith("error: invalid settings: the pepper")
+    assert result.stderr == (
+        "error: invalid settings: the pepper must be one value of at least 32 random bytes "
+        "in base64url (`keyturn secrets generate` prints a KEK and a pepper)\n"
+    )
     assert "c2hvcnQ" not in result.output
+
+
+def test_a_hex_kek_says_which_format_is_right(
+    server_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`openssl rand -hex 32` is the obvious guess; it decodes to 48 bytes, not 32."""
+    monkeypatch.setenv("KEYTURN_KEK", "ab" * 32)
+
+    result = invoke("keys", "list")
+
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "error: invalid settings: a KEK must be 32 random bytes in base64url "
+        "(`keyturn secrets generate` prints a KEK and a pepper)\n"
+    )
+
+
+def test_secrets_generate_prints_a_kek_and_pepper_the_server_accepts(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = invoke("secrets", "generate")
+    assert result.exit_code == 0
+    kek_line, pepper_line = result.stdout.splitlines()
+    assert kek_line.startswith("KEYTURN_KEK=")
+    assert pepper_line.startswith("KEYTURN_PEPPER=")
+    other = run_json("secrets", "generate")
+    assert other["kek"] != kek_line.removeprefix("KEYTURN_KEK=")  # fresh each time
+    monkeypatch.setenv("KEYTURN_KEK", kek_line.removeprefix("KEYTURN_KEK="))
+    monkeypatch.setenv("KEYTURN_PEPPER", pepper_line.removeprefix("KEYTURN_PEPPER="))
+
+    created = run_json("keys", "create", "--scope", "read")
+
+    assert is_registered(created["key"])
+    assert not (data_dir / "kek").exists()
+    assert not (data_dir / "pepper").exists()
 
 
 def test_a_pepper_the_database_was_not_set_up_with_exits_1_without_echoing_it(
@@ -535,13 +706,16 @@ def test_an_unreachable_database_exits_1_and_hides_the_password(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("KEYTURN_DATABASE_URL", "postgresql://kt:s3cret@127.0.0.1:1/kt")
+    monkeypatch.setenv("KEYTURN_KEK", base64.urlsafe_b64encode(bytes(32)).decode())
+    monkeypatch.setenv("KEYTURN_PEPPER", base64.urlsafe_b64encode(bytes(32)).decode())
 
     result = invoke("keys", "list")
 
     assert result.exit_code == 1
-    assert result.stderr.startswith("error: ")
-    assert "the database is unavailable" in result.stderr
-    assert "postgresql+asyncpg://kt:***@127.0.0.1:1/kt" in result.stderr
+    assert result.stderr == (
+        "error: the database is unavailable (postgresql+asyncpg://kt:***@127.0.0.1:1/kt): "
+        "connection refused\n"
+    )
     assert "s3cret" not in result.output
 
 
@@ -557,3 +731,32 @@ def test_db_commands_use_jwthenticator_database_variables(
     assert result.exit_code == 1
     assert "postgresql+asyncpg://postgres:***@127.0.0.1:1/jwthenticator" in result.stderr
     assert "s3cret" not in result.output
+
+
+def test_config_show_says_where_each_value_came_from(
+    server_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finding 25: the resolved database, generated secrets, and each value's source."""
+    monkeypatch.setenv("PORT", "9090")
+    monkeypatch.setenv("KEYTURN_ISSUER", "https://auth.example")
+
+    shown = run_json("config", "show")
+    human = {line.split()[0]: line for line in invoke("config", "show").stdout.splitlines()}
+
+    assert shown["public_port"] == 9090
+    assert shown["sources"]["public_port"] == "PORT"
+    assert shown["sources"]["issuer"] == "KEYTURN_ISSUER"
+    assert shown["sources"]["audience"] == "default"
+    assert shown["database_url"] == f"sqlite+aiosqlite:///{server_data}/keyturn.db"
+    assert shown["sources"]["database_url"] == "default: keyturn.db in data_dir"
+    assert shown["migrate_on_start"] is True
+    assert shown["pepper"] == "**********"
+    assert shown["sources"]["pepper"] == f"generated: {server_data}/pepper"
+    assert human["public_port"].split() == ["public_port", "9090", "(PORT)"]
+    assert human["pepper"].split() == [
+        "pepper",
+        "**********",
+        "(generated:",
+        f"{server_data}/pepper)",
+    ]
+    assert (server_data / "pepper").read_text().strip() not in json.dumps(shown)

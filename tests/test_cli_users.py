@@ -73,13 +73,25 @@ def test_add_reads_the_password_from_stdin_and_never_prints_it(alice: dict[str, 
     assert can_log_in("alice@example.com", PASSWORD)
 
 
-def test_add_prompts_twice_without_echo(data_dir: Path) -> None:
+def test_add_prompts_twice_without_echo(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("keyturn.cli._has_terminal", lambda: True)
     result = invoke("users", "add", "bob@example.com", stdin=f"{PASSWORD}\n{PASSWORD}\n")
 
     assert result.exit_code == 0, result.output
     assert PASSWORD not in result.output
     assert "Repeat for confirmation" in result.output
     assert can_log_in("bob@example.com", PASSWORD)
+
+
+def test_add_without_a_terminal_points_at_password_stdin(data_dir: Path) -> None:
+    """Finding 30: `keyturn users add EMAIL < /dev/null` (no terminal to prompt on)."""
+    result = invoke("users", "add", "carol@example.com", stdin="")
+
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "error: no terminal to type the password on: pipe it in with --password-stdin\n"
+    )
+    assert not data_dir.exists()  # refused before anything was opened
 
 
 def test_add_refuses_a_common_password(data_dir: Path) -> None:
@@ -119,6 +131,8 @@ def test_disable_enable_and_set_password_by_email_or_id(alice: dict[str, Any]) -
 
 
 def test_unknown_users_fail_with_exit_code_1(data_dir: Path) -> None:
+    run_json("users", "add", "bob@example.com", "--password-stdin", stdin=PASSWORD + "\n")
+
     result = invoke("users", "disable", "nobody@example.com")
 
     assert result.exit_code == 1

@@ -101,8 +101,10 @@ def test_several_keks_let_old_ciphertexts_open(tmp_path: Path) -> None:
     ("kek", "pepper", "message"),
     [
         pytest.param("not base64 !!", None, "not base64url", id="kek-garbage"),
-        pytest.param(b64(b"short"), None, "exactly 32 bytes", id="kek-short"),
-        pytest.param(None, b64(b"short"), "at least 32 bytes", id="pepper-short"),
+        pytest.param(b64(b"short"), None, "must be 32 random bytes in base64url", id="kek-short"),
+        pytest.param(
+            None, b64(b"short"), "at least 32 random bytes in base64url", id="pepper-short"
+        ),
         pytest.param(" ", None, "no KEK found", id="kek-empty"),
     ],
 )

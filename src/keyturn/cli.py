@@ -13,10 +13,12 @@ The server, storage and settings are imported inside the commands that need them
 from __future__ import annotations
 
 import asyncio
+import base64
 import getpass
 import json
 import os
 import re
+import secrets
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -29,7 +31,7 @@ from keyturn.__about__ import __version__
 from keyturn.core.secrets import SecretKind, generate_secret
 from keyturn.core.signing import DEFAULT_ALGORITHM, SUPPORTED_ALGORITHMS, SigningKey
 from keyturn.core.tokens import peek_unverified_claims
-from keyturn.errors import KeyturnError, StorageUnavailableError
+from keyturn.errors import KeyturnError
 
 if TYPE_CHECKING:
     from keyturn.config import Settings
@@ -40,6 +42,30 @@ if TYPE_CHECKING:
 __all__ = ["app", "main"]
 
 _T = TypeVar("_T")
+
+_TYPE_NAMES = {"str": "TEXT", "int": "INTEGER", "float": "FLOAT", "bool": "BOOLEAN"}
+
+
+def _conventional_type(self: Any, ctx: Any) -> str | None:
+    """The type column of ``--help``: click's TEXT, INTEGER, PATH; nothing for flags.
+
+    Typer prints Python type hints there (``<bool>``, ``<list[str]>``); this replaces
+    its method for every option and argument of this process's commands.
+    """
+    if self.metavar is not None:
+        return str(self.metavar) or None
+    if getattr(self, "is_flag", False) or getattr(self, "count", False):
+        return None
+    label = str(self.display_type(ctx)).strip("<>").removesuffix(" range")
+    if label.startswith("list[") and label.endswith("]"):
+        label = label[5:-1]  # repeatable: the help text says so
+    if "|" in label:  # choices
+        return label
+    return _TYPE_NAMES.get(label, label.upper())
+
+
+typer.core.TyperOption.display_type_rich = _conventional_type  # type: ignore[method-assign]
+typer.core.TyperArgument.display_type_rich = _conventional_type  # type: ignore[method-assign]
 
 app = typer.Typer(
     name="keyturn",
@@ -54,12 +80,16 @@ users_app = typer.Typer(
     help="Add, list, disable and enable people who log in with a password.", no_args_is_help=True
 )
 db_app = typer.Typer(help="Create and upgrade the database schema.", no_args_is_help=True)
+secrets_app = typer.Typer(
+    help="Make the server's own secrets (KEYTURN_KEK, KEYTURN_PEPPER).", no_args_is_help=True
+)
 config_app = typer.Typer(help="Show the effective configuration.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 app.add_typer(signing_keys_app, name="signing-keys")
 app.add_typer(keys_app, name="keys")
 app.add_typer(users_app, name="users")
 app.add_typer(db_app, name="db")
+app.add_typer(secrets_app, name="secrets")
 app.add_typer(config_app, name="config")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
@@ -156,6 +186,7 @@ def _root(
         bool,
         typer.Option(
             "--version",
+            "-V",
             callback=_version_callback,
             is_eager=True,
             help="Print the version and exit.",
@@ -181,6 +212,34 @@ def token_inspect(
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(2) from exc
     _emit({"verified": False, "header": header, "claims": claims}, as_json)
+    if not as_json:
+        now = datetime.now(UTC)
+        for name in ("iat", "nbf", "exp"):
+            if isinstance(claims.get(name), int | float) and not isinstance(claims[name], bool):
+                typer.echo(f"{name:<8}  {_when(claims[name], now, expiry=name == 'exp')}")
+
+
+def _when(epoch: float, now: datetime, *, expiry: bool) -> str:
+    """``2026-12-07 21:52:00Z (in 14 min)``; an expiry says "expires in" / "expired ... ago"."""
+    try:
+        moment = datetime.fromtimestamp(epoch, UTC)
+    except (OverflowError, OSError, ValueError):
+        return f"{epoch} (not a time)"
+    seconds = (moment - now).total_seconds()
+    span = _span(abs(seconds))
+    if expiry:
+        relative = f"expires in {span}" if seconds > 0 else f"expired {span} ago"
+    else:
+        relative = f"in {span}" if seconds > 0 else f"{span} ago"
+    return f"{moment.strftime('%Y-%m-%d %H:%M:%SZ')} ({relative})"
+
+
+def _span(seconds: float) -> str:
+    """A rough length of time for people: seconds, minutes, hours or days."""
+    for unit, size, up_to in (("s", 1, 120), ("min", 60, 7200), ("h", 3600, 172800)):
+        if seconds < up_to:
+            return f"{int(seconds // size)} {unit}"
+    return f"{int(seconds // 86400)} days"
 
 
 @signing_keys_app.command("generate")
@@ -233,6 +292,27 @@ def keys_generate(as_json: JsonOption = False) -> None:
     _emit({"id": secret.id, "key": secret.value}, as_json)
 
 
+@secrets_app.command("generate")
+def secrets_generate(as_json: JsonOption = False) -> None:
+    """Print a new KEK and pepper (base64url, offline; nothing is stored).
+
+    Give every instance sharing a database the same two values. The output is shell
+    syntax: `keyturn secrets generate > keyturn.env` makes an environment file.
+    """
+    from keyturn.core.keywrap import KEK_BYTES  # noqa: PLC0415
+    from keyturn.core.secrets import MIN_PEPPER_BYTES  # noqa: PLC0415
+
+    kek, pepper = (
+        base64.urlsafe_b64encode(secrets.token_bytes(size)).rstrip(b"=").decode("ascii")
+        for size in (KEK_BYTES, MIN_PEPPER_BYTES)
+    )
+    if as_json:
+        _emit({"kek": kek, "pepper": pepper}, as_json=True)
+        return
+    typer.echo(f"KEYTURN_KEK={kek}")
+    typer.echo(f"KEYTURN_PEPPER={pepper}")
+
+
 # -- database schema ---------------------------------------------------------------------
 
 
@@ -249,14 +329,42 @@ def _database_url(database_url: str | None, data_dir: Path) -> str:
 
 def _shown_url(url: str) -> str:
     """The URL without its password, fit to print."""
-    from sqlalchemy.exc import ArgumentError  # noqa: PLC0415 -- keeps `--help` fast
+    from keyturn.problems import shown_url  # noqa: PLC0415 -- keeps `--help` fast
 
+    return shown_url(url)
+
+
+def _sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL; None for PostgreSQL, memory or URI forms."""
     from keyturn.storage.engine import normalize_url  # noqa: PLC0415
 
+    parsed = normalize_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return None if parsed.query else Path(parsed.database)
+
+
+def _fail_with(exc: Exception, url: str, *, starting: bool = False) -> NoReturn:
+    """Print the one line `keyturn.problems.describe` has for ``exc`` and exit; or re-raise."""
+    from keyturn.problems import describe  # noqa: PLC0415
+
+    described = describe(exc, url=url, starting=starting)
+    if described is None:
+        raise exc
+    _fail(*described)
+
+
+def _check_url(url: str, *, create: bool) -> None:
+    """Refuse a URL that cannot work; make a SQLite file's directory when ``create``."""
+    from keyturn.problems import check_data_directory, check_database_url  # noqa: PLC0415
+
     try:
-        return normalize_url(url).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):  # unparsable: never echo it, it may hold a password
-        return "the configured database"
+        check_database_url(url)
+        path = _sqlite_path(url)
+        if path is not None:
+            check_data_directory(path.parent, create=create)
+    except KeyturnError as exc:
+        _fail_with(exc, url)
 
 
 @db_app.command("upgrade")
@@ -270,12 +378,12 @@ def db_upgrade(
     from keyturn.storage.migrate import current_revision, head_revision, upgrade  # noqa: PLC0415
 
     url = _database_url(database_url, data_dir)
+    _check_url(url, create=True)
     try:
         asyncio.run(upgrade(url, revision))
         current = asyncio.run(current_revision(url))
-    except KeyturnError as exc:
-        typer.echo(f"error: {exc.message} ({_shown_url(url)})", err=True)
-        raise typer.Exit(1) from exc
+    except Exception as exc:
+        _fail_with(exc, url)
     _emit({"database": _shown_url(url), "revision": current, "head": head_revision()}, as_json)
 
 
@@ -289,11 +397,11 @@ def db_current(
     from keyturn.storage.migrate import current_revision, head_revision  # noqa: PLC0415
 
     url = _database_url(database_url, data_dir)
+    _check_url(url, create=False)
     try:
         current = asyncio.run(current_revision(url))
-    except KeyturnError as exc:
-        typer.echo(f"error: {exc.message} ({_shown_url(url)})", err=True)
-        raise typer.Exit(1) from exc
+    except Exception as exc:
+        _fail_with(exc, url)
     _emit({"database": _shown_url(url), "revision": current, "head": head_revision()}, as_json)
 
 
@@ -301,17 +409,23 @@ def db_current(
 
 
 def _settings(**overrides: Any) -> Settings:
-    """`Settings.from_environment`, or exit 2 naming the invalid settings."""
-    from pydantic import ValidationError  # noqa: PLC0415
+    """`Settings.from_environment`, or exit 2 naming the invalid settings.
 
-    from keyturn.config import Settings  # noqa: PLC0415 -- keeps `keyturn --help` fast
+    Unknown ``KEYTURN_*`` variables that are not close to a setting's name are someone
+    else's (a client's, a tool's): each gets a warning line, and the command goes on.
+    """
+    from keyturn.config import Settings, SettingsError, unknown_variables  # noqa: PLC0415
 
     try:
-        return Settings.from_environment(**{k: v for k, v in overrides.items() if v is not None})
-    except ValidationError as exc:
-        # hide_input_in_errors: the message names fields, never their (secret) values.
-        typer.echo(f"error: invalid settings:\n{exc}", err=True)
-        raise typer.Exit(2) from exc
+        settings = Settings.from_environment(
+            **{k: v for k, v in overrides.items() if v is not None}
+        )
+    except SettingsError as exc:
+        # The message names variables, never their (secret) values.
+        _fail(exc.message, 2)
+    for variable in unknown_variables(os.environ)[1]:
+        typer.echo(f"warning: {variable} is not a Keyturn setting; ignored", err=True)
+    return settings
 
 
 def _actor() -> str:
@@ -322,56 +436,97 @@ def _actor() -> str:
         return "cli"
 
 
-async def _with_state(settings: Settings, operation: Callable[[KeyturnState], Awaitable[_T]]) -> _T:
-    from sqlalchemy.exc import ArgumentError  # noqa: PLC0415
-
+async def _with_state(
+    settings: Settings,
+    operation: Callable[[KeyturnState], Awaitable[_T]],
+    *,
+    create: bool,
+) -> _T:
     from keyturn.server.state import KeyturnState  # noqa: PLC0415
-    from keyturn.server_secrets import ServerSecretsError  # noqa: PLC0415
 
-    try:
-        state = await KeyturnState.open(settings, background=False)
-    except ServerSecretsError as exc:
-        raise _CommandError(f"invalid settings: {exc.message}", 2) from exc
-    except ImportError as exc:  # a URL whose driver is not installed (asyncpg is an extra)
-        raise _CommandError(
-            f"invalid settings: no driver for the database URL ({exc.msg}); PostgreSQL "
-            "needs `pip install 'keyturn[postgres]'`",
-            2,
-        ) from exc
-    except (ArgumentError, ValueError, OSError) as exc:
-        # An unusable database URL or an unreadable or malformed policy file.
-        raise _CommandError(f"invalid settings: {exc}", 2) from exc
+    state = await KeyturnState.open(settings, background=False, create_secrets=create)
     try:
         return await operation(state)
     finally:
         await state.close()
 
 
-def _run(operation: Callable[[KeyturnState], Awaitable[_T]]) -> _T:
+def _uses_data_dir(settings: Settings) -> bool:
+    """Whether the database or a generated secret lives in ``settings.data_dir``."""
+    secrets_here = (settings.kek is None and settings.kek_file is None) or (
+        settings.pepper is None and settings.pepper_file is None
+    )
+    return settings.embedded_database or secrets_here
+
+
+def _check_data(settings: Settings, *, create: bool) -> bool:
+    """Check the database URL and the data directory before anything is opened.
+
+    Without ``create``, a missing database or data directory is refused, saying where
+    Keyturn looked and how to point it elsewhere; nothing is created. Returns whether
+    Keyturn's data was found.
+    """
+    from keyturn.server_secrets import KEK_FILE_NAME, PEPPER_FILE_NAME  # noqa: PLC0415
+
+    url = settings.resolved_database_url
+    _check_url(url, create=create)
+    directory = settings.data_dir
+    sqlite = _sqlite_path(url)
+    missing = None
+    if sqlite is not None and not sqlite.exists():
+        missing = f"no Keyturn database at {sqlite.absolute()}"
+    generated = [
+        name
+        for name, value, path in (
+            (KEK_FILE_NAME, settings.kek, settings.kek_file),
+            (PEPPER_FILE_NAME, settings.pepper, settings.pepper_file),
+        )
+        if value is None and path is None and not (directory / name).exists()
+    ]
+    if missing is None and generated:
+        missing = f"no Keyturn data in {directory.absolute()} (no {' or '.join(generated)} file)"
+    if missing is not None and not create:
+        _fail(
+            f"{missing}; run the command where the server runs, or point it at the "
+            "server's data with KEYTURN_DATA_DIR or KEYTURN_DATABASE_URL",
+            2,
+        )
+    if _uses_data_dir(settings):
+        _check_directory(settings, create=create)
+    return missing is None
+
+
+def _check_directory(settings: Settings, *, create: bool = False) -> None:
+    from keyturn.problems import check_data_directory  # noqa: PLC0415
+
+    try:
+        check_data_directory(settings.data_dir, create=create)
+    except KeyturnError as exc:
+        _fail_with(exc, settings.resolved_database_url)
+
+
+def _run(operation: Callable[[KeyturnState], Awaitable[_T]], *, create: bool = False) -> _T:
     """Open Keyturn's state from the environment, run ``operation`` on it, close it.
 
     The same storage, secrets and policy the server uses, without its background tasks.
+    Only ``create`` commands (`keys create`, `users add`, `signing-keys rotate`) may
+    create a database, a data directory or secrets, and they say so on stderr.
     """
-    from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415
-
     settings = _settings()
+    found = _check_data(settings, create=create)
+    url = settings.resolved_database_url
     try:
-        return asyncio.run(_with_state(settings, operation))
-    except _CommandError as exc:
-        _fail(exc.message, exc.exit_code)
-    except StorageUnavailableError as exc:
-        _fail(
-            f"{exc.message} ({_shown_url(settings.resolved_database_url)}); check that it is "
-            "running and reachable, and that `keyturn db upgrade` has been run"
+        result = asyncio.run(_with_state(settings, operation, create=create))
+    except Exception as exc:
+        _fail_with(exc, url)
+    if not found:
+        typer.echo(
+            f"note: no Keyturn data was found, so a new database and secrets were created "
+            f"({_shown_url(url)}, {settings.data_dir.absolute()}); a server must use the same "
+            "KEYTURN_DATA_DIR / KEYTURN_DATABASE_URL to see them",
+            err=True,
         )
-    except KeyturnError as exc:
-        _fail(exc.message)
-    except SQLAlchemyError as exc:
-        # Bound parameters are hidden by the engine, but statements are not worth showing.
-        _fail(
-            f"the database refused the operation ({type(exc).__name__}); "
-            "has `keyturn db upgrade` been run?"
-        )
+    return result
 
 
 # -- API keys ----------------------------------------------------------------------------
@@ -397,9 +552,16 @@ def _key_json(record: ApiKeyRecord) -> dict[str, Any]:
     }
 
 
+def _default_policy() -> bool:
+    """Whether the default claims policy is in use (KEYTURN_POLICY_FILE is unset)."""
+    return not os.environ.get("KEYTURN_POLICY_FILE")
+
+
 def _scopes_text(scopes: tuple[str, ...] | None) -> str:
-    # None: the key may ask for whatever the claims policy allows.
-    return "(policy)" if scopes is None else " ".join(scopes) or "(none)"
+    # None: what the claims policy allows -- under the default policy, no scope at all.
+    if scopes is None:
+        return "(none)" if _default_policy() else "(roles)"
+    return " ".join(scopes) or "(none)"
 
 
 def _print_key(record: ApiKeyRecord, as_json: bool) -> None:
@@ -454,7 +616,8 @@ def keys_create(
         list[str] | None,
         typer.Option(
             "--scope",
-            help="A scope the key may ask for; repeatable (default: what the policy allows).",
+            help="A scope the key may ask for; repeatable. Without one, the key gets no "
+            "scope under the default policy (with KEYTURN_POLICY_FILE: what its roles allow).",
         ),
     ] = None,
     expires_at: Annotated[
@@ -480,7 +643,13 @@ def keys_create(
             actor=_actor(),
         )
 
-    _print_created(_run(create), as_json)
+    _print_created(_run(create, create=True), as_json)
+    if not scope and _default_policy():
+        typer.echo(
+            "warning: no --scope given: under the default policy this key's tokens carry no "
+            "scope; create a key with --scope S (repeatable) for the scopes it needs",
+            err=True,
+        )
 
 
 @keys_app.command("list")
@@ -626,8 +795,15 @@ def _read_password(from_stdin: bool) -> str:
         if not password:
             _fail("no password on standard input", 2)
         return password
+    if not _has_terminal():
+        _fail("no terminal to type the password on: pipe it in with --password-stdin", 2)
     typed: str = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
     return typed
+
+
+def _has_terminal() -> bool:
+    """Whether a password can be typed without echo (standard input is a terminal)."""
+    return sys.stdin.isatty()
 
 
 async def _resolve_user(service: KeyturnService, user: str) -> UserRecord:
@@ -658,7 +834,7 @@ def users_add(
             email, password, roles=role or (), scopes=scope or None, actor=_actor()
         )
 
-    _print_user(_run(add), as_json)
+    _print_user(_run(add, create=True), as_json)
 
 
 @users_app.command("list")
@@ -810,7 +986,7 @@ def signing_keys_rotate(
         record = next(r for r in records if r.kid == kid)
         return record, state.settings.signing_key_publish_delay
 
-    record, delay = _run(rotate)
+    record, delay = _run(rotate, create=True)
     activates_at = None if record.activated_at else record.created_at + delay
     data = {**_signing_key_json(record), "activates_at": _iso(activates_at)}
     if as_json:
@@ -846,7 +1022,12 @@ def serve(
     ] = None,
     workers: Annotated[int | None, typer.Option(help="Server processes (default 1).")] = None,
 ) -> None:
-    """Run the server: public API on :8080, admin API on 127.0.0.1:8081."""
+    """Run the server: public API on :8080, admin API on 127.0.0.1:8081.
+
+    Every setting is a KEYTURN_* variable (docs/configuration.md); `keyturn config show`
+    prints what is in effect and where each value came from.
+    """
+    from keyturn.server.runner import ServeError  # noqa: PLC0415
     from keyturn.server.runner import serve as run  # noqa: PLC0415
 
     settings = _settings(
@@ -856,19 +1037,66 @@ def serve(
         admin_port=admin_port,
         workers=workers,
     )
+    # Nothing is created before the server starts (it may refuse to: a port, the admin
+    # listener); a data directory it could not create or write is reported now.
+    _check_url(settings.resolved_database_url, create=False)
+    if _uses_data_dir(settings):
+        _check_directory(settings)
     try:
         run(settings)
-    except KeyturnError as exc:
-        typer.echo(f"error: {exc.message}", err=True)
-        raise typer.Exit(1) from exc
+    except ServeError as exc:  # already says what to do: a port, the admin listener, a worker
+        _fail(exc.message)
+    except Exception as exc:
+        _fail_with(exc, settings.resolved_database_url, starting=True)
 
 
 @config_app.command("show")
 def config_show(as_json: JsonOption = False) -> None:
-    """Print every setting as Keyturn resolves it, secrets masked."""
-    _emit(_settings().masked(), as_json)
+    """Print every setting as Keyturn resolves it, where it came from, secrets masked.
+
+    Sources: ``default``, a variable (``KEYTURN_PUBLIC_PORT``, or JWThenticator's
+    ``PORT``), ``file: PATH`` for a secret read from a ``*_file`` setting, ``generated:
+    PATH`` for one Keyturn generated in the data directory.
+    """
+    settings = _settings()
+    values = settings.masked()
+    sources = {name: settings.source(name) for name in values}
+    # What is used when unset: the embedded database, migrations on start for it.
+    values["database_url"] = _shown_url(settings.resolved_database_url)
+    if settings.database_url is None:
+        sources["database_url"] = "default: keyturn.db in data_dir"
+    values["migrate_on_start"] = settings.should_migrate_on_start
+    for name, configured, path_name in (
+        ("kek", settings.kek, "kek_file"),
+        ("pepper", settings.pepper, "pepper_file"),
+    ):
+        path = getattr(settings, path_name)
+        if configured is not None:
+            continue
+        if path is not None:
+            values[name], sources[name] = "**********", f"file: {path}"
+            continue
+        generated = settings.data_dir / name
+        if generated.exists():
+            values[name], sources[name] = "**********", f"generated: {generated}"
+        else:
+            sources[name] = f"generated on first start: {generated}"
+    if as_json:
+        _emit({**values, "sources": sources}, as_json=True)
+        return
+    width = max(len(name) for name in values)
+    for name, value in values.items():
+        typer.echo(f"{name:<{width}}  {_plain(value):<30}  ({sources[name]})")
+
+
+def _plain(value: Any) -> str:
+    return "-" if value is None else json.dumps(value) if isinstance(value, bool) else str(value)
 
 
 def main() -> None:
     """Entry point of the ``keyturn`` console script."""
     app()
+
+
+if __name__ == "__main__":  # python -m keyturn.cli
+    main()

@@ -14,13 +14,21 @@ environment at import time.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from keyturn.core.signing import SUPPORTED_ALGORITHMS
@@ -32,7 +40,9 @@ __all__ = [
     "CLIENT_VARIABLES",
     "LEGACY_ENVIRONMENT",
     "LEGACY_VARIABLES",
+    "NOT_SETTINGS",
     "Settings",
+    "SettingsError",
     "legacy_overrides",
 ]
 
@@ -58,7 +68,8 @@ LEGACY_VARIABLES: frozenset[str] = frozenset(LEGACY_ENVIRONMENT) | frozenset(_LE
 CLIENT_VARIABLES: frozenset[str] = frozenset(
     {"KEYTURN_URL", "KEYTURN_API_KEY", "KEYTURN_JWKS_URL", "KEYTURN_REFRESH_TOKEN_FILE"}
 )
-_NOT_SETTINGS = (
+#: KEYTURN_* variables that are known not to be settings: never an error, never a warning.
+NOT_SETTINGS: frozenset[str] = (
     frozenset({"KEYTURN_REQUIRE_POSTGRESQL", "KEYTURN_TEST_POSTGRES_URL"}) | CLIENT_VARIABLES
 )
 _DURATIONS = (
@@ -70,6 +81,118 @@ _DURATIONS = (
     "refresh_reuse_grace",
     "signing_key_publish_delay",
 )
+
+
+#: Units a duration may carry in the environment: ``900`` and ``900s`` are the same.
+_DURATION_UNITS: Mapping[str, int] = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"\s*(-?\d+)\s*([smhd]?)\s*", re.IGNORECASE)
+#: A misspelling is at most this many edits away from a setting's name.
+_MAX_EDITS = 2
+# pydantic's error types, reworded for people (the rest keep pydantic's message).
+_REWORDED: Mapping[str, str] = {
+    "int_parsing": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_parsing": "must be a number",
+    "bool_parsing": "must be true or false (also 1/0, yes/no, on/off)",
+    "greater_than_equal": "must be at least {ge}",
+    "less_than_equal": "must be at most {le}",
+    "greater_than": "must be more than {gt}",
+    "less_than": "must be less than {lt}",
+    "string_too_short": "may not be empty",
+    "literal_error": "must be one of {expected}",
+    "path_type": "must be a path",
+}
+
+
+class SettingsError(ValueError):
+    """The environment (or the options) do not make valid settings.
+
+    ``problems`` has one entry per variable at fault, naming the variable (never its
+    value); ``message`` joins them into the one line the CLI prints.
+    """
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        self.message = "; ".join(problems)
+        super().__init__(self.message)
+
+
+def _edits(a: str, b: str) -> int:
+    """Edit distance (insert, delete, substitute, swap two neighbours) between a and b."""
+    previous_row: list[int] | None = None
+    row = list(range(len(b) + 1))
+    for i, char in enumerate(a, 1):
+        current = [i] + [0] * len(b)
+        for j, other in enumerate(b, 1):
+            current[j] = min(row[j] + 1, current[j - 1] + 1, row[j - 1] + (char != other))
+            if (
+                previous_row is not None
+                and i > 1
+                and j > 1
+                and char == b[j - 2]
+                and a[i - 2] == other
+            ):
+                current[j] = min(current[j], previous_row[j - 2] + 1)
+        previous_row, row = row, current
+    return row[-1]
+
+
+def closest_setting(name: str) -> str | None:
+    """The setting an unknown ``KEYTURN_<NAME>`` most likely meant, or None.
+
+    A setting is close when its name is at most two edits away (``audiences`` for
+    ``audience``), or when it ends with the whole name (``port`` for ``public_port``;
+    the first such setting, in declaration order). ``name`` is lower case, no prefix.
+    """
+    fields = list(Settings.model_fields)
+    near = [(_edits(name, field), index, field) for index, field in enumerate(fields)]
+    best = min(near)
+    if best[0] <= _MAX_EDITS and best[0] < len(name):
+        return best[2]
+    return next((field for field in fields if field.endswith(f"_{name}")), None)
+
+
+def unknown_variables(environ: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+    """The ``KEYTURN_*`` variables in ``environ`` that are not settings, split in two.
+
+    The rule: a name close to a setting (`closest_setting`) is a misspelling and refused
+    (returned with the variable it meant); any other is someone else's variable -- a
+    client's, a tool's -- and only reported. `NOT_SETTINGS` are neither.
+    """
+    refused: dict[str, str] = {}
+    ignored: list[str] = []
+    for variable in sorted(environ):
+        if not variable.startswith("KEYTURN_") or variable in NOT_SETTINGS:
+            continue
+        name = variable.removeprefix("KEYTURN_").lower()
+        if name in Settings.model_fields:
+            continue
+        meant = closest_setting(name)
+        if meant is None:
+            ignored.append(variable)
+        else:
+            refused[variable] = f"KEYTURN_{meant.upper()}"
+    return refused, ignored
+
+
+def _problem(error: Any, variables: Mapping[str, str]) -> str:
+    """One pydantic error as ``VARIABLE: what is wrong`` (no pydantic wording or URL)."""
+    location = error.get("loc") or ()
+    field = str(location[0]) if location else ""
+    kind = error.get("type", "")
+    context = error.get("ctx") or {}
+    if kind == "value_error":
+        reason = str(context.get("error", error.get("msg", "")))
+    elif kind in _REWORDED:
+        reason = _REWORDED[kind].format(**context)
+    else:
+        reason = str(error.get("msg", "is invalid")).replace("Input should", "must")
+    if not field:  # a model-level rule; its message starts with the field it is about
+        head, _, rest = reason.partition(": ")
+        if head in Settings.model_fields and rest:
+            return f"invalid setting {variables.get(head, f'KEYTURN_{head.upper()}')}: {rest}"
+        return f"invalid setting: {reason}"
+    return f"invalid setting {variables.get(field, f'KEYTURN_{field.upper()}')}: {reason}"
 
 
 def legacy_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -223,34 +346,82 @@ class Settings(BaseSettings):
         "are cancelled.",
     )
 
+    # Where each setting's value came from (`source`): filled by `from_environment`.
+    _sources: dict[str, str] = PrivateAttr(default_factory=dict)
+
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None, **values: Any) -> Settings:
         """Build settings from ``KEYTURN_*`` plus JWThenticator's names (``KEYTURN_*`` wins).
 
+        ``values`` (command-line options) win over both. An unknown ``KEYTURN_*`` variable
+        close to a setting's name is refused as a misspelling; any other is left alone
+        (`unknown_variables`).
+
         Raises:
-            pydantic.ValidationError: a value is malformed; the message names the field.
+            SettingsError: a variable is misspelt or a value is malformed; each problem
+                names the variable, never its value.
         """
         env = os.environ if environ is None else environ
+        refused, _ignored = unknown_variables(env)
+        if refused:
+            raise SettingsError(
+                [
+                    f"unknown setting {variable} (did you mean {meant}?)"
+                    for variable, meant in refused.items()
+                ]
+            )
         legacy = {
             name: value
             for name, value in legacy_overrides(env).items()
             if f"KEYTURN_{name.upper()}" not in env
         }
-        # KEYTURN_* names are passed explicitly, so a misspelt one is an error, not ignored.
         own = {
             name.removeprefix("KEYTURN_").lower(): value
             for name, value in env.items()
-            if name.startswith("KEYTURN_") and name not in _NOT_SETTINGS
+            if name.startswith("KEYTURN_")
+            and name.removeprefix("KEYTURN_").lower() in cls.model_fields
         }
-        return cls(**{**legacy, **own, **values})
+        sources = dict.fromkeys(cls.model_fields, "default")
+        by_setting = {setting: variable for variable, setting in LEGACY_ENVIRONMENT.items()}
+        for name in legacy:
+            sources[name] = by_setting.get(name, "+".join(v for v in _LEGACY_DATABASE if v in env))
+        sources.update({name: f"KEYTURN_{name.upper()}" for name in own})
+        sources.update(dict.fromkeys(values, "command line"))
+        try:
+            settings = cls(**{**legacy, **own, **values})
+        except ValidationError as exc:
+            variables = {
+                name: source if source not in ("default", "command line") else ""
+                for name, source in sources.items()
+            }
+            names = {
+                name: variable or f"KEYTURN_{name.upper()}" for name, variable in variables.items()
+            }
+            for name in values:
+                names[name] = f"{name} (command line)"
+            raise SettingsError(
+                list(dict.fromkeys(_problem(error, names) for error in exc.errors()))
+            ) from None
+        settings._sources = sources
+        return settings
+
+    def source(self, name: str) -> str:
+        """Where setting ``name`` came from: ``default``, ``command line``, or a variable."""
+        return self._sources.get(name, "default")
 
     @field_validator(*_DURATIONS, mode="before")
     @classmethod
     def _seconds(cls, value: Any) -> Any:
-        # Durations are whole seconds in the environment ("900"), as in JWThenticator.
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            return int(value)
-        return value
+        # Durations are whole seconds in the environment ("900"), as in JWThenticator,
+        # or carry a unit: 900s, 15m, 24h, 30d.
+        if not isinstance(value, str):
+            return value
+        match = _DURATION.fullmatch(value)
+        if match is None:
+            raise ValueError(
+                "not a duration: use whole seconds (900) or a number with a unit s, m, h or d (15m)"
+            )
+        return timedelta(seconds=int(match[1]) * _DURATION_UNITS[match[2].lower()])
 
     @field_validator(
         "access_token_lifetime",
@@ -287,7 +458,10 @@ class Settings(BaseSettings):
             # Room for JWThenticator's 25 h JWT_LEASE_TIME, and no more.
             raise ValueError("access_token_lifetime: at most two days (172800 seconds)")
         if self.signing_key_pem is not None and self.signing_key_file is not None:
-            raise ValueError("set signing_key_pem or signing_key_file, not both")
+            raise ValueError(
+                "signing_key_pem: set KEYTURN_SIGNING_KEY_PEM (RSA_PRIVATE_KEY) or "
+                "KEYTURN_SIGNING_KEY_FILE (RSA_PRIVATE_KEY_PATH), not both"
+            )
         return self
 
     @property

@@ -29,6 +29,8 @@ from keyturn.errors import KeyturnError
 __all__ = ["ServerSecrets", "ServerSecretsError", "load_server_secrets"]
 
 KEK_FILE_NAME: Final = "kek"
+# What a malformed value's message suggests (`openssl rand -hex 32` is hex, not base64url).
+_HINT: Final = "`keyturn secrets generate` prints a KEK and a pepper"
 PEPPER_FILE_NAME: Final = "pepper"
 
 
@@ -76,11 +78,14 @@ def load_server_secrets(
     keks = []
     for value in kek_values:
         if len(value) != KEK_BYTES:
-            raise ServerSecretsError(f"a KEK must decode to exactly {KEK_BYTES} bytes")
+            raise ServerSecretsError(
+                f"a KEK must be {KEK_BYTES} random bytes in base64url ({_HINT})"
+            )
         keks.append(KeyEncryptionKey(value))
     if len(pepper_values) != 1 or len(pepper_values[0]) < MIN_PEPPER_BYTES:
         raise ServerSecretsError(
-            f"the pepper must be one value of at least {MIN_PEPPER_BYTES} bytes"
+            f"the pepper must be one value of at least {MIN_PEPPER_BYTES} random bytes in "
+            f"base64url ({_HINT})"
         )
     return ServerSecrets(key_wrapper=KeyWrapper(keks), pepper=Pepper(pepper_values[0]))
 
@@ -119,7 +124,7 @@ def _decode_all(text: str, what: str, where: str) -> list[bytes]:
             values.append(base64.urlsafe_b64decode(item + "=" * (-len(item) % 4)))
         except (binascii.Error, ValueError) as exc:
             # Never echo the value: it is a secret, even when malformed.
-            raise ServerSecretsError(f"the {what} in {where} is not base64url") from exc
+            raise ServerSecretsError(f"the {what} in {where} is not base64url ({_HINT})") from exc
     if not values:
         raise ServerSecretsError(f"no {what} found in {where}")
     return values

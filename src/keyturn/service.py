@@ -49,6 +49,7 @@ from keyturn.core.tokens import (
     issue_access_token,
 )
 from keyturn.errors import (
+    ConflictError,
     InsufficientScopeError,
     InvalidClientError,
     InvalidGrantError,
@@ -110,6 +111,11 @@ _FAMILY_DENY_MARGIN: Final = timedelta(minutes=1)
 def utc_now() -> datetime:
     """The current time, timezone-aware UTC (the service's default clock)."""
     return datetime.now(UTC)
+
+
+def _minute(moment: datetime) -> str:
+    """A time for a message: UTC to the minute, ISO 8601 (2026-12-07T21:52Z)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%MZ")
 
 
 @dataclass(frozen=True, slots=True)
@@ -478,8 +484,14 @@ class KeyturnService:
     ) -> CreatedKey:
         """Give a key a new secret; the old one keeps working for ``grace``.
 
+        Only one replaced secret is kept. While it is still in its grace period, a second
+        rotation would end it at once, so it is refused -- unless ``grace`` is zero, which
+        ends every older secret now (the emergency path, e.g. a leaked secret).
+
         Raises:
-            NotFoundError: no such usable key (unknown, revoked or expired).
+            NotFoundError: no such usable key (unknown, revoked or expired; the message
+                says which).
+            ConflictError: the previous rotation's grace period is still running.
         """
         now = self._clock()
         grace = self.config.key_rotation_grace if grace is None else grace
@@ -488,6 +500,26 @@ class KeyturnService:
             secret = generate_secret(SecretKind.API_KEY, secret_id=key_id)
         except ValueError as exc:
             raise NotFoundError(f"no usable API key with id {key_id!r}") from exc
+        current = await self.storage.keys.get(key_id)
+        if current is None:
+            raise NotFoundError(f"no usable API key with id {key_id!r}")
+        if current.revoked_at is not None:
+            raise NotFoundError(
+                f"API key {key_id!r} is revoked (since {_minute(current.revoked_at)}): "
+                "create a new key instead"
+            )
+        if current.expires_at is not None and current.expires_at <= now:
+            raise NotFoundError(
+                f"API key {key_id!r} expired at {_minute(current.expires_at)}: "
+                "create a new key instead"
+            )
+        previous_until = current.previous_expires_at
+        if previous_until is not None and previous_until > now and grace > timedelta(0):
+            raise ConflictError(
+                f"API key {key_id!r} was rotated recently and its previous secret works until "
+                f"{_minute(previous_until)}; rotating again would end that grace at once: "
+                "wait until then, or rotate with a grace of 0 to end every older secret now"
+            )
         record = await self.storage.keys.rotate(
             key_id,
             new_hash=self._pepper.hash(secret.value, SecretKind.API_KEY),

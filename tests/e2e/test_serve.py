@@ -7,6 +7,7 @@ exit status 0: a graceful shutdown.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -20,8 +21,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from prometheus_client.parser import text_string_to_metric_families
 
+from keyturn.core.signing import SigningKey
 from tests.serve_fixtures import (
     START_DEADLINE,
     STOP_DEADLINE,
@@ -300,10 +304,12 @@ def test_two_workers_share_the_database(keyturn_server: Serve) -> None:
     while (count := summed_metrics(httpx.get(f"{server.admin}/metrics").text)[key]) != 6:
         assert time.monotonic() < deadline, count
         time.sleep(0.1)  # poll interval
+    server.wait_for_log(lambda log: "tokens are issued by" in log)
     assert server.stop() == 0
     log = server.log()
     for pid in _worker_pids(log):
         assert f"Finished server process [{pid}]" in log, log
+    assert log.count("keyturn ready: ") == 1  # one announcement, not one per worker
     assert_clean_log(server)
 
 
@@ -327,3 +333,67 @@ def test_a_killed_worker_stops_the_server(keyturn_server: Serve) -> None:
         "the server stopped"
     ) in log
     assert f"Finished server process [{survivor}]" in log  # the other one stopped gracefully
+
+
+def test_start_up_logs_one_ready_line_with_the_urls_and_the_issuer(keyturn_server: Serve) -> None:
+    """Findings 10 and 21: the listeners are announced once they accept connections, with
+    where the docs are; the issuer and how to set it follow; uvicorn's per-server lines
+    appear once per process, not once per listener; alembic's set-up chatter is gone."""
+    server = keyturn_server()
+    log = server.wait_for_log(lambda text: "tokens are issued by" in text)
+    assert server.stop() == 0
+    events = [json.loads(line)["event"] for line in server.log().splitlines()]
+
+    ready = [event for event in events if event.startswith("keyturn ready")]
+    assert ready == [
+        f"keyturn ready: public http://0.0.0.0:{server.public_port} (docs at "
+        f"http://localhost:{server.public_port}/docs), admin http://127.0.0.1:"
+        f"{server.admin_port} (docs at http://127.0.0.1:{server.admin_port}/docs)"
+    ]
+    assert events[events.index(ready[0]) + 1] == (
+        "tokens are issued by http://localhost:8080 (the default); verifiers must expect "
+        "this issuer: set KEYTURN_ISSUER to the URL clients use"
+    )
+    assert any(event.startswith("Running upgrade") for event in events)  # the first start
+    assert not any(event.startswith(("Context impl", "Will assume")) for event in events)
+    for once in ("Started server process", "Shutting down", "Finished server process"):
+        assert sum(event.startswith(once) for event in events) == 1, (once, log)
+    # Nothing about the listeners before the database is ready.
+    assert events.index(ready[0]) > max(
+        i for i, event in enumerate(events) if event.startswith("Running upgrade")
+    )
+
+
+def test_the_issuer_line_names_the_variable_that_set_it(keyturn_server: Serve) -> None:
+    server = keyturn_server(env={"KEYTURN_ISSUER": "https://auth.example"})
+    log = server.wait_for_log(lambda text: "tokens are issued by" in text)
+
+    assert (
+        "tokens are issued by https://auth.example (KEYTURN_ISSUER); verifiers must expect "
+        "this issuer" in log
+    )
+
+
+def test_an_imported_signing_key_is_logged_with_its_kid_and_source(
+    keyturn_server: Serve, tmp_path: Path
+) -> None:
+    """Finding 14: JWThenticator's RSA_PRIVATE_KEY_PATH import is visible at start-up."""
+    pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    path = tmp_path / "jwt_rsa.pem"
+    path.write_bytes(pem)
+    kid = SigningKey.from_pem(pem).kid
+
+    server = keyturn_server(env={"RSA_PRIVATE_KEY_PATH": str(path)})
+    jwks = httpx.get(f"{server.public}/jwks").json()
+    assert server.stop() == 0
+
+    assert (
+        f"signing key kid={kid} (RS256) loaded from the signing key file {path} "
+        "(RSA_PRIVATE_KEY_PATH)"
+    ) in server.log()
+    assert kid in [key["kid"] for key in jwks["keys"]]
+    assert pem.decode().splitlines()[1] not in server.log()

@@ -65,6 +65,34 @@ def _drop_color_message(
     return event
 
 
+class _OncePerProcess(logging.Filter):
+    """Let uvicorn's per-server lines through once: both listeners share a process."""
+
+    _PER_SERVER: Final = ("Started server process", "Shutting down", "Finished server process")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if not message.startswith(self._PER_SERVER):
+            return True
+        if message in self._seen:
+            return False
+        self._seen.add(message)
+        return True
+
+
+class _MigrationChatter(logging.Filter):
+    """Alembic's set-up lines are for debugging; "Running upgrade ..." stays at info."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage().startswith(
+            "Running upgrade"
+        ) or logging.getLogger().isEnabledFor(logging.DEBUG)
+
+
 def _renderer(log_format: str) -> Any:
     if log_format == "console":
         return structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
@@ -121,3 +149,12 @@ def configure_logging(
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
+    _replace_filter(logging.getLogger("uvicorn.error"), _OncePerProcess())
+    _replace_filter(logging.getLogger("alembic.runtime.migration"), _MigrationChatter())
+
+
+def _replace_filter(logger: logging.Logger, new: logging.Filter) -> None:
+    for old in logger.filters[:]:
+        if type(old) is type(new):
+            logger.removeFilter(old)
+    logger.addFilter(new)

@@ -397,7 +397,7 @@ OPERATIONS: dict[tuple[str, str], _Op] = {
         params=(_KEY_ID,),
         responses={
             "200": _body(_ref(models.CreatedKeyOut)),
-            **_problems("400", "401", "404", "413", "415", "503"),
+            **_problems("400", "401", "404", "409", "413", "415", "503"),
         },
     ),
     ("post", "/v1/admin/users"): _Op(

@@ -35,7 +35,14 @@ from keyturn.server.logs import configure_logging
 from keyturn.server.metrics import clean_multiprocess_dir
 from keyturn.server.state import KeyturnState, is_loopback
 
-__all__ = ["ServeError", "bind", "check_admin_exposure", "serve"]
+__all__ = [
+    "ServeError",
+    "bind",
+    "check_admin_exposure",
+    "issuer_message",
+    "ready_message",
+    "serve",
+]
 
 logger = logging.getLogger("keyturn.server")
 
@@ -47,9 +54,43 @@ class ServeError(KeyturnError):
 class _Server(uvicorn.Server):
     """A uvicorn server whose signals the runner handles (two servers share one loop)."""
 
+    on_started: Callable[[], None] | None = None
+
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started and self.on_started is not None:
+            self.on_started()
+
+
+def _url(host: str, port: int, prefix: str = "") -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}{prefix}"
+
+
+def ready_message(settings: Settings, sockets: dict[str, socket.socket]) -> str:
+    """The one line logged once every listener of a process accepts connections."""
+    parts = []
+    for name, sock in sockets.items():
+        host, port = sock.getsockname()[:2]
+        browse = "localhost" if host in ("0.0.0.0", "::") else host  # noqa: S104
+        parts.append(
+            f"{name} {_url(host, port)} (docs at {_url(browse, port, settings.url_prefix)}/docs)"
+        )
+    return f"keyturn ready: {', '.join(parts)}"
+
+
+def issuer_message(settings: Settings) -> str:
+    """Which issuer tokens carry, where that came from, and how to change it."""
+    source = settings.source("issuer")
+    origin = "the default" if source == "default" else source
+    return (
+        f"tokens are issued by {settings.issuer} ({origin}); verifiers must expect this "
+        "issuer: set KEYTURN_ISSUER to the URL clients use"
+    )
 
 
 def check_admin_exposure(settings: Settings) -> None:
@@ -101,7 +142,9 @@ def _config(app: Any, settings: Settings, *, trust_proxies: bool) -> uvicorn.Con
     )
 
 
-async def _serve(settings: Settings, sockets: dict[str, socket.socket]) -> None:
+async def _serve(
+    settings: Settings, sockets: dict[str, socket.socket], *, announce: bool = True
+) -> None:
     state = await KeyturnState.open(settings)
     servers: list[tuple[_Server, socket.socket]] = []
     try:
@@ -111,6 +154,17 @@ async def _serve(settings: Settings, sockets: dict[str, socket.socket]) -> None:
             # The admin listener never rewrites the peer from X-Forwarded-For (T-OPS-03).
             admin = _Server(_config(build_admin_app(state), settings, trust_proxies=False))
             servers.append((admin, sockets["admin"]))
+        started = 0
+
+        def one_started() -> None:
+            nonlocal started
+            started += 1
+            if started == len(servers) and announce:
+                logger.info(ready_message(settings, sockets))
+                logger.info(issuer_message(settings))
+
+        for server, _ in servers:
+            server.on_started = one_started
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, _stop, [server for server, _ in servers])
@@ -125,18 +179,20 @@ def _stop(servers: list[_Server]) -> None:
         server.should_exit = True
 
 
-def _run_loop(settings: Settings, sockets: dict[str, socket.socket]) -> None:
+def _run_loop(
+    settings: Settings, sockets: dict[str, socket.socket], *, announce: bool = True
+) -> None:
     try:
         import uvloop  # noqa: PLC0415 -- optional speed-up, part of uvicorn[standard]
     except ImportError:  # pragma: no cover
-        asyncio.run(_serve(settings, sockets))
+        asyncio.run(_serve(settings, sockets, announce=announce))
     else:
-        uvloop.run(_serve(settings, sockets))
+        uvloop.run(_serve(settings, sockets, announce=announce))
 
 
-def _worker(settings: Settings, sockets: dict[str, socket.socket]) -> None:
+def _worker(settings: Settings, sockets: dict[str, socket.socket], announce: bool) -> None:
     configure_logging(settings.log_level, settings.log_format)
-    _run_loop(settings, sockets)
+    _run_loop(settings, sockets, announce=announce)
 
 
 async def _prepare(settings: Settings) -> None:
@@ -164,9 +220,6 @@ def serve(settings: Settings, *, workers: int | None = None) -> None:
     sockets = {"public": bind(settings.public_host, settings.public_port)}
     if not settings.disable_admin_api:
         sockets["admin"] = bind(settings.admin_host, settings.admin_port)
-    for name, sock in sockets.items():
-        host, port = sock.getsockname()[:2]
-        logger.info("keyturn %s listener on %s:%s", name, host, port)
     count = workers or settings.workers
     try:
         if count == 1:
@@ -175,8 +228,9 @@ def serve(settings: Settings, *, workers: int | None = None) -> None:
         asyncio.run(_prepare(settings))
         context = multiprocessing.get_context("spawn")
         processes = [
-            context.Process(target=_worker, args=(settings, sockets), daemon=False)
-            for _ in range(count)
+            # The first worker announces the server ready; the others stay quiet.
+            context.Process(target=_worker, args=(settings, sockets, index == 0), daemon=False)
+            for index in range(count)
         ]
         with _metrics_directory() as directory:
             _run_workers(processes, on_exit=lambda pid: clean_multiprocess_dir(directory, pid))

@@ -23,7 +23,7 @@ from keyturn.core.passwords import PasswordHasher
 from keyturn.core.policy import ClaimsPolicy
 from keyturn.core.signing import SigningKey
 from keyturn.core.throttle import login_buckets
-from keyturn.errors import KeyturnError
+from keyturn.errors import KeyturnError, SigningKeyError
 from keyturn.server.errors import RateLimitedError
 from keyturn.server.metrics import PrometheusObserver, ServerMetrics
 from keyturn.server.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
@@ -82,16 +82,23 @@ class KeyturnState:
         background: bool = True,
         clock: Callable[[], datetime] = utc_now,
         password_hasher: PasswordHasher | None = None,
+        create_secrets: bool = True,
     ) -> KeyturnState:
         """Connect storage (migrating if configured), load secrets and keys, start polling.
 
         ``clock`` is the service's and the in-process rate limiter's time source; tests
         pass a `keyturn.testing.FakeClock` to move time instead of sleeping.
         ``password_hasher`` replaces the OWASP argon2id parameters (tests use cheap ones).
+        ``create_secrets=False`` refuses to generate a missing KEK or pepper file (the
+        CLI's read-only commands never create anything).
 
         Raises:
             KeyturnError: storage, secrets or keys are unusable (message says which).
         """
+        # The files named in the settings first: a mistake there is reported before the
+        # database is touched (or migrated).
+        policy = _configured_policy(settings)
+        imported = _configured_signing_key(settings)
         storage = await SQLStorage.open(
             settings.resolved_database_url,
             migrate=settings.should_migrate_on_start,
@@ -108,11 +115,7 @@ class KeyturnState:
                 kek_file=settings.kek_file,
                 pepper=_secret(settings.pepper),
                 pepper_file=settings.pepper_file,
-            )
-            policy = (
-                ClaimsPolicy.from_toml_file(settings.policy_file)
-                if settings.policy_file is not None
-                else None
+                create=create_secrets,
             )
             service = KeyturnService(
                 storage,
@@ -125,7 +128,6 @@ class KeyturnState:
                 password_concurrency=settings.password_hash_concurrency,
                 observer=PrometheusObserver(metrics),
             )
-            imported = _configured_signing_key(settings)
             if imported is not None:
                 await service.import_signing_key(imported)
             await service.start()
@@ -229,16 +231,60 @@ def _secret(value: object) -> str | None:
     return get() if callable(get) else None
 
 
+def _configured_policy(settings: Settings) -> ClaimsPolicy | None:
+    """The claims policy in ``policy_file``, or None for the default policy.
+
+    Raises:
+        KeyturnError: the file cannot be read or parsed; the message names the file,
+            the variable it came from, and (for TOML syntax) the line.
+    """
+    path = settings.policy_file
+    if path is None:
+        return None
+    where = f"the claims policy {path} ({settings.source('policy_file')})"
+    try:
+        return ClaimsPolicy.from_toml_file(path)
+    except OSError as exc:
+        raise KeyturnError(f"cannot read {where}: {exc.strerror}") from exc
+    except ValueError as exc:  # tomllib.TOMLDecodeError included: it names the line
+        raise KeyturnError(f"{where} is invalid: {exc}") from exc
+
+
 def _configured_signing_key(settings: Settings) -> SigningKey | None:
-    """The signing key named by ``signing_key_pem`` / ``signing_key_file`` (migration)."""
+    """The signing key named by ``signing_key_pem`` / ``signing_key_file`` (migration).
+
+    Raises:
+        SigningKeyError: unreadable or not a usable private key; the message names the
+            variable it came from (and the file), never the key.
+    """
     if settings.signing_key_pem is not None:
-        return SigningKey.from_pem(settings.signing_key_pem.get_secret_value())
-    if settings.signing_key_file is not None:
+        pem = settings.signing_key_pem.get_secret_value().encode()
+        where = f"the signing key in {settings.source('signing_key_pem')}"
+    elif settings.signing_key_file is not None:
+        path = settings.signing_key_file
+        where = f"the signing key file {path} ({settings.source('signing_key_file')})"
         try:
-            pem = settings.signing_key_file.read_bytes()
+            pem = path.read_bytes()
         except OSError as exc:
-            raise KeyturnError(
-                f"cannot read the signing key file {settings.signing_key_file}: {exc.strerror}"
-            ) from exc
-        return SigningKey.from_pem(pem)
-    return None
+            raise KeyturnError(f"cannot read {where}: {exc.strerror}") from exc
+    else:
+        return None
+    try:
+        key = SigningKey.from_pem(pem)
+    except SigningKeyError as exc:
+        raise SigningKeyError(f"{where}: {_pem_problem(pem, exc.message)}") from exc
+    logger.info("signing key kid=%s (%s) loaded from %s", key.kid, key.alg, where)
+    return key
+
+
+def _pem_problem(pem: bytes, message: str) -> str:
+    """Why a PEM is not a usable private key, in a person's words (never its content)."""
+    if b"-----BEGIN" not in pem:
+        return "not PEM text (expected -----BEGIN PRIVATE KEY-----)"
+    if b"PUBLIC KEY-----" in pem or b"CERTIFICATE-----" in pem:
+        return "it holds a public key or certificate; a private key is needed"
+    if b"ENCRYPTED" in pem:
+        return "it is encrypted with a password; store it unencrypted"
+    if b"PRIVATE KEY-----" in pem and message.startswith("not a usable PEM private key"):
+        return "the PEM private key is damaged or truncated"
+    return message
