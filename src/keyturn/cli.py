@@ -30,6 +30,7 @@ from keyturn.core.secrets import SecretKind, generate_secret
 from keyturn.core.signing import DEFAULT_ALGORITHM, SUPPORTED_ALGORITHMS, SigningKey
 from keyturn.core.tokens import peek_unverified_claims
 from keyturn.errors import KeyturnError, StorageUnavailableError
+from keyturn.healthcheck import healthcheck
 
 if TYPE_CHECKING:
     from keyturn.config import Settings
@@ -867,6 +868,9 @@ def serve(
 def config_show(as_json: JsonOption = False) -> None:
     """Print every setting as Keyturn resolves it, secrets masked."""
     _emit(_settings().masked(), as_json)
+
+
+app.command("healthcheck")(healthcheck)  # keyturn/healthcheck.py: the image's HEALTHCHECK
 
 
 def main() -> None:
