@@ -49,6 +49,7 @@ from keyturn.core.tokens import (
     issue_access_token,
 )
 from keyturn.errors import (
+    ConflictError,
     InsufficientScopeError,
     InvalidGrantError,
     InvalidRequestError,
@@ -95,6 +96,8 @@ PASSWORD_LEVEL: Final = 2.0
 PASSWORD_FACTOR: Final = "password"  # noqa: S105 -- the factor's name, not a secret
 #: Room for JWThenticator's 25-hour JWT_LEASE_TIME; Keyturn's default is 15 minutes.
 MAX_ACCESS_TOKEN_LIFETIME: Final = timedelta(days=2)
+#: What a second account for an email is refused with (the CLI and the 409 `detail`).
+DUPLICATE_EMAIL: Final = "a user with this email already exists (emails ignore case)"
 
 
 def utc_now() -> datetime:
@@ -846,12 +849,13 @@ class KeyturnService:
             scopes=scopes,
             password_changed_at=now,
         )
-        await self.storage.users.add(
-            record,
-            audit=self._audit(
-                "user.created", record.id, actor, request_id, now, email=email, roles=list(roles)
-            ),
+        audit = self._audit(
+            "user.created", record.id, actor, request_id, now, email=email, roles=list(roles)
         )
+        try:
+            await self.storage.users.add(record, audit=audit)
+        except ConflictError as exc:  # the id is new: only the email's unique key can clash
+            raise ConflictError(DUPLICATE_EMAIL) from exc
         return record
 
     async def get_user(self, user_id: str) -> UserRecord:

@@ -433,6 +433,10 @@ async def test_admin_refuses_bad_users(
     assert response.headers["content-type"] == "application/problem+json"
     if "password" in body:
         assert body["password"] not in response.text
+    if error == "conflict":  # finding 19: the detail said "it clashes with a stored record"
+        assert response.json()["detail"] == (
+            "a user with this email already exists (emails ignore case)"
+        )
 
 
 @pytest.mark.parametrize(
