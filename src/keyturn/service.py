@@ -1288,12 +1288,18 @@ class KeyturnService:
     def _grant(self, holder: ApiKeyRecord | UserRecord, scopes: Iterable[str] | None) -> Grant:
         """What a token for ``holder`` may carry: a key's stored claims, or a password login's."""
         if isinstance(holder, UserRecord):
-            return self.policy.build_claims(
-                roles=holder.roles or None,
-                requested_scopes=scopes,
-                key_scopes=holder.scopes,
-                extras=self._password_claims(),
-            )
+            try:
+                return self.policy.build_claims(
+                    roles=holder.roles or None,
+                    requested_scopes=scopes,
+                    key_scopes=holder.scopes,
+                    extras=self._password_claims(),
+                )
+            except PolicyViolation as exc:  # the policy's words speak of keys
+                reason = exc.reason.replace("this key and its roles", "this user and their roles")
+                if reason == exc.reason:
+                    raise
+                raise PolicyViolation(exc.claim, exc.value, reason) from exc
         return self.policy.build_claims(
             roles=holder.roles or None,
             requested_scopes=scopes,
