@@ -1,13 +1,32 @@
 """Call a protected service with tokens from Keyturn, using ``keyturn.client``.
 
-Usage (a running ``keyturn serve`` and a key from ``keyturn keys create --scope read``)::
+Try it: paste this into bash at the repository's root (``curl``). It starts Keyturn,
+creates a key that may ask for ``read``, and runs this script with it::
 
-    KEYTURN_URL=http://localhost:8080 KEYTURN_API_KEY=kt_... python examples/client_script.py
+    export KEYTURN_URL=${KEYTURN_URL:-http://localhost:8080}  # where Keyturn listens
+    keyturn serve &                       # data in ./.keyturn; or run it in another terminal
+    until curl -fso /dev/null "$KEYTURN_URL/healthz"; do sleep 0.2; done  # wait until ready
+    KEY=$(keyturn keys create --name script --scope read --json |
+          python3 -c 'import json, sys; print(json.load(sys.stdin)["key"])')
+    KEYTURN_API_KEY=$KEY python3 examples/client_script.py
+    kill %1; wait                         # stop Keyturn
+
+Among Keyturn's log lines it prints::
+
+    async GET /v1/validate: 200
+    subject: key:...
+    refresh token rotated: True
+    refresh token saved: True
+    sync GET /v1/validate: 200
+    refresh token saved: True
+    httpx.Client(auth=KeyturnAuth) GET: 200
 
 The "protected service" is Keyturn's own ``GET /v1/validate``, the check a gateway makes,
 so nothing else needs to run. The script trades the key for a token, renews it, saves
-the rotating refresh token to a file (mode 0600) and starts a second client from that
-file alone, as a process restarted without its key would.
+the rotating refresh token to a file (``KEYTURN_REFRESH_TOKEN_FILE``, default
+``.keyturn-refresh-token``, mode 0600) and starts a second client from that file alone,
+as a process restarted without its key would. ``tests/examples/test_recipes.py`` runs
+this recipe.
 """
 
 from __future__ import annotations

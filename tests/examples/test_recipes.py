@@ -1,11 +1,12 @@
 """Each example's "Try it" recipe, pasted into bash as its docstring prints it.
 
 The recipe is the docstring's first literal block (after ``::``) and what it prints the
-second (in that order, among the log lines of the servers it starts). It runs from the repository's root with only the variables a reader would move
-set to this test's values: Keyturn's ports and data directory, ``KEYTURN_URL`` and
-``SERVICE_PORT``. It starts ``keyturn serve`` itself, waits for it, creates its key with
-``keyturn keys create``, starts the example and stops both; its own process group is
-killed afterwards whatever happened.
+second (in that order, among the log lines of the servers it starts). It runs from the
+repository's root with only the variables a reader would move set to this test's values:
+Keyturn's ports and data directory, ``KEYTURN_URL``, ``KT_ADMIN``, ``SERVICE_PORT`` and
+the client's ``KEYTURN_REFRESH_TOKEN_FILE``. It starts ``keyturn serve`` itself, waits
+for it, creates its key (or user) with the CLI, starts the example and stops both; its
+own process group is killed afterwards whatever happened.
 
 Findings 12 and 13 of the newcomer trial: the docstrings did not say which key (scope,
 identifier) the example needs, and ``keyturn serve &`` raced the example's start-up.
@@ -67,7 +68,16 @@ def test_the_recipe_creates_the_key_the_example_needs_and_waits_for_keyturn(
     assert "KEYTURN_ISSUER" in script
 
 
-@pytest.mark.parametrize("name", ["fastapi_service", "aiohttp_service"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "fastapi_service",
+        "aiohttp_service",
+        "aiohttp_jwthenticator",
+        "aiohttp_tutorial",
+        "client_script",
+    ],
+)
 def test_the_recipe_runs_as_printed(name: str, tmp_path: Path) -> None:
     if shutil.which("curl") is None:
         if os.environ.get("CI") == "true":
@@ -81,7 +91,9 @@ def test_the_recipe_runs_as_printed(name: str, tmp_path: Path) -> None:
             "KEYTURN_PUBLIC_PORT": str(public_port),
             "KEYTURN_ADMIN_PORT": str(admin_port),
             "KEYTURN_DATA_DIR": str(tmp_path / "data"),
+            "KT_ADMIN": f"http://127.0.0.1:{admin_port}",
             "SERVICE_PORT": str(service_port),
+            "KEYTURN_REFRESH_TOKEN_FILE": str(tmp_path / "refresh-token"),
         }
     )
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
