@@ -6,9 +6,12 @@ Each test names the finding of the newcomer trial (issue 15) it guards.
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from tests.deploy.conftest import main_config
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
@@ -73,3 +76,65 @@ def test_the_users_page_defines_every_variable_its_commands_use() -> None:
     }
     assert undefined == set()
     assert {"KT", "KT_ADMIN"} <= set(assigned)
+
+
+ROOT = DOCS.parent
+
+
+def test_the_one_machine_nginx_recipe_points_the_shipped_file_at_local_ports(
+    tmp_path: Path,
+) -> None:
+    """Finding 16: the "Try it by hand" curls needed nginx and Keyturn both on 8080 and
+    never said which ports to use; the upstreams were Compose names."""
+    nginx = section("deployment.md", "nginx `auth_request`")
+    (block,) = [b for b in fenced_blocks(nginx, "sh") if "deploy/nginx/keyturn.conf |" in b]
+    command = re.search(r"^sed .*?deploy/nginx/keyturn\.conf", block, re.S | re.M)
+    assert command is not None
+
+    rendered = subprocess.run(  # noqa: S603 -- the page's own sed line
+        ["/bin/bash", "-euo", "pipefail", "-c", command.group(0)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+
+    assert re.findall(r"^\s*server (\S+);", rendered, re.M) == ["127.0.0.1:8080", "127.0.0.1:9000"]
+    assert re.findall(r"^\s*listen (\S+);", rendered, re.M) == ["127.0.0.1:8000"]
+    assert "keyturn serve &" in block
+    assert "http.server 9000" in block
+    curls = [line for line in block.splitlines() if line.startswith(("TOKEN=", "curl "))]
+    assert curls
+    assert all("http://localhost:8000/" in line for line in curls)  # through nginx
+    (tmp_path / "keyturn.conf").write_text(rendered)
+    nginx_binary = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
+    if nginx_binary is not None:  # tests/deploy/test_nginx.py runs the file itself
+        (tmp_path / "temp").mkdir()
+        conf = tmp_path / "nginx.conf"
+        conf.write_text(main_config(tmp_path, rendered))
+        checked = subprocess.run(  # noqa: S603
+            [
+                nginx_binary,
+                "-p",
+                str(tmp_path),
+                "-e",
+                str(tmp_path / "e.log"),
+                "-c",
+                str(conf),
+                "-t",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert checked.returncode == 0, checked.stderr
+
+
+def test_every_page_writes_the_key_as_the_basic_password() -> None:
+    """Finding 16: ``docs/deployment.md`` used ``-u "$KEY:"``, ``docs/api.md``
+    ``-u ":$KEY"``; both work, but the pages now agree on one."""
+    pages = [*DOCS.glob("*.md"), ROOT / "README.md", *(ROOT / "examples").glob("*.py")]
+    other_form = [page.name for page in pages if '-u "$KEY:"' in page.read_text()]
+
+    assert other_form == []
