@@ -138,3 +138,15 @@ def test_every_page_writes_the_key_as_the_basic_password() -> None:
     other_form = [page.name for page in pages if '-u "$KEY:"' in page.read_text()]
 
     assert other_form == []
+
+
+def test_every_page_that_verifies_against_keyturn_says_the_issuer_must_match() -> None:
+    """Finding 10: with ``keyturn serve --port 18680`` the examples' verifiers expected
+    ``http://localhost:18680`` while tokens said ``http://localhost:8080``, and no page
+    said that ``KEYTURN_ISSUER`` must be set and given to verifiers."""
+    pages = [*DOCS.glob("*.md"), ROOT / "README.md", *(ROOT / "examples").glob("*.py")]
+    verifying = [page for page in pages if "JWKSVerifier(" in page.read_text()]
+    silent = [page.name for page in verifying if "KEYTURN_ISSUER" not in page.read_text()]
+
+    assert len(verifying) >= 5
+    assert silent == []
