@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from tests.deploy.conftest import main_config
+from tests.serve_fixtures import free_port
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
@@ -112,7 +113,9 @@ def test_the_one_machine_nginx_recipe_points_the_shipped_file_at_local_ports(
     if nginx_binary is not None:  # tests/deploy/test_nginx.py runs the file itself
         (tmp_path / "temp").mkdir()
         conf = tmp_path / "nginx.conf"
-        conf.write_text(main_config(tmp_path, rendered))
+        # nginx -t may open the listening socket: a free port, not the reader's 8000.
+        checkable = rendered.replace("listen 127.0.0.1:8000;", f"listen 127.0.0.1:{free_port()};")
+        conf.write_text(main_config(tmp_path, checkable))
         checked = subprocess.run(  # noqa: S603
             [
                 nginx_binary,
