@@ -76,5 +76,6 @@ def test_invalid_settings_are_unhealthy_not_dockers_reserved_exit_2(
     result = runner.invoke(app, ["healthcheck"])
 
     assert result.exit_code == 1
-    assert result.stderr.startswith("error: invalid settings")
+    assert result.stderr.startswith("error: invalid setting")
+    assert "public_port" in result.stderr.lower()  # the setting at fault is named
     assert "Traceback" not in result.output
