@@ -25,12 +25,12 @@ RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
 
 # The public listener on every interface; the admin listener stays on loopback unless
 # KEYTURN_ADMIN_HOST=0.0.0.0 and KEYTURN_ADMIN_TOKEN are set (Keyturn refuses otherwise).
+# No port is set here: the defaults are 8080 (public) and 8081 (admin), and a KEYTURN_*
+# port would silently shadow JWThenticator's PORT, which keeps working.
 # Generated secrets and the fallback SQLite database live in the data directory: mount
 # a volume there, or set KEYTURN_KEK, KEYTURN_PEPPER and KEYTURN_DATABASE_URL.
 ENV KEYTURN_PUBLIC_HOST=0.0.0.0 \
-    KEYTURN_PUBLIC_PORT=8080 \
     KEYTURN_ADMIN_HOST=127.0.0.1 \
-    KEYTURN_ADMIN_PORT=8081 \
     KEYTURN_DATA_DIR=/var/lib/keyturn \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
@@ -38,11 +38,16 @@ ENV KEYTURN_PUBLIC_HOST=0.0.0.0 \
 USER 10001:10001
 WORKDIR /var/lib/keyturn
 VOLUME ["/var/lib/keyturn"]
-EXPOSE 8080 8081
+# The public listener only: the admin listener (8081) is bound to loopback inside the
+# container; publish it only after setting KEYTURN_ADMIN_HOST and KEYTURN_ADMIN_TOKEN.
+EXPOSE 8080
 
-# The slim image has no curl: the standard library asks /healthz instead.
-HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ['KEYTURN_PUBLIC_PORT'] + os.environ.get('KEYTURN_URL_PREFIX', '') + '/healthz', timeout=4)"]
+# `keyturn healthcheck` resolves the settings as `keyturn serve` does (KEYTURN_* or
+# JWThenticator's PORT and URL_PREFIX) and asks GET <prefix>/healthz; exit 0 or 1.
+# --start-interval (Docker Engine 25+) probes every 2 s while starting, so Compose's
+# `service_healthy` dependants start seconds after Keyturn, not after 30 s.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --start-interval=2s --retries=3 \
+    CMD ["keyturn", "healthcheck"]
 
 ENTRYPOINT ["keyturn"]
 CMD ["serve"]

@@ -1,14 +1,50 @@
-"""An aiohttp service that verifies Keyturn tokens locally, against the issuer's JWKS.
+r"""An aiohttp service that verifies Keyturn tokens locally, against the issuer's JWKS.
 
 ``auth_middleware`` verifies every request's bearer token and stores the claims in
 ``request["claims"]`` and the caller's account in ``request["user"]`` (resolved by
 ``load_user``); ``@login_required`` and ``@require_scopes`` guard the handlers. No call
 to Keyturn per request: the JWKS is fetched once and cached.
 
-Run it next to a Keyturn server::
+The service knows one account, ``acme`` (``ACCOUNT_IDENTIFIER``): a token is let in only
+if its key was created with that identifier. Try it: paste this into bash at the
+repository's root (``pip install 'keyturn[aiohttp]'``; ``curl``). It starts Keyturn,
+creates the key the service expects (identifier ``acme``, scope ``orders:read``), trades
+it for a token, starts this service on port 8000 and calls it::
 
-    keyturn serve &
-    KEYTURN_URL=http://localhost:8080 ALLOW_INSECURE_HTTP=1 python examples/aiohttp_service.py
+    export KEYTURN_URL=${KEYTURN_URL:-http://localhost:8080}  # where Keyturn listens
+    export KEYTURN_ISSUER=$KEYTURN_URL    # the tokens' iss: Keyturn and this service agree
+    SERVICE=http://localhost:${SERVICE_PORT:-8000}
+    keyturn serve &                       # data in ./.keyturn; or run it in another terminal
+    until curl -fso /dev/null "$KEYTURN_URL/healthz"; do sleep 0.2; done  # wait until ready
+    KEY=$(keyturn keys create --name acme-orders --identifier acme --scope orders:read \
+          --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["key"])')
+    TOKEN=$(curl -fsS -u ":$KEY" -d grant_type=client_credentials "$KEYTURN_URL/v1/token" |
+            python3 -c 'import json, sys; print(json.load(sys.stdin)["access_token"])')
+    ALLOW_INSECURE_HTTP=1 python3 examples/aiohttp_service.py &   # http: for localhost only
+    until curl -fso /dev/null "$SERVICE/health"; do sleep 0.2; done
+    call() {  # METHOD PATH [TOKEN]: print what the service answers
+      curl -so /dev/null -w "$1 $2: %{http_code}\n" -X "$1" "$SERVICE$2" \
+        ${3:+-H "Authorization: Bearer $3"}
+    }
+    call GET /me                          # no token
+    call GET /me "$TOKEN"
+    call GET /orders "$TOKEN"
+    call POST /orders "$TOKEN"
+    kill %2 %1; wait                      # stop the service and Keyturn
+
+Among the servers' log lines it prints (the token has ``orders:read``, not
+``orders:write``)::
+
+    GET /me: 401
+    GET /me: 200
+    GET /orders: 200
+    POST /orders: 403
+
+Keyturn elsewhere (another port, behind a proxy)? Set ``KEYTURN_URL`` to the URL this
+service reaches it at, and ``KEYTURN_ISSUER`` to the same value **for Keyturn too**: a
+token is accepted only from the exact issuer (``KEYTURN_ISSUER``, default
+``http://localhost:8080`` whatever port Keyturn listens on). ``KEYTURN_AUDIENCE``
+likewise. ``tests/examples/test_recipes.py`` runs this recipe.
 """
 
 import os
@@ -109,4 +145,4 @@ if __name__ == "__main__":
         accounts={os.environ.get("ACCOUNT_IDENTIFIER", "acme"): Account("Acme", "gold")},
         allow_insecure_http=os.environ.get("ALLOW_INSECURE_HTTP") == "1",  # local only
     )
-    web.run_app(service, port=8000)
+    web.run_app(service, port=int(os.environ.get("SERVICE_PORT", "8000")))

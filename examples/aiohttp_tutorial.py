@@ -1,4 +1,4 @@
-"""The classic aiohttp + PyJWT tutorial app, with Keyturn doing the hard parts.
+r"""The classic aiohttp + PyJWT tutorial app, with Keyturn doing the hard parts.
 
 The tutorial has four pieces: ``POST /login`` checks an email and a password and answers
 ``{"token": ...}`` (a JWT it signs with a shared secret), an ``auth_middleware`` that
@@ -31,13 +31,35 @@ minutes by default); they cannot log in again. ``--verify remote`` uses
 ``RemoteVerifier``, which asks Keyturn's ``/v1/validate`` about every request: disabling
 the user (or ``POST /v1/revoke``) takes effect at once, at the cost of that round trip.
 
-Run it next to a Keyturn server (defaults match ``keyturn serve``'s own: issuer
-``http://localhost:8080``, audience ``keyturn``)::
+Try it: paste this into bash at the repository's root (``pip install 'keyturn[aiohttp]'``;
+``curl``). It starts Keyturn, adds a user who may read notes, starts this app on port
+8000, logs in through it and calls it (the app's defaults match ``keyturn serve``'s own:
+Keyturn at ``http://localhost:8080``, issuer the same, audience ``keyturn``)::
 
-    keyturn serve &
-    keyturn users add alice@example.com --scope notes:read
-    python examples/aiohttp_tutorial.py --allow-insecure-http   # http is for localhost only
-    curl -s -d email=alice@example.com -d password=... localhost:8000/login
+    export KEYTURN_URL=${KEYTURN_URL:-http://localhost:8080}  # where Keyturn listens
+    export KEYTURN_ISSUER=$KEYTURN_URL    # the tokens' iss: Keyturn and this app agree
+    APP=http://localhost:${SERVICE_PORT:-8000}
+    keyturn serve &                       # data in ./.keyturn; or run it in another terminal
+    until curl -fso /dev/null "$KEYTURN_URL/healthz"; do sleep 0.2; done  # wait until ready
+    PASSWORD='alice chose this passphrase'  # or: keyturn users add prompts for one
+    printf '%s\n' "$PASSWORD" |
+      keyturn users add alice@example.com --scope notes:read --password-stdin >/dev/null
+    python3 examples/aiohttp_tutorial.py --allow-insecure-http --port "${SERVICE_PORT:-8000}" &
+    until curl -so /dev/null "$APP/get-user"; do sleep 0.2; done  # any answer: it is up
+    TOKEN=$(curl -fsS -d email=alice@example.com --data-urlencode "password=$PASSWORD" \
+            "$APP/login" | python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])')
+    for ROUTE in /get-user /notes; do
+      curl -so /dev/null -w "GET $ROUTE: %{http_code}\n" -H "Authorization: Bearer $TOKEN" \
+        "$APP$ROUTE"
+    done
+    kill %2 %1; wait                      # stop the app and Keyturn
+
+Among the servers' log lines it prints::
+
+    GET /get-user: 200
+    GET /notes: 200
+
+``tests/examples/test_recipes.py`` runs this recipe.
 
 Settings: ``--keyturn-url`` (``KEYTURN_URL``), ``--jwks-url`` (``KEYTURN_JWKS_URL``;
 default ``<keyturn-url>/.well-known/jwks.json``), ``--issuer`` (``KEYTURN_ISSUER``),

@@ -1,8 +1,24 @@
 """Call a protected service with tokens from Keyturn, using ``keyturn.client``.
 
-Usage (a running ``keyturn serve`` and a key from ``keyturn keys create --scope read``)::
+Try it: paste this into bash at the repository's root (``curl``). It starts Keyturn,
+creates a key that may ask for ``read``, and runs this script with it::
 
-    KEYTURN_URL=http://localhost:8080 KEYTURN_API_KEY=kt_... python examples/client_script.py
+    export KEYTURN_URL=${KEYTURN_URL:-http://localhost:8080}  # where Keyturn listens
+    keyturn serve &                       # data in ./.keyturn; or run it in another terminal
+    until curl -fso /dev/null "$KEYTURN_URL/healthz"; do sleep 0.2; done  # wait until ready
+    KEY=$(keyturn keys create --name script --scope read --json |
+          python3 -c 'import json, sys; print(json.load(sys.stdin)["key"])')
+    KEYTURN_API_KEY=$KEY python3 examples/client_script.py
+    kill %1; wait                         # stop Keyturn
+
+Among Keyturn's log lines it prints::
+
+    async GET /v1/validate: 200
+    subject: key:...
+    renewed: True
+    refresh token issued: False
+    sync GET /v1/validate: 200
+    httpx.Client(auth=KeyturnAuth) GET: 200
 
 The "protected service" is Keyturn's own ``GET /v1/validate``, the check a gateway makes,
 so nothing else needs to run. The script trades the key for a token and renews it. By
@@ -10,6 +26,7 @@ default Keyturn gives key clients no refresh token (RFC 6749 §4.4.3): the clien
 with its key. A server with ``KEYTURN_CLIENT_CREDENTIALS_REFRESH_TOKENS=true`` issues
 rotating refresh tokens, which the script saves to a file (mode 0600) and a second client
 redeems, together with the key they are bound to, as a restarted process would.
+``tests/examples/test_recipes.py`` runs the recipe above.
 """
 
 from __future__ import annotations

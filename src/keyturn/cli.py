@@ -32,6 +32,7 @@ from keyturn.core.secrets import SecretKind, generate_secret
 from keyturn.core.signing import DEFAULT_ALGORITHM, SUPPORTED_ALGORITHMS, SigningKey
 from keyturn.core.tokens import peek_unverified_claims
 from keyturn.errors import KeyturnError
+from keyturn.healthcheck import healthcheck
 
 if TYPE_CHECKING:
     from keyturn.config import Settings
@@ -1091,6 +1092,9 @@ def config_show(as_json: JsonOption = False) -> None:
 
 def _plain(value: Any) -> str:
     return "-" if value is None else json.dumps(value) if isinstance(value, bool) else str(value)
+
+
+app.command("healthcheck")(healthcheck)  # keyturn/healthcheck.py: the image's HEALTHCHECK
 
 
 def main() -> None:

@@ -106,6 +106,8 @@ PASSWORD_FACTOR: Final = "password"  # noqa: S105 -- the factor's name, not a se
 MAX_ACCESS_TOKEN_LIFETIME: Final = timedelta(days=2)
 #: Extra time a revoked family's access tokens stay refused (see `_family_deny_until`).
 _FAMILY_DENY_MARGIN: Final = timedelta(minutes=1)
+#: What a second account for an email is refused with (the CLI and the 409 `detail`).
+DUPLICATE_EMAIL: Final = "a user with this email already exists (emails ignore case)"
 
 
 def utc_now() -> datetime:
@@ -969,12 +971,13 @@ class KeyturnService:
             scopes=scopes,
             password_changed_at=now,
         )
-        await self.storage.users.add(
-            record,
-            audit=self._audit(
-                "user.created", record.id, actor, request_id, now, email=email, roles=list(roles)
-            ),
+        audit = self._audit(
+            "user.created", record.id, actor, request_id, now, email=email, roles=list(roles)
         )
+        try:
+            await self.storage.users.add(record, audit=audit)
+        except ConflictError as exc:  # the id is new: only the email's unique key can clash
+            raise ConflictError(DUPLICATE_EMAIL) from exc
         return record
 
     async def get_user(self, user_id: str) -> UserRecord:
@@ -1425,12 +1428,18 @@ class KeyturnService:
     def _grant(self, holder: ApiKeyRecord | UserRecord, scopes: Iterable[str] | None) -> Grant:
         """What a token for ``holder`` may carry: a key's stored claims, or a password login's."""
         if isinstance(holder, UserRecord):
-            return self.policy.build_claims(
-                roles=holder.roles or None,
-                requested_scopes=scopes,
-                key_scopes=holder.scopes,
-                extras=self._password_claims(),
-            )
+            try:
+                return self.policy.build_claims(
+                    roles=holder.roles or None,
+                    requested_scopes=scopes,
+                    key_scopes=holder.scopes,
+                    extras=self._password_claims(),
+                )
+            except PolicyViolation as exc:  # the policy's words speak of keys
+                reason = exc.reason.replace("this key and its roles", "this user and their roles")
+                if reason == exc.reason:
+                    raise
+                raise PolicyViolation(exc.claim, exc.value, reason) from exc
         return self.policy.build_claims(
             roles=holder.roles or None,
             requested_scopes=scopes,

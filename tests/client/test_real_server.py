@@ -142,3 +142,25 @@ def test_real_refusals_and_fallbacks(server: KeyturnServer) -> None:
     assert wrong_identifier.value.error_code == "invalid_client"
     assert too_wide.value.error_code == "invalid_scope"
     assert after_revoke.value.status_code == 401
+
+
+@pytest.mark.parametrize("listener", ["admin", "prefix"])
+def test_a_client_pointed_at_the_wrong_url_is_told_to_check_server_url(
+    server: KeyturnServer, listener: str
+) -> None:
+    """Finding 29: ``Client("http://localhost:8081", ...)`` (the admin port, or a missing
+    or extra URL prefix) said "check the client's scopes and identifier"; a 404 or 405
+    from the token endpoint is about the URL."""
+    created = create_key(server, scopes=["read"])
+    wrong = server.admin if listener == "admin" else f"{server.public}/auth"
+
+    with pytest.raises(TokenEndpointError) as refused:
+        Client(wrong, api_key=created["key"]).access_token()
+
+    assert refused.value.status_code in (404, 405)
+    assert str(refused.value) == (
+        f"{wrong}/v1/token answered {refused.value.status_code}: check server_url, which "
+        "must be Keyturn's public listener with its URL prefix (not the admin listener)"
+    )
+    with Client(server.public, api_key=created["key"]) as client:  # the key itself is fine
+        assert client.access_token()

@@ -201,6 +201,24 @@ async def test_v1_login_tokens_refresh_at_the_token_endpoint(
     assert checked.headers["x-keyturn-subject"] == f"user:{user['id']}"
 
 
+async def test_a_scope_the_user_lacks_is_refused_in_a_users_words(
+    sqlite_login_state: KeyturnState, make_client: MakeClient
+) -> None:
+    """Finding 28: a person asking for a scope was told "not allowed for this key"."""
+    public, admin = clients(sqlite_login_state, make_client)
+    await create_user(admin, "alice@example.com", scopes=["read"])
+
+    response = await public.post(
+        "/v1/login", data={"email": "alice@example.com", "password": PASSWORD, "scope": "write"}
+    )
+
+    assert (response.status_code, response.json()["error"]) == (400, "invalid_scope")
+    assert (
+        response.json()["error_description"]
+        == "claim 'scope': not allowed for this user and their roles (value 'write')"
+    )
+
+
 async def test_a_disabled_user_cannot_log_in_or_refresh(
     login_state: KeyturnState, make_client: MakeClient
 ) -> None:
@@ -465,6 +483,10 @@ async def test_admin_refuses_bad_users(
     assert response.headers["content-type"] == "application/problem+json"
     if "password" in body:
         assert body["password"] not in response.text
+    if error == "conflict":  # finding 19: the detail said "it clashes with a stored record"
+        assert response.json()["detail"] == (
+            "a user with this email already exists (emails ignore case)"
+        )
 
 
 @pytest.mark.parametrize(

@@ -71,8 +71,31 @@ async def test_issuer_is_checked(
 ) -> None:
     verifier = make_verifier(http, clock)
 
-    with pytest.raises(TokenClaimsError):
+    with pytest.raises(TokenClaimsError) as refused:
         await verifier.verify(issuer.token(issuer="https://auth.example.com.evil"))
+
+    # Finding 10: both values, so a moved port or a missing KEYTURN_ISSUER is obvious.
+    assert refused.value.message == (
+        f"token was issued by another issuer (expected '{ISSUER}', token has "
+        "'https://auth.example.com.evil'); the verifier's issuer must be the server's "
+        "KEYTURN_ISSUER"
+    )
+
+
+async def test_a_hostile_issuer_is_shown_printable_and_short(
+    issuer: FakeIssuer, http: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    verifier = make_verifier(http, clock)
+    hostile = 'https://evil"\r\nX-Injected: 1' + "x" * 500
+
+    with pytest.raises(TokenClaimsError) as refused:
+        await verifier.verify(issuer.token(issuer=hostile))
+
+    shown = refused.value.message.split("token has ", 1)[1]
+    assert shown.startswith("'https://evil???X-Injected: 1xxx")
+    assert "xxx...'); the verifier's issuer" in shown
+    assert len(shown) < 180
+    assert all(" " <= char <= "~" for char in refused.value.message)
 
 
 @pytest.mark.parametrize(

@@ -237,6 +237,13 @@ class TokenState:
         detail = f": {description}" if isinstance(description, str) else ""
         if status in (400, 401) and error in _REFUSED_CREDENTIAL:
             return self._discard(grant, status, str(error), detail)
+        if status in (404, 405):  # no token endpoint there: the URL, not the credentials
+            raise TokenEndpointError(
+                f"{self.token_url} answered {status}: check server_url, which must be "
+                "Keyturn's public listener with its URL prefix (not the admin listener)",
+                status_code=status,
+                error_code=error if isinstance(error, str) else "invalid_response",
+            )
         if isinstance(error, str):
             raise TokenEndpointError(
                 f"Keyturn refused the token request ({error}{detail}); "

@@ -374,9 +374,20 @@ def _check_times(
     return exp, iat
 
 
+def _shown(value: object, limit: int = 100) -> str:
+    """A claim value fit for an error message: printable ASCII, quoted, at most ``limit``."""
+    text = value if isinstance(value, str) else json.dumps(value)
+    text = "".join(c if " " <= c <= "~" and c not in '"\\' else "?" for c in text)
+    return f"'{text[:limit]}...'" if len(text) > limit else f"'{text}'"
+
+
 def _check_parties(claims: dict[str, Any], *, issuer: str, audience: str) -> None:
-    if claims["iss"] != issuer or type(claims["iss"]) is not str:
-        raise TokenClaimsError("token was issued by another issuer")  # exact (CVE-2024-53861)
+    if claims["iss"] != issuer or type(claims["iss"]) is not str:  # exact (CVE-2024-53861)
+        raise TokenClaimsError(
+            f"token was issued by another issuer (expected {_shown(issuer)}, token has "
+            f"{_shown(claims['iss'])}); the verifier's issuer must be the server's "
+            "KEYTURN_ISSUER"
+        )
     aud = claims["aud"]
     audiences = [aud] if isinstance(aud, str) else aud
     if not isinstance(audiences, list) or not all(isinstance(a, str) for a in audiences):
