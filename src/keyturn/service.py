@@ -30,7 +30,7 @@ from keyturn.core.records import (
     UserRecord,
 )
 from keyturn.core.refresh import RefreshDecision, decide_refresh
-from keyturn.core.revocation import RevocationList
+from keyturn.core.revocation import REVOCATION_MARGIN, RevocationList
 from keyturn.core.secrets import (
     ParsedSecret,
     Pepper,
@@ -797,7 +797,7 @@ class KeyturnService:
             now=self._clock(),
             # A subject revoked longer ago than this has no unexpired token left.
             max_token_lifetime=self.config.access_token_lifetime
-            + timedelta(seconds=self.config.leeway),
+            + timedelta(seconds=self.config.leeway + REVOCATION_MARGIN),
         )
         self.revocations.replace(tokens=snapshot.tokens, subjects=snapshot.subjects)
         return snapshot

@@ -3,8 +3,11 @@
 Two kinds of entry, both bounded in time:
 
 * a revoked token id (``jti``), kept until that token would have expired anyway;
-* a revoked subject (``key:<id>``, ``user:<id>``) with the moment of revocation: every
-  token issued to it at or before that moment is refused.
+* a revoked subject (``key:<id>``, ``user:<id>``) with the moment of revocation. Every
+  token of a revoked key is refused whatever its ``iat``: a key is never un-revoked, and
+  an authentication that read the key just before its revocation committed may stamp a
+  later ``iat``. A user's tokens are refused when issued at or before that moment only:
+  enabling a user again, or a new password, lets the later tokens through.
 
 Never keyed on the token string: one JWT has several valid spellings (RFC 7515 padding,
 ECDSA ``(r, n-s)``; ``shared/research/security.md`` §0.3).
@@ -17,7 +20,13 @@ from collections.abc import Mapping
 
 from keyturn.core.tokens import DEFAULT_LEEWAY, VerifiedToken
 
-__all__ = ["RevocationList"]
+__all__ = ["KEY_SUBJECT_PREFIX", "REVOCATION_MARGIN", "RevocationList"]
+
+#: Subjects of API keys: their revocation refuses every token they carry, whatever its iat.
+KEY_SUBJECT_PREFIX = "key:"
+#: Seconds a revoked key's entry outlives its tokens' longest lifetime: tokens may carry an
+#: ``iat`` up to the revocation's commit, which the database's time bounds keep well below.
+REVOCATION_MARGIN = 60
 
 
 class RevocationList:
@@ -37,7 +46,7 @@ class RevocationList:
             self._tokens[jti] = max(expires_at, self._tokens.get(jti, expires_at))
 
     def revoke_subject(self, subject: str, *, at: int) -> None:
-        """Refuse every token issued to ``subject`` at or before ``at``."""
+        """Refuse every token of ``subject``: all of a key's, a user's issued up to ``at``."""
         with self._lock:
             self._subjects[subject] = max(at, self._subjects.get(subject, at))
 
@@ -52,7 +61,9 @@ class RevocationList:
         if token.jti in self._tokens:
             return True
         revoked_at = self._subjects.get(token.subject)
-        return revoked_at is not None and token.issued_at <= revoked_at
+        return revoked_at is not None and (
+            token.issued_at <= revoked_at or token.subject.startswith(KEY_SUBJECT_PREFIX)
+        )
 
     def prune(self, now: int, *, max_token_lifetime: int, leeway: int = DEFAULT_LEEWAY) -> int:
         """Drop entries that can no longer match a live token; return how many went.
@@ -60,17 +71,22 @@ class RevocationList:
         A verifier accepts a token until ``leeway`` seconds past its ``exp``, so pass the
         verifier's leeway: a jti entry is kept until then, and a subject entry until
         ``max_token_lifetime + leeway`` seconds past its revocation, by when every token
-        issued before it has expired.
+        issued before it has expired (``REVOCATION_MARGIN`` more for a key, whose last
+        tokens may be stamped a little after it).
         """
         with self._lock:
             dead_tokens = [jti for jti, exp in self._tokens.items() if exp + leeway <= now]
             dead_subjects = [
                 subject
                 for subject, at in self._subjects.items()
-                if at + max_token_lifetime + leeway <= now
+                if at + max_token_lifetime + leeway + _margin(subject) <= now
             ]
             for jti in dead_tokens:
                 del self._tokens[jti]
             for subject in dead_subjects:
                 del self._subjects[subject]
         return len(dead_tokens) + len(dead_subjects)
+
+
+def _margin(subject: str) -> int:
+    return REVOCATION_MARGIN if subject.startswith(KEY_SUBJECT_PREFIX) else 0
