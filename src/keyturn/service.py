@@ -580,7 +580,7 @@ class KeyturnService:
             key_id=record.id,
             identifier=record.identifier,
         )
-        await self.storage.refresh_tokens.add(
+        stored = await self.storage.refresh_tokens.add(
             refresh,
             audit=self._audit(
                 "token.issued",
@@ -593,6 +593,9 @@ class KeyturnService:
                 rotating=rotating,
             ),
         )
+        if not stored:  # revoked since it was read: nothing is issued once that committed
+            self.observer.authentication_failed("revoked_key", key_id=record.id)
+            raise InvalidGrantError(_BAD_KEY)
         await self._touch(record, now)
         self.observer.token_issued("api_key", key_id=record.id, jti=access.jti)
         return TokenPair(

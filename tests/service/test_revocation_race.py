@@ -96,8 +96,9 @@ async def test_every_token_of_a_key_revoked_mid_race_is_refused_everywhere(
     found = gate.wrap(b.storage.refresh_tokens.find_with_key)
     monkeypatch.setattr(b.storage.refresh_tokens, "find_with_key", found)
 
+    held_tokens = [asyncio.ensure_future(_token(b, created.secret)) for _ in range(RACERS)]
     held = [
-        *(asyncio.ensure_future(_token(b, created.secret)) for _ in range(RACERS)),
+        *held_tokens,
         *(
             asyncio.ensure_future(_legacy_refresh(b, legacy.refresh_token))
             for _ in range(RACERS // 4)
@@ -109,6 +110,9 @@ async def test_every_token_of_a_key_revoked_mid_race_is_refused_everywhere(
     gate.opened.set()
     outcomes = await asyncio.gather(*held, *free)
     assert revoked.revoked_at is not None
+    # Those that read the live key but stored their refresh token after the revocation
+    # committed get nothing: the store checks the key in the same statement/transaction.
+    assert [task.result() for task in held_tokens] == [None] * RACERS
     tokens = [legacy.access.token, *(token for token in outcomes if token is not None)]
     # Legacy refreshes write nothing: those that read the key before the revocation answer.
     assert len(tokens) > 1, "no token got in around the revocation: nothing raced"
