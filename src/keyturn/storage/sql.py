@@ -105,7 +105,9 @@ class _Repository:
 
     ``write_lock`` (SQLite) queues this process's writers in the event loop: SQLite
     admits one writer at a time anyway, and waiting here is cheaper and fairer than
-    sleeping in SQLite's busy handler while holding a pooled connection.
+    sleeping in SQLite's busy handler while holding a pooled connection. A writer waits
+    there no longer than the pool's timeout, as for a pooled connection: then the
+    database is unavailable (503) rather than a queue seconds long.
     """
 
     def __init__(
@@ -121,6 +123,8 @@ class _Repository:
         self._autocommit = autocommit_options(engine)
         self._postgresql = engine.dialect.name == "postgresql"
         self._write_lock = write_lock
+        timeout = getattr(self._engine.pool, "timeout", None)
+        self._queue_timeout: float | None = timeout() if callable(timeout) else None
         self._fast = fast
         if self._postgresql and fast is None:  # on its own: no leased connections
             from keyturn.storage._pgfast import FastPath  # noqa: PLC0415 -- asyncpg is optional
@@ -151,9 +155,17 @@ class _Repository:
         writes: bool,
     ) -> _T:
         try:
-            if writes and self._write_lock is not None:
-                async with self._write_lock:
+            lock = self._write_lock
+            if writes and lock is not None:
+                if lock.locked():  # queue behind this process's writers, for a bounded time
+                    async with asyncio.timeout(self._queue_timeout):
+                        await lock.acquire()
+                else:
+                    await lock.acquire()
+                try:
                     return await greenlet_spawn(_on_connection, self._engine, options, work)
+                finally:
+                    lock.release()
             return await greenlet_spawn(_on_connection, self._engine, options, work)
         except Exception as exc:
             error = storage_error(exc, doing)
@@ -1466,6 +1478,7 @@ class SQLStorage:
         pool_size: int = 10,
         max_overflow: int = 10,
         pool_timeout: float = 5.0,
+        connect_timeout: float = 5.0,
         statement_timeout: float | None = None,
         echo: bool = False,
     ) -> SQLStorage:
@@ -1479,6 +1492,7 @@ class SQLStorage:
             pool_size=pool_size,
             max_overflow=max_overflow,
             pool_timeout=pool_timeout,
+            connect_timeout=connect_timeout,
             statement_timeout=statement_timeout,
             echo=echo,
         )
