@@ -103,8 +103,8 @@ def create_engine(
             bound. PostgreSQL: the server's ``statement_timeout`` and
             ``idle_in_transaction_session_timeout``, and asyncpg's ``command_timeout``
             half a second later on the client (a server that stops answering); the pool
-            discards a connection that timed out, closing it at once. SQLite: the busy
-            timeout (waiting for another writer).
+            discards a connection that timed out. Connections are closed at once, never
+            waiting on the server. SQLite: the busy timeout (waiting for another writer).
         pool_pre_ping: test each connection on checkout (one extra round trip per
             operation). Off by default: a dead connection fails one operation with
             `StorageUnavailableError` and the pool replaces every stale connection.
@@ -147,7 +147,7 @@ def create_engine(
     }
     engine = create_async_engine(parsed, **options)
     event.listen(engine.sync_engine, "connect", _keep_alive)
-    event.listen(engine.sync_engine, "invalidate", _close_at_once)
+    event.listen(engine.sync_engine, "close", _close_at_once)
     return engine
 
 
@@ -271,17 +271,15 @@ def _keep_alive(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
 
 
-def _close_at_once(
-    dbapi_connection: Any, record: ConnectionPoolEntry, exception: BaseException | None
-) -> None:
-    """Close a connection discarded after an error without a goodbye to the server.
+def _close_at_once(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+    """Close a PostgreSQL connection the pool lets go of at once, without a goodbye.
 
-    SQLAlchemy closes it gracefully, waiting up to 2 s for an answer (and asyncpg for a
-    pending cancellation first): a server that stopped answering would hold the request
-    that long beyond its statement timeout.
+    A graceful close sends Terminate and waits for the server to hang up (after any
+    pending cancellation), up to the statement bound or 2 s when invalidating: a server
+    that stopped answering would hold a request that long beyond its bound, and a
+    shutdown that long per pooled connection, one after another. Closing the socket ends
+    the server's session just as well (quietly, outside a transaction).
     """
-    if exception is None:
-        return
     driver = getattr(dbapi_connection, "driver_connection", None)
     terminate = getattr(driver, "terminate", None)
     if callable(terminate):
