@@ -109,3 +109,22 @@ async def test_requests_fail_fast_during_two_outages_and_recover_by_themselves(
     # No connection left stuck: a burst larger than the pool is served whole.
     outcomes = await asyncio.gather(*(token_request() for _ in range(BURST)))
     assert [response.status_code for _, response in outcomes] == [200] * BURST
+
+
+async def test_the_settings_reach_the_pool_and_the_driver(
+    postgresql_database_url: str, open_state: OpenState
+) -> None:
+    state = await open_state(
+        postgresql_database_url, database_timeout=2.5, database_pool_timeout=0.7
+    )
+    engine = state.storage.engine
+
+    async with engine.connect() as conn:
+        timeout = (await conn.exec_driver_sql("SHOW statement_timeout")).scalar_one()
+        raw = await conn.get_raw_connection()
+        assert raw.driver_connection is not None
+        command_timeout = raw.driver_connection._config.command_timeout
+
+    assert engine.sync_engine.pool.timeout() == 0.7  # type: ignore[attr-defined]
+    assert timeout == "2500ms"
+    assert command_timeout == pytest.approx(3.0)

@@ -60,7 +60,7 @@ async def _legacy_refresh(service: KeyturnService, refresh_token: str) -> str | 
 
 
 class Gate:
-    """Holds every call of an async method after it returned, until `open`.
+    """Holds every call of an async method after it returned, until ``opened`` is set.
 
     Models requests that read the key before the revocation committed and go on (sign,
     store) after it: the interleaving the issue measured, made certain.
