@@ -1,6 +1,6 @@
 """What the database time bounds (issue 18) cost per statement: asyncpg with and without.
 
-Usage: python bench/bench_timeouts.py [--calls 2000] [--rounds 9]
+Usage: python bench/bench_timeouts.py [--calls 2000] [--rounds 9] [--uvloop]
 
 Two asyncpg connections to the local PostgreSQL, one opened as Keyturn's server opens
 them (``command_timeout``, the server-side ``statement_timeout`` and
@@ -9,7 +9,8 @@ them (``command_timeout``, the server-side ``statement_timeout`` and
 records the CPU microseconds (this process) and wall microseconds per statement. Prints
 the medians and the median of the per-round ratios (bounded / bare). This is the cost a
 hot route pays: every hot statement is one such round trip, and the bound is asyncpg's
-own timer on it (no extra round trip, task or await).
+own timer on it (no extra round trip, task or await). ``--uvloop`` runs on uvloop, as
+``keyturn serve`` does when it is installed (``uvicorn[standard]``).
 """
 
 from __future__ import annotations
@@ -39,11 +40,7 @@ async def _run(connection: asyncpg.Connection, calls: int) -> tuple[float, float
     )
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--calls", type=int, default=2000)
-    parser.add_argument("--rounds", type=int, default=9)
-    args = parser.parse_args()
+async def main(args: argparse.Namespace) -> None:
     bounded = await asyncpg.connect(
         DSN,
         command_timeout=BOUND + 0.5,
@@ -82,4 +79,14 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--uvloop", action="store_true", help="run on uvloop, as the server")
+    arguments = parser.parse_args()
+    if arguments.uvloop:
+        import uvloop
+
+        uvloop.run(main(arguments))
+    else:
+        asyncio.run(main(arguments))
