@@ -2,6 +2,7 @@
 
 Usage: python bench/bench_service.py [--seconds 5] [--concurrency 16] [--backend both]
                                      [--rounds 1] [--serial 0] [--profile DIR]
+                                     [--database-timeout 5]
 
 Each operation runs for a fixed time with N concurrent callers in one event loop (one
 process, as one server worker would). PostgreSQL gets a throwaway database, dropped at
@@ -11,6 +12,8 @@ the end; SQLite a file in a temporary directory. Prints ops/s and p50/p99 latenc
   (and the spread of ops/s): the machine is shared and single runs drift.
 * ``--serial N`` also times N calls one after another and reports µs per call, wall clock
   and CPU (this process only: the database server's CPU is not counted).
+* ``--database-timeout S`` bounds each statement as the server does
+  (``KEYTURN_DATABASE_TIMEOUT``, default 5); 0 runs without a bound, for an A/B.
 * ``--profile DIR`` runs cProfile over the concurrent measurements and writes one
   ``<backend>-<operation>.prof`` per operation to DIR (read them with ``pstats``); it
   slows everything down, so its ops/s are not comparable.
@@ -85,7 +88,10 @@ async def _measure_serial(op: Operation, calls: int, row: Row) -> None:
 
 async def _bench_backend(backend: str, url: str, args: argparse.Namespace) -> dict[str, Row]:
     concurrency = args.concurrency
-    storage = await SQLStorage.open(url, migrate=True, pool_size=concurrency, max_overflow=0)
+    bound = args.database_timeout or None  # 0: no statement bound, as before issue 18
+    storage = await SQLStorage.open(
+        url, migrate=True, pool_size=concurrency, max_overflow=0, statement_timeout=bound
+    )
     service = KeyturnService(
         storage, pepper=Pepper.generate(), key_wrapper=KeyWrapper([KeyEncryptionKey.generate()])
     )
@@ -170,6 +176,13 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="report the median of R rounds")
     parser.add_argument("--serial", type=int, default=0, metavar="N", help="also time N calls")
     parser.add_argument("--profile", metavar="DIR", help="write cProfile stats to DIR")
+    parser.add_argument(
+        "--database-timeout",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="the statement bound, as KEYTURN_DATABASE_TIMEOUT (0: none)",
+    )
     args = parser.parse_args()
     if args.profile:
         Path(args.profile).mkdir(parents=True, exist_ok=True)

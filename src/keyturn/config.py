@@ -246,6 +246,21 @@ class Settings(BaseSettings):
         description="Database connections per server process (kept open; no overflow). "
         "workers x pool size must stay below PostgreSQL's max_connections.",
     )
+    database_timeout: float = Field(
+        5.0,
+        gt=0,
+        le=300,
+        description="Seconds one database statement or commit, or opening a connection, "
+        "may take; then the request answers 503 + Retry-After and a connection that timed "
+        "out is discarded.",
+    )
+    database_pool_timeout: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="Seconds a request waits for a free database connection (SQLite: for "
+        "this process's writers) before answering 503 + Retry-After instead of queueing.",
+    )
     poll_interval: float = Field(
         2.0,
         ge=0.05,

@@ -30,7 +30,7 @@ from keyturn.core.records import (
     UserRecord,
 )
 from keyturn.core.refresh import RefreshDecision, decide_refresh
-from keyturn.core.revocation import RevocationList
+from keyturn.core.revocation import REVOCATION_MARGIN, RevocationList
 from keyturn.core.secrets import (
     ParsedSecret,
     Pepper,
@@ -640,7 +640,7 @@ class KeyturnService:
             key_id=record.id,
             identifier=record.identifier,
         )
-        await self.storage.refresh_tokens.add(
+        stored = await self.storage.refresh_tokens.add(
             refresh,
             audit=self._audit(
                 "token.issued",
@@ -653,6 +653,9 @@ class KeyturnService:
                 rotating=rotating,
             ),
         )
+        if not stored:  # revoked since it was read: nothing is issued once that committed
+            self.observer.authentication_failed("revoked_key", key_id=record.id)
+            raise InvalidGrantError(_BAD_KEY)
         await self._touch(record, now)
         self.observer.token_issued("api_key", key_id=record.id, jti=access.jti)
         return TokenPair(
@@ -922,7 +925,7 @@ class KeyturnService:
             now=self._clock(),
             # A subject revoked longer ago than this has no unexpired token left.
             max_token_lifetime=self.config.access_token_lifetime
-            + timedelta(seconds=self.config.leeway),
+            + timedelta(seconds=self.config.leeway + REVOCATION_MARGIN),
         )
         self.revocations.replace(tokens=snapshot.tokens, subjects=snapshot.subjects)
         return snapshot

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from keyturn.core.revocation import RevocationList
+from keyturn.core.revocation import REVOCATION_MARGIN, RevocationList
 from keyturn.core.signing import KeySet, SigningKey, VerificationKey
 from keyturn.core.tokens import (
     REGISTERED_CLAIMS,
@@ -630,14 +630,27 @@ class TestRevocationList:
         assert revocations.prune(NOW + 960 + 30, max_token_lifetime=900, leeway=30) == 1
         assert not revocations.is_revoked(token("f1"))
 
-    def test_revoked_subject_covers_tokens_issued_until_then(self) -> None:
+    def test_revoked_user_covers_tokens_issued_until_then(self) -> None:
+        revocations = RevocationList()
+
+        revocations.revoke_subject("user:u1", at=NOW)
+
+        assert revocations.is_revoked(self._token(subject="user:u1", issued_at=NOW - 600))
+        assert revocations.is_revoked(self._token(subject="user:u1", issued_at=NOW))
+        # Enabled again, or a new password: later tokens pass.
+        assert not revocations.is_revoked(self._token(subject="user:u1", issued_at=NOW + 1))
+        assert not revocations.is_revoked(self._token(subject="user:u2", issued_at=NOW - 600))
+
+    def test_revoked_key_covers_every_token_whatever_its_iat(self) -> None:
+        """Issue 18: a token stamped after the revocation (a racing request) dies too."""
         revocations = RevocationList()
 
         revocations.revoke_subject("key:k1", at=NOW)
 
         assert revocations.is_revoked(self._token(issued_at=NOW - 600))
         assert revocations.is_revoked(self._token(issued_at=NOW))
-        assert not revocations.is_revoked(self._token(issued_at=NOW + 1))
+        assert revocations.is_revoked(self._token(issued_at=NOW + 1))
+        assert revocations.is_revoked(self._token(issued_at=NOW + 3600))
         assert not revocations.is_revoked(self._token(subject="key:k2", issued_at=NOW - 600))
 
     def test_revocations_only_ever_widen(self) -> None:
@@ -656,8 +669,13 @@ class TestRevocationList:
         revocations.revoke_token("j1", expires_at=NOW + 900)
         revocations.revoke_subject("key:k1", at=NOW)
 
+        revocations.revoke_subject("user:u1", at=NOW)
+
         assert revocations.prune(NOW + 929, max_token_lifetime=900, leeway=30) == 0
-        assert revocations.prune(NOW + 930, max_token_lifetime=900, leeway=30) == 2
+        assert revocations.prune(NOW + 930, max_token_lifetime=900, leeway=30) == 2  # j1, u1
+        # A key's entry outlives the tokens stamped up to its revocation's commit.
+        assert revocations.prune(NOW + 929 + REVOCATION_MARGIN, max_token_lifetime=900) == 0
+        assert revocations.prune(NOW + 930 + REVOCATION_MARGIN, max_token_lifetime=900) == 1
         assert len(revocations) == 0
 
     def test_prune_default_leeway_matches_the_verifier_default(self) -> None:

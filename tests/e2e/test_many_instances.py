@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import base64
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import httpx
@@ -193,3 +195,61 @@ def test_a_rotated_signing_key_is_in_both_jwks_before_any_token_carries_it(pair:
         assert validate_on(pair.a, token).status_code == 200
         assert validate_on(pair.b, token).status_code == 200
     assert {old_kid, new_kid} <= published_kids(pair.a) == published_kids(pair.b)
+
+
+def test_a_key_revoked_while_both_instances_issue_its_tokens_leaves_none_alive(
+    pair: Pair,
+) -> None:
+    """Issue 18: authentications racing a revocation on two instances; none survives.
+
+    Every token issued around the revocation is refused by both instances once the poll
+    has run, and no request that started after the revocation returned gets a token.
+    """
+    created = httpx.post(f"{pair.a.admin}/v1/admin/keys", json={"name": "raced"}, timeout=10)
+    assert created.status_code == 201, created.text
+    key, key_id = created.json()["key"], created.json()["record"]["id"]
+    issued: list[tuple[float, str]] = []  # (request start, token)
+    stop = threading.Event()
+
+    def authenticate_until_stopped(server: KeyturnServer) -> None:
+        with httpx.Client(timeout=10) as client:
+            while not stop.is_set() and len(issued) < 400:
+                started = time.monotonic()
+                response = client.post(
+                    f"{server.public}/v1/token",
+                    data={"grant_type": "client_credentials"},
+                    auth=(key, ""),
+                )
+                if response.status_code == 200:
+                    issued.append((started, response.json()["access_token"]))
+                else:
+                    assert response.status_code == 401, response.text
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        racers = [pool.submit(authenticate_until_stopped, s) for s in (pair.a, pair.b) * 4]
+        wait_until(lambda: len(issued) >= 16, 30, "no tokens issued before the revocation")
+        revoked = httpx.post(
+            f"{pair.a.admin}/v1/admin/keys/{key_id}/revoke", json={"reason": "race"}, timeout=10
+        )
+        revoked_by = time.monotonic()
+        assert revoked.status_code == 200, revoked.text
+        stop.set()
+        for racer in racers:
+            racer.result()
+
+    assert not [token for started, token in issued if started > revoked_by]
+    tokens = [token for _, token in issued]
+    for server in (pair.a, pair.b):
+        wait_until(
+            lambda server=server: validate_on(server, tokens[-1]).status_code == 401,
+            POLL_INTERVAL + SLACK,
+            "the last token of the revoked key still validates",
+        )
+        with httpx.Client(timeout=10) as client:
+            statuses = {
+                client.get(
+                    f"{server.public}/v1/validate", headers={"Authorization": f"Bearer {t}"}
+                ).status_code
+                for t in tokens
+            }
+        assert statuses == {401}, "a token issued around the revocation still validates"

@@ -293,9 +293,9 @@ async def test_a_clash_in_a_batch_fails_only_its_own_call(pg_storage: SQLStorage
         return_exceptions=True,
     )
 
-    assert results[0] is None
+    assert results[0] is True
     assert isinstance(results[1], ConflictError)
-    assert results[2] is None
+    assert results[2] is True
     assert await pg_storage.refresh_tokens.find_with_key(hash_of("t1")) is not None
     assert await pg_storage.refresh_tokens.find_with_key(hash_of("t2")) is not None
     assert await pg_storage.refresh_tokens.find_with_key(hash_of("t9")) is None
@@ -312,7 +312,7 @@ async def test_a_refused_value_in_a_batch_fails_only_its_own_call(pg_storage: SQ
         return_exceptions=True,
     )
 
-    assert results[0] is None
+    assert results[0] is True
     assert isinstance(results[1], sa.exc.StatementError)
     assert await pg_storage.refresh_tokens.find_with_key(hash_of("t1")) is not None
 

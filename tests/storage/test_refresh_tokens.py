@@ -60,6 +60,35 @@ async def test_add_refuses_a_taken_hash(storage: SQLStorage) -> None:
     assert await audit_actions(storage) == ["key.registered", "refresh.issued"]
 
 
+@pytest.mark.usefixtures("key_k1")
+async def test_add_stores_nothing_for_a_revoked_key(storage: SQLStorage) -> None:
+    """Issue 18: once a key's revocation committed, no token of it is stored (issued)."""
+    assert await storage.refresh_tokens.add(refresh_token("t1"), audit=event("refresh.issued"))
+    await storage.keys.revoke("k1", at=NOW, reason="leaked", audit=event("key.revoked"))
+
+    stored = await storage.refresh_tokens.add(refresh_token("t2"), audit=event("refresh.issued"))
+    alone, together = await asyncio.gather(  # PostgreSQL: one batched statement
+        storage.refresh_tokens.add(refresh_token("t3"), audit=event("refresh.issued")),
+        storage.refresh_tokens.add(
+            refresh_token("t4", key_id=None, user_id="u1", subject="user:u1"),
+            audit=event("refresh.issued"),
+        ),
+    )
+
+    assert stored is False
+    assert alone is False
+    assert together is True  # a user's token in the same batch is stored
+    assert await storage.refresh_tokens.find_with_key(hash_of("t2")) is None
+    assert await storage.refresh_tokens.find_with_key(hash_of("t3")) is None
+    assert await count_rows(storage, refresh_tokens) == 2
+    assert await audit_actions(storage) == [
+        "key.registered",
+        "refresh.issued",
+        "key.revoked",
+        "refresh.issued",
+    ]
+
+
 async def test_add_for_an_unknown_key_is_a_conflict(storage: SQLStorage) -> None:
     with pytest.raises(ConflictError):
         await storage.refresh_tokens.add(

@@ -6,8 +6,11 @@ Three kinds of entry, all bounded in time:
 * a revoked refresh-token family, kept as the token id ``family:<id>`` until every
   access token issued from it has expired: every token whose ``sid`` claim names it is
   refused, whatever its ``iat`` (a family is never un-revoked);
-* a revoked subject (``key:<id>``, ``user:<id>``) with the moment of revocation: every
-  token issued to it at or before that moment is refused.
+* a revoked subject (``key:<id>``, ``user:<id>``) with the moment of revocation. Every
+  token of a revoked key is refused whatever its ``iat``: a key is never un-revoked, and
+  an authentication that read the key just before its revocation committed may stamp a
+  later ``iat``. A user's tokens are refused when issued at or before that moment only:
+  enabling a user again, or a new password, lets the later tokens through.
 
 Never keyed on the token string: one JWT has several valid spellings (RFC 7515 padding,
 ECDSA ``(r, n-s)``; ``shared/research/security.md`` §0.3).
@@ -21,7 +24,13 @@ from typing import Final
 
 from keyturn.core.tokens import DEFAULT_LEEWAY, FAMILY_CLAIM, VerifiedToken
 
-__all__ = ["FAMILY_PREFIX", "RevocationList", "family_entry"]
+__all__ = [
+    "FAMILY_PREFIX",
+    "KEY_SUBJECT_PREFIX",
+    "REVOCATION_MARGIN",
+    "RevocationList",
+    "family_entry",
+]
 
 #: Revoked families share the token-id namespace (and storage) with revoked ``jti``s;
 #: a ``jti`` is a UUID and never starts with it.
@@ -31,6 +40,13 @@ FAMILY_PREFIX: Final = "family:"
 def family_entry(family_id: str) -> str:
     """The revocation entry (stored like a ``jti``) that refuses a family's access tokens."""
     return FAMILY_PREFIX + family_id
+
+
+#: Subjects of API keys: their revocation refuses every token they carry, whatever its iat.
+KEY_SUBJECT_PREFIX: Final = "key:"
+#: Seconds a revoked key's entry outlives its tokens' longest lifetime: tokens may carry an
+#: ``iat`` up to the revocation's commit, which the database's time bounds keep well below.
+REVOCATION_MARGIN: Final = 60
 
 
 class RevocationList:
@@ -54,7 +70,7 @@ class RevocationList:
         self.revoke_token(family_entry(family_id), expires_at=until)
 
     def revoke_subject(self, subject: str, *, at: int) -> None:
-        """Refuse every token issued to ``subject`` at or before ``at``."""
+        """Refuse every token of ``subject``: all of a key's, a user's issued up to ``at``."""
         with self._lock:
             self._subjects[subject] = max(at, self._subjects.get(subject, at))
 
@@ -72,7 +88,9 @@ class RevocationList:
         if isinstance(family, str) and FAMILY_PREFIX + family in self._tokens:
             return True
         revoked_at = self._subjects.get(token.subject)
-        return revoked_at is not None and token.issued_at <= revoked_at
+        return revoked_at is not None and (
+            token.issued_at <= revoked_at or token.subject.startswith(KEY_SUBJECT_PREFIX)
+        )
 
     def prune(self, now: int, *, max_token_lifetime: int, leeway: int = DEFAULT_LEEWAY) -> int:
         """Drop entries that can no longer match a live token; return how many went.
@@ -80,17 +98,22 @@ class RevocationList:
         A verifier accepts a token until ``leeway`` seconds past its ``exp``, so pass the
         verifier's leeway: a jti entry is kept until then, and a subject entry until
         ``max_token_lifetime + leeway`` seconds past its revocation, by when every token
-        issued before it has expired.
+        issued before it has expired (``REVOCATION_MARGIN`` more for a key, whose last
+        tokens may be stamped a little after it).
         """
         with self._lock:
             dead_tokens = [jti for jti, exp in self._tokens.items() if exp + leeway <= now]
             dead_subjects = [
                 subject
                 for subject, at in self._subjects.items()
-                if at + max_token_lifetime + leeway <= now
+                if at + max_token_lifetime + leeway + _margin(subject) <= now
             ]
             for jti in dead_tokens:
                 del self._tokens[jti]
             for subject in dead_subjects:
                 del self._subjects[subject]
         return len(dead_tokens) + len(dead_subjects)
+
+
+def _margin(subject: str) -> int:
+    return REVOCATION_MARGIN if subject.startswith(KEY_SUBJECT_PREFIX) else 0

@@ -103,6 +103,9 @@ class KeyturnState:
             settings.resolved_database_url,
             migrate=settings.should_migrate_on_start,
             pool_size=settings.database_pool_size,
+            pool_timeout=settings.database_pool_timeout,
+            connect_timeout=settings.database_timeout,
+            statement_timeout=settings.database_timeout,
             # No overflow: connections opened beyond the pool under a burst are closed
             # again when returned, and that churn cost PostgreSQL most of a core.
             max_overflow=0,

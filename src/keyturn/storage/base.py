@@ -173,8 +173,13 @@ class UserRepository(Protocol):
 class RefreshTokenRepository(Protocol):
     """Refresh tokens, legacy and rotating."""
 
-    async def add(self, token: RefreshTokenRecord, *, audit: AuditEvent) -> None:
-        """Store a new refresh token (first of its family)."""
+    async def add(self, token: RefreshTokenRecord, *, audit: AuditEvent) -> bool:
+        """Store a new refresh token (first of its family); True when stored.
+
+        A token of an API key is stored only if the key is not revoked, checked in the
+        same statement or transaction: False (nothing written, no audit row) once the
+        key's revocation has committed, so no token is issued for it from then on.
+        """
 
     async def find_with_key(
         self, token_hash: bytes

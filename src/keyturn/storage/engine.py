@@ -3,17 +3,25 @@
 * URLs are normalised to the async drivers: ``postgresql://`` -> ``postgresql+asyncpg://``,
   ``sqlite:///path`` -> ``sqlite+aiosqlite:///path``.
 * Bound parameters never appear in error messages or logs (``hide_parameters=True``).
-* SQLite runs in WAL mode with ``synchronous=NORMAL``, foreign keys on and a 5 s busy
-  timeout. Every write transaction starts with ``BEGIN IMMEDIATE``: writers queue on the
-  database lock up front instead of failing with "database is locked" when a read
-  transaction tries to become a write transaction.
+* SQLite runs in WAL mode with ``synchronous=NORMAL``, foreign keys on and a busy
+  timeout of ``statement_timeout`` (5 s when None). Every write transaction starts with
+  ``BEGIN IMMEDIATE``: writers queue on the database lock up front instead of failing
+  with "database is locked" when a read transaction tries to become a write transaction.
+* Every PostgreSQL wait is bounded (issue 18): connecting (``connect_timeout``), waiting
+  for a pooled connection (``pool_timeout``) and, with ``statement_timeout``, each
+  statement, commit and rollback on the client (asyncpg's ``command_timeout``, so a
+  server that stops answering cannot hold a request), the same on the server
+  (``statement_timeout``, ``idle_in_transaction_session_timeout``), and TCP keepalives
+  both ways, so a dead peer's idle connection is noticed.
 * A new SQLite file is created with mode 0600 in a directory created with mode 0700
   (T-KEY-03): it holds sealed signing keys and key hashes.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import socket
 import sqlite3
 import time
 from pathlib import Path
@@ -37,12 +45,21 @@ __all__ = [
 
 DEFAULT_SQLITE_FILENAME: Final = "keyturn.db"
 _AUTOCOMMIT_OPTION: Final = "keyturn_autocommit"
+_SQLITE_BUSY_TIMEOUT: Final = 5.0
 _SQLITE_PRAGMAS: Final = (
-    "PRAGMA busy_timeout = 5000",  # first: the WAL switch below may need to wait
+    # After "PRAGMA busy_timeout", which comes first: the WAL switch may need to wait.
     "PRAGMA journal_mode = WAL",
     "PRAGMA synchronous = NORMAL",
     "PRAGMA foreign_keys = ON",
 )
+#: TCP keepalive on PostgreSQL connections: first probe after this many idle seconds, then
+#: every `KEEPALIVE_INTERVAL` seconds; `KEEPALIVE_COUNT` unanswered probes drop it.
+KEEPALIVE_IDLE: Final = 15
+KEEPALIVE_INTERVAL: Final = 5
+KEEPALIVE_COUNT: Final = 3
+#: A client-side statement bound this much above the server's: a server that is alive
+#: cancels the statement itself, and the connection stays usable.
+_CLIENT_MARGIN: Final = 0.5
 _DRIVERS: Final = {
     "postgresql": "postgresql+asyncpg",
     "postgres": "postgresql+asyncpg",
@@ -82,7 +99,12 @@ def create_engine(
         pool_timeout: seconds to wait for a free connection before giving up (then the
             storage raises `StorageUnavailableError`: a 503, never a hang).
         connect_timeout: seconds to wait for PostgreSQL to accept a connection.
-        statement_timeout: PostgreSQL ``statement_timeout`` in seconds, or None for none.
+        statement_timeout: seconds one statement (or commit) may take, or None for no
+            bound. PostgreSQL: the server's ``statement_timeout`` and
+            ``idle_in_transaction_session_timeout``, and asyncpg's ``command_timeout``
+            half a second later on the client (a server that stops answering); the pool
+            discards a connection that timed out. Connections are closed at once, never
+            waiting on the server. SQLite: the busy timeout (waiting for another writer).
         pool_pre_ping: test each connection on checkout (one extra round trip per
             operation). Off by default: a dead connection fails one operation with
             `StorageUnavailableError` and the pool replaces every stale connection.
@@ -99,13 +121,23 @@ def create_engine(
                 "pool_pre_ping": pool_pre_ping,
             }
         engine = create_async_engine(parsed, **options)
-        _install_sqlite_hooks(engine, parsed)
+        busy = _SQLITE_BUSY_TIMEOUT if statement_timeout is None else statement_timeout
+        _install_sqlite_hooks(engine, parsed, busy_timeout=busy)
         return engine
     connect_args: dict[str, Any] = {"timeout": connect_timeout}
+    settings = {
+        "tcp_keepalives_idle": str(KEEPALIVE_IDLE),
+        "tcp_keepalives_interval": str(KEEPALIVE_INTERVAL),
+        "tcp_keepalives_count": str(KEEPALIVE_COUNT),
+    }
     if statement_timeout is not None:
-        connect_args["server_settings"] = {
-            "statement_timeout": str(int(statement_timeout * 1000)),
+        milliseconds = str(int(statement_timeout * 1000))
+        settings |= {
+            "statement_timeout": milliseconds,
+            "idle_in_transaction_session_timeout": milliseconds,
         }
+        connect_args["command_timeout"] = statement_timeout + _CLIENT_MARGIN
+    connect_args["server_settings"] = settings
     options |= {
         "pool_size": pool_size,
         "max_overflow": max_overflow,
@@ -113,7 +145,10 @@ def create_engine(
         "pool_pre_ping": pool_pre_ping,
         "connect_args": connect_args,
     }
-    return create_async_engine(parsed, **options)
+    engine = create_async_engine(parsed, **options)
+    event.listen(engine.sync_engine, "connect", _keep_alive)
+    event.listen(engine.sync_engine, "close", _close_at_once)
+    return engine
 
 
 def autocommit(engine: AsyncEngine) -> AsyncEngine:
@@ -155,7 +190,7 @@ def _is_sqlite_memory(url: URL) -> bool:
     return url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
 
 
-def _install_sqlite_hooks(engine: AsyncEngine, url: URL) -> None:
+def _install_sqlite_hooks(engine: AsyncEngine, url: URL, *, busy_timeout: float) -> None:
     sync_engine = engine.sync_engine
     if not _is_sqlite_memory(url) and not url.query.get("uri") and url.database:
         path = Path(url.database)
@@ -166,7 +201,8 @@ def _install_sqlite_hooks(engine: AsyncEngine, url: URL) -> None:
         ) -> None:
             _create_private_file(path)
 
-    event.listen(sync_engine, "connect", _configure_sqlite_connection)
+    configure = functools.partial(_configure_sqlite_connection, busy_timeout=busy_timeout)
+    event.listen(sync_engine, "connect", configure)
     event.listen(sync_engine, "begin", _begin_immediate)
 
 
@@ -182,13 +218,16 @@ def _create_private_file(path: Path) -> None:
     os.close(fd)
 
 
-def _configure_sqlite_connection(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+def _configure_sqlite_connection(
+    dbapi_connection: Any, record: ConnectionPoolEntry, *, busy_timeout: float
+) -> None:
     # SQLAlchemy docs, "Serializable isolation / Savepoints / Transactional DDL": stop the
     # driver from issuing its own deferred BEGIN; `_begin_immediate` emits ours.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     try:
-        for pragma in _SQLITE_PRAGMAS:
+        busy = f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}"
+        for pragma in (busy, *_SQLITE_PRAGMAS):
             _execute_waiting_for_lock(cursor, pragma)
     finally:
         cursor.close()
@@ -214,3 +253,34 @@ def _execute_waiting_for_lock(cursor: Any, statement: str, attempts: int = 50) -
 def _begin_immediate(conn: Connection) -> None:
     if not conn.get_execution_options().get(_AUTOCOMMIT_OPTION, False):
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _keep_alive(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+    """Turn TCP keepalive on for a new PostgreSQL connection (not on a Unix socket)."""
+    transport = getattr(dbapi_connection.driver_connection, "_transport", None)
+    sock = None if transport is None else transport.get_extra_info("socket")
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in (
+        ("TCP_KEEPIDLE", KEEPALIVE_IDLE),
+        ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
+        ("TCP_KEEPCNT", KEEPALIVE_COUNT),
+    ):
+        if hasattr(socket, option):  # Linux; macOS has TCP_KEEPALIVE for the idle time
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
+
+
+def _close_at_once(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+    """Close a PostgreSQL connection the pool lets go of at once, without a goodbye.
+
+    A graceful close sends Terminate and waits for the server to hang up (after any
+    pending cancellation), up to the statement bound or 2 s when invalidating: a server
+    that stopped answering would hold a request that long beyond its bound, and a
+    shutdown that long per pooled connection, one after another. Closing the socket ends
+    the server's session just as well (quietly, outside a transaction).
+    """
+    driver = getattr(dbapi_connection, "driver_connection", None)
+    terminate = getattr(driver, "terminate", None)
+    if callable(terminate):
+        terminate()

@@ -106,7 +106,9 @@ class _Repository:
 
     ``write_lock`` (SQLite) queues this process's writers in the event loop: SQLite
     admits one writer at a time anyway, and waiting here is cheaper and fairer than
-    sleeping in SQLite's busy handler while holding a pooled connection.
+    sleeping in SQLite's busy handler while holding a pooled connection. A writer waits
+    there no longer than the pool's timeout, as for a pooled connection: then the
+    database is unavailable (503) rather than a queue seconds long.
     """
 
     def __init__(
@@ -122,6 +124,8 @@ class _Repository:
         self._autocommit = autocommit_options(engine)
         self._postgresql = engine.dialect.name == "postgresql"
         self._write_lock = write_lock
+        timeout = getattr(self._engine.pool, "timeout", None)
+        self._queue_timeout: float | None = timeout() if callable(timeout) else None
         self._fast = fast
         if self._postgresql and fast is None:  # on its own: no leased connections
             from keyturn.storage._pgfast import FastPath  # noqa: PLC0415 -- asyncpg is optional
@@ -152,9 +156,17 @@ class _Repository:
         writes: bool,
     ) -> _T:
         try:
-            if writes and self._write_lock is not None:
-                async with self._write_lock:
+            lock = self._write_lock
+            if writes and lock is not None:
+                if lock.locked():  # queue behind this process's writers, for a bounded time
+                    async with asyncio.timeout(self._queue_timeout):
+                        await lock.acquire()
+                else:
+                    await lock.acquire()
+                try:
                     return await greenlet_spawn(_on_connection, self._engine, options, work)
+                finally:
+                    lock.release()
             return await greenlet_spawn(_on_connection, self._engine, options, work)
         except Exception as exc:
             error = storage_error(exc, doing)
@@ -424,10 +436,40 @@ _AUDIT: Final = _params(audit_events, "audit_", _AUDIT_FIELDS)
 _INSERT_API_KEY: Final = sa.insert(api_keys)
 _INSERT_AUDIT_EVENT: Final = sa.insert(audit_events).values(_AUDIT)
 _INSERT_REFRESH_TOKEN: Final = sa.insert(refresh_tokens).values(_NEW_TOKEN)
-# PostgreSQL: the token and its audit row in one statement, atomic on its own.
-_ADD_REFRESH_TOKEN_WITH_AUDIT: Final = _INSERT_AUDIT_EVENT.add_cte(
-    _INSERT_REFRESH_TOKEN.returning(refresh_tokens.c.id).cte("stored_token")
-)
+
+
+def _key_live(key_id: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
+    """False for a revoked key (issue 18); a user's token (no key) is always stored.
+
+    An unknown key is left to the foreign key, which refuses it (`ConflictError`).
+    """
+    return ~sa.exists().where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_not(None))
+
+
+def _add_refresh_token_with_audit() -> sa.Select[tuple[str]]:
+    # The token and its audit row in one statement, atomic on its own, unless its key
+    # is revoked by then: a revocation committed before it leaves nothing written (the
+    # statement answers no row), so no token is issued once the revocation is in.
+    typed = _typed(refresh_tokens, _NEW_TOKEN)
+    stored = (
+        sa.insert(refresh_tokens)
+        .from_select(list(_NEW_TOKEN), sa.select(*typed).where(_key_live(_NEW_TOKEN["key_id"])))
+        .returning(refresh_tokens.c.id)
+        .cte("stored_token")
+    )
+    audited = (
+        sa.insert(audit_events)
+        .from_select(list(_AUDIT), sa.select(*_typed(audit_events, _AUDIT)).select_from(stored))
+        .returning(audit_events.c.id)
+        .cte("audited")
+    )
+    return sa.select(stored.c.id).add_cte(audited)
+
+
+# PostgreSQL: one statement, one round trip; a row when stored.
+_ADD_REFRESH_TOKEN_WITH_AUDIT: Final = _add_refresh_token_with_audit()
+# SQLite: the same check, in the storing transaction.
+_KEY_IS_LIVE: Final = sa.select(sa.literal(1)).where(_key_live(_NEW_TOKEN["key_id"]))
 
 
 def _key_with_hash(
@@ -555,9 +597,35 @@ def _inserts(table: sa.Table, params: Mapping[str, sa.BindParameter[Any]]) -> sa
 
 _FIND_KEYS_BY_HASH: Final = _lookups({"hash": _HASH, "now": _NOW}, _key_with_hash)
 _FIND_REFRESH_TOKENS_WITH_KEY: Final = _lookups({"hash": _HASH}, _token_with_hash)
-_ADD_REFRESH_TOKENS_WITH_AUDIT: Final = _inserts(audit_events, _AUDIT).add_cte(
-    _inserts(refresh_tokens, _NEW_TOKEN).returning(refresh_tokens.c.id).cte("stored_tokens")
-)
+
+
+def _add_refresh_tokens_with_audit() -> sa.Select[tuple[int, str]]:
+    """`_ADD_REFRESH_TOKEN_WITH_AUDIT` for a batch: ``(n, id)`` for each call stored."""
+    each = _each(_NEW_TOKEN | _AUDIT)
+    calls = sa.select(*each.c).select_from(each).cte("calls")
+    stored = (
+        sa.insert(refresh_tokens)
+        .from_select(
+            list(_NEW_TOKEN),
+            sa.select(*(calls.c[name] for name in _NEW_TOKEN)).where(_key_live(calls.c.key_id)),
+        )
+        .returning(refresh_tokens.c.id)
+        .cte("stored_tokens")
+    )
+    joined = calls.join(stored, stored.c.id == calls.c.id)
+    audited = (
+        sa.insert(audit_events)
+        .from_select(
+            list(_AUDIT),
+            sa.select(*(calls.c[name] for name in _AUDIT)).select_from(joined).order_by(calls.c.n),
+        )
+        .returning(audit_events.c.id)
+        .cte("audited")
+    )
+    return sa.select(calls.c.n, stored.c.id).select_from(joined).add_cte(audited)
+
+
+_ADD_REFRESH_TOKENS_WITH_AUDIT: Final = _add_refresh_tokens_with_audit()
 _REVOKE_REFRESH_FAMILY: Final = (
     sa.update(refresh_tokens)
     .where(
@@ -822,11 +890,11 @@ class SQLRefreshTokenRepository(_Repository):
         fast: FastPath | None = None,
     ) -> None:
         super().__init__(engine, write_lock=write_lock, lite=lite, fast=fast)
-        self._add_batch: Batcher[Mapping[str, Any], None] | None = None
+        self._add_batch: Batcher[Mapping[str, Any], Any] | None = None
         self._find_batch: Batcher[Mapping[str, Any], Any] | None = None
         self._fast_rotate: FastStatement | None = None
         if self._fast is not None:
-            self._add_batch = self._fast.batched_writes(
+            self._add_batch = self._fast.batched_lookups(
                 "store the refresh token",
                 _ADD_REFRESH_TOKEN_WITH_AUDIT,
                 _ADD_REFRESH_TOKENS_WITH_AUDIT,
@@ -841,35 +909,42 @@ class SQLRefreshTokenRepository(_Repository):
         if lite is not None:
             self._lite_statements = _LiteRefreshStatements(lite)
 
-    async def add(self, token: RefreshTokenRecord, *, audit: AuditEvent) -> None:
-        """Store a new refresh token and its audit row; `ConflictError` on a clash."""
+    async def add(self, token: RefreshTokenRecord, *, audit: AuditEvent) -> bool:
+        """Store a new refresh token and its audit row; `ConflictError` on a clash.
+
+        False, and nothing written, when the token's key is revoked by then.
+        """
         stored, event = _new_token_params(token), _audit_params(audit)
         if self._add_batch is not None:
-            await self._add_batch(stored | event)
-            return
+            return await self._add_batch(stored | event) is not None
         if self._postgresql:
             params = stored | event
-            await self._write(
+            row = await self._write(
                 "store the refresh token",
-                lambda conn: conn.execute(_ADD_REFRESH_TOKEN_WITH_AUDIT, params),
+                lambda conn: conn.execute(_ADD_REFRESH_TOKEN_WITH_AUDIT, params).first(),
             )
-            return
+            return row is not None
 
         if self._lite is not None and (lite := self._lite_statements) is not None:
 
-            def store_fast(conn: LiteConnection) -> None:
+            def store_fast(conn: LiteConnection) -> bool:
+                if conn.first(lite.key_is_live, stored) is None:
+                    return False
                 conn.execute(lite.insert_token, stored)
                 conn.execute(lite.insert_audit, event)
+                return True
 
             with contextlib.suppress(Busy):
-                await self._lite.write("store the refresh token", store_fast)
-                return
+                return await self._lite.write("store the refresh token", store_fast)
 
-        def store(conn: sa.Connection) -> None:
+        def store(conn: sa.Connection) -> bool:
+            if conn.execute(_KEY_IS_LIVE, stored).first() is None:
+                return False
             conn.execute(_INSERT_REFRESH_TOKEN, stored)
             conn.execute(_INSERT_AUDIT_EVENT, event)
+            return True
 
-        await self._write_transaction("store the refresh token", store)
+        return await self._write_transaction("store the refresh token", store)
 
     async def find_with_key(
         self, token_hash: bytes
@@ -983,10 +1058,11 @@ class SQLRefreshTokenRepository(_Repository):
 class _LiteRefreshStatements:
     """The refresh-token statements of the SQLite fast path, rendered once."""
 
-    __slots__ = ("find", "insert_audit", "insert_token", "mark_used")
+    __slots__ = ("find", "insert_audit", "insert_token", "key_is_live", "mark_used")
 
     def __init__(self, lite: LitePath) -> None:
         self.find: Final = lite.prepare(_FIND_REFRESH_TOKEN_WITH_KEY)
+        self.key_is_live: Final = lite.prepare(_KEY_IS_LIVE)
         self.mark_used: Final = lite.prepare(_MARK_REFRESH_TOKEN_USED)
         self.insert_token: Final = lite.prepare(_INSERT_REFRESH_TOKEN)
         self.insert_audit: Final = lite.prepare(_INSERT_AUDIT_EVENT)
@@ -1425,6 +1501,7 @@ class SQLStorage:
         pool_size: int = 10,
         max_overflow: int = 10,
         pool_timeout: float = 5.0,
+        connect_timeout: float = 5.0,
         statement_timeout: float | None = None,
         echo: bool = False,
     ) -> SQLStorage:
@@ -1438,6 +1515,7 @@ class SQLStorage:
             pool_size=pool_size,
             max_overflow=max_overflow,
             pool_timeout=pool_timeout,
+            connect_timeout=connect_timeout,
             statement_timeout=statement_timeout,
             echo=echo,
         )
