@@ -115,9 +115,18 @@ def _int_query(request: Request, name: str, default: int | None) -> int | None:
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or len(raw) > 12:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 12:
         raise InvalidRequestError(f"{name} must be a non-negative integer")
     return int(raw)
+
+
+def _bool_query(request: Request, name: str, default: bool) -> bool:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if raw not in ("true", "false"):
+        raise InvalidRequestError(f"{name} must be true or false")
+    return raw == "true"
 
 
 @_problems
@@ -147,7 +156,7 @@ async def list_keys(request: Request) -> Response:
         limit=limit,
         after=request.query_params.get("after"),
         identifier=request.query_params.get("identifier"),
-        include_revoked=request.query_params.get("include_revoked", "true") != "false",
+        include_revoked=_bool_query(request, "include_revoked", True),
     )
     return _json(KeyPageOut(keys=[key_out(k) for k in page.keys], next_after=page.next_after))
 
@@ -209,7 +218,7 @@ async def list_users(request: Request) -> Response:
     page = await keyturn_state(request).service.list_users(
         limit=limit,
         after=request.query_params.get("after"),
-        include_disabled=request.query_params.get("include_disabled", "true") != "false",
+        include_disabled=_bool_query(request, "include_disabled", True),
     )
     return _json(UserPageOut(users=[user_out(u) for u in page.users], next_after=page.next_after))
 
@@ -279,7 +288,7 @@ async def list_signing_keys(request: Request) -> Response:
 @_problems
 async def rotate_signing_key(request: Request) -> Response:
     """``POST /v1/admin/signing-keys/rotate[?immediately=true]``."""
-    immediately = request.query_params.get("immediately") == "true"
+    immediately = _bool_query(request, "immediately", False)
     kid = await keyturn_state(request).service.rotate_signing_key(
         immediately=immediately, actor=ACTOR, request_id=request_id(request)
     )

@@ -47,7 +47,9 @@ def _media_type(request: Request) -> str:
 
 async def _body(request: Request) -> bytes:
     declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
+    if declared is not None and (
+        not (declared.isascii() and declared.isdigit()) or int(declared) > MAX_BODY_BYTES
+    ):
         raise RequestRejectedError(
             f"the body may be at most {MAX_BODY_BYTES} bytes",
             status_code=413,
