@@ -34,6 +34,7 @@ from keyturn.server.models import (
     UserPageOut,
 )
 from keyturn.server.requests import (
+    NO_NUL,
     keyturn_state,
     read_json,
     read_model,
@@ -51,6 +52,9 @@ def _problems(handler: Handler) -> Handler:
     @functools.wraps(handler)
     async def endpoint(request: Request) -> Response:
         try:
+            query = [text for pair in request.query_params.multi_items() for text in pair]
+            if any("\x00" in str(text) for text in (*request.path_params.values(), *query)):
+                raise InvalidRequestError(NO_NUL)
             return await handler(request)
         except KeyturnError as exc:
             return problem_for(exc)

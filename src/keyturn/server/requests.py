@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_BODY_BYTES",
+    "NO_NUL",
     "bearer_token",
     "key_bucket",
     "keyturn_state",
@@ -36,6 +37,8 @@ __all__ = [
 ]
 
 MAX_BODY_BYTES: Final = 64 * 1024
+#: Why text with U+0000 in it is refused (no route needs it; PostgreSQL cannot store it).
+NO_NUL: Final = "text may not contain U+0000 (NUL)"
 _JSON_TYPES: Final = ("application/json",)
 _FORM_TYPE: Final = "application/x-www-form-urlencoded"
 Model = TypeVar("Model", bound=BaseModel)
@@ -73,6 +76,16 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    return False
+
+
 def _parse_json(body: bytes) -> Any:
     try:
         data = json.loads(body.decode("utf-8"), parse_constant=_refuse_constant)
@@ -80,6 +93,9 @@ def _parse_json(body: bytes) -> Any:
         json.dumps(data, ensure_ascii=False).encode("utf-8")
     except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
         raise RequestRejectedError("the body is not valid UTF-8 JSON") from exc
+    # JSON spells U+0000 only as an escape; PostgreSQL cannot store it in text (a 500).
+    if b"\\u0000" in body and _has_nul(data):
+        raise RequestRejectedError(NO_NUL)
     return data
 
 
@@ -134,6 +150,8 @@ async def read_form_or_json(request: Request) -> dict[str, str]:
             raise RequestRejectedError("the form body is malformed") from exc
         params: dict[str, str] = {}
         for name, value in pairs:
+            if "\x00" in name or "\x00" in value:
+                raise RequestRejectedError(NO_NUL)
             if name in params:  # RFC 6749 §3.1: parameters must not be repeated
                 raise RequestRejectedError(f"parameter {name!r} is repeated")
             params[name] = value
