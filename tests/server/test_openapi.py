@@ -28,7 +28,7 @@ from .conftest import ADMIN_TOKEN, MakeClient, OpenState, bearer, make_settings
 from .live import live_listener
 
 #: Cases per operation and phase; the whole run of one listener stays within seconds.
-MAX_EXAMPLES = 10
+MAX_EXAMPLES = 5
 UNDOCUMENTED = {"/openapi.json", "/docs"}
 
 
@@ -225,11 +225,17 @@ def _finding(recorder: Any, case_id: str, check: Any) -> str:
 
 @pytest.mark.parametrize("listener", ["public", "admin"])
 def test_every_operation_conforms_to_its_document(
-    sqlite_database_url: str, tmp_path: Path, listener: str
+    postgresql_database_url: str, tmp_path: Path, listener: str
 ) -> None:
-    """T-IN-12: schemathesis finds nothing, with all its checks over all its phases."""
+    """T-IN-12: schemathesis finds nothing, with all its checks over all its phases.
+
+    On PostgreSQL, the stricter database: it refuses what SQLite stores (NUL, text longer
+    than its column) and plans prepared statements generically from their sixth run, and
+    every finding SQLite missed came from that; it also answers faster than a SQLite file
+    that syncs every commit, which keeps the run within seconds.
+    """
     settings_ = make_settings(
-        sqlite_database_url, tmp_path, rate_limit_enabled=False, admin_token=ADMIN_TOKEN
+        postgresql_database_url, tmp_path, rate_limit_enabled=False, admin_token=ADMIN_TOKEN
     )
     with live_listener(listener, settings_) as live:
         document = httpx.get(f"{live.base_url}/openapi.json", headers=bearer(ADMIN_TOKEN)).json()
@@ -385,6 +391,20 @@ async def test_grace_seconds_is_an_integer_as_json_schema_counts_them(
 
     response = await sqlite_admin.post(
         f"/v1/admin/keys/{created['record']['id']}/rotate", json={"grace_seconds": grace}
+    )
+
+    assert response.status_code == status, response.text
+
+
+@pytest.mark.parametrize(("length", "status"), [(255, 200), (256, 400)])
+async def test_a_revocation_reason_fits_its_column(
+    admin: httpx.AsyncClient, length: int, status: int
+) -> None:
+    """The model allowed 500 characters, the column 255: PostgreSQL answered a 500."""
+    created = (await admin.post("/v1/admin/keys", json={})).json()
+
+    response = await admin.post(
+        f"/v1/admin/keys/{created['record']['id']}/revoke", json={"reason": "r" * length}
     )
 
     assert response.status_code == status, response.text

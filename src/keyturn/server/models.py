@@ -168,7 +168,7 @@ class CreateKeyRequest(_Strict):
 class RevokeKeyRequest(_Strict):
     """``POST /v1/admin/keys/{id}/revoke``."""
 
-    reason: str = Field("", max_length=500)
+    reason: str = Field("", max_length=255)  # the column's size
 
 
 def _integral(value: Any) -> Any:
