@@ -274,6 +274,12 @@ async def test_every_operation_shows_a_request_and_a_response_example(
     assert document["externalDocs"]["url"].endswith("/docs/api.md")
     page = (await make_client(app).get("/docs")).text
     assert "docs/api.md</a>" in page
+    shown = (  # a request example, in the page too
+        "grant_type=client_credentials&amp;scope=read"
+        if listener == "public"
+        else "&quot;name&quot;: &quot;billing-service&quot;"
+    )
+    assert shown in page
 
 
 async def test_the_admin_document_declares_the_admin_token_when_it_is_set(

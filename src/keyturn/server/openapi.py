@@ -9,8 +9,10 @@ reference is ``docs/api.md``.
 from __future__ import annotations
 
 import html
+import json
 from dataclasses import dataclass, field, replace
 from typing import Any
+from urllib.parse import urlencode
 
 from pydantic import BaseModel
 from starlette.applications import Starlette
@@ -911,25 +913,54 @@ def _operation(op: _Op) -> dict[str, Any]:
     return operation
 
 
+def _example_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, indent=1, ensure_ascii=False)
+
+
+def _examples(op: dict[str, Any]) -> tuple[str, str]:
+    """The request (parameters and body) and the success response an operation shows."""
+    asked = [f"{parameter['in']} {parameter['name']}" for parameter in op.get("parameters", ())]
+    for media, entry in op.get("requestBody", {}).get("content", {}).items():
+        if "example" in entry:
+            example = entry["example"]
+            text = urlencode(example) if media == _FORM else _example_text(example)
+            asked.append(f"{media}\n{text}")
+            break
+    answered = ""
+    for code, response in op["responses"].items():
+        if code.startswith("2"):
+            for media, entry in response.get("content", {}).items():
+                if "example" in entry:
+                    answered = f"{code} {media}\n{_example_text(entry['example'])}"
+            answered = answered or f"{code} {response['description']}"
+            break
+    return "\n".join(asked), answered
+
+
 def docs_page(document: dict[str, Any]) -> str:
     """A small self-contained HTML page listing the operations (no external assets)."""
     rows = []
     for path, methods in document["paths"].items():
         for method, op in methods.items():
             statuses = ", ".join(op["responses"])
+            asked, answered = _examples(op)
             rows.append(
                 f"<tr><td><code>{html.escape(method.upper())}</code></td>"
                 f"<td><code>{html.escape(path)}</code></td><td>{html.escape(op['summary'])}</td>"
-                f"<td>{html.escape(statuses)}</td></tr>"
+                f"<td>{html.escape(statuses)}</td><td><pre>{html.escape(asked)}</pre></td>"
+                f"<td><pre>{html.escape(answered)}</pre></td></tr>"
             )
     title = html.escape(document["info"]["title"])
     return (
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
         f"<title>{title}</title><style>body{{font-family:sans-serif;margin:2rem}}"
-        "td,th{padding:.3rem .6rem;border-bottom:1px solid #ddd;text-align:left}</style>"
+        "td,th{padding:.3rem .6rem;border-bottom:1px solid #ddd;text-align:left;"
+        "vertical-align:top}pre{margin:0;max-width:28rem;white-space:pre-wrap;"
+        "word-break:break-all;font-size:.8rem}</style>"
         f"</head><body><h1>{title}</h1><p>Machine-readable: <a href='openapi.json'>"
         "openapi.json</a> (OpenAPI 3.1, with a request and a response example per route). "
         f"The reference, with curl examples: <a href='{API_REFERENCE}'>docs/api.md</a>.</p>"
-        "<table><tr><th>Method</th><th>Path</th>"
-        f"<th>What it does</th><th>Statuses</th></tr>{''.join(rows)}</table></body></html>"
+        "<table><tr><th>Method</th><th>Path</th><th>What it does</th><th>Statuses</th>"
+        "<th>Request</th><th>Response</th></tr>"
+        f"{''.join(rows)}</table></body></html>"
     )
