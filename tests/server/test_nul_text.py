@@ -1,8 +1,9 @@
-"""U+0000 in any text a request carries is a 400, on SQLite and PostgreSQL alike.
+"""U+0000 in text a request carries is a 400, on SQLite and PostgreSQL alike.
 
-PostgreSQL cannot store NUL in text: a NUL in a query, path or body value used to reach it
-and fail as a 500 ("invalid byte sequence for encoding UTF8: 0x00"), while SQLite stored it.
-No route needs one, so the edge refuses it before any storage call.
+PostgreSQL cannot store NUL in text: a NUL in an admin query, path or body value, or in an
+OAuth-style parameter, used to reach it and fail as a 500 ("invalid byte sequence for
+encoding UTF8: 0x00"), while SQLite stored it. No route needs one, so the edge refuses it
+before any storage call; JWThenticator's routes never let one reach the database.
 """
 
 from __future__ import annotations
@@ -75,9 +76,18 @@ async def test_nul_in_a_form_is_a_400(public: httpx.AsyncClient, path: str) -> N
     assert NO_NUL in (body.get("detail"), body.get("error_description"))
 
 
-async def test_nul_in_a_legacy_body_is_a_400(public: httpx.AsyncClient) -> None:
-    """JWThenticator's shape: 400 with a JSON body, never a 500 or a 401."""
-    response = await public.post("/authenticate", json={"key": "a\u0000", "identifier": IDENTIFIER})
+async def test_jwthenticator_routes_answer_nul_as_they_always_did(
+    public: httpx.AsyncClient,
+) -> None:
+    """A key is hashed before any lookup (an unknown key: 401 ``{}``), an identifier must be a
+    UUID (400 with its field message): no NUL reaches the database, nothing changes."""
+    unknown = await public.post("/authenticate", json={"key": "a\u0000", "identifier": IDENTIFIER})
+    not_uuid = await public.post(
+        "/authenticate", json={"key": "a-key", "identifier": IDENTIFIER + "\u0000"}
+    )
 
-    assert response.status_code == 400
-    assert response.json() == {}
+    assert (unknown.status_code, unknown.json()) == (401, {})
+    assert (not_uuid.status_code, not_uuid.json()) == (
+        400,
+        {"identifier": ["Value error, Not a valid UUID."]},
+    )

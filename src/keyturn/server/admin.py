@@ -39,6 +39,7 @@ from keyturn.server.requests import (
     read_json,
     read_model,
     read_optional_json,
+    refuse_nul,
     request_id,
 )
 
@@ -136,7 +137,7 @@ def _bool_query(request: Request, name: str, default: bool) -> bool:
 @_problems
 async def create_key(request: Request) -> Response:
     """``POST /v1/admin/keys``."""
-    body = read_model(CreateKeyRequest, await read_json(request))
+    body = read_model(CreateKeyRequest, refuse_nul(await read_json(request)))
     created = await keyturn_state(request).service.create_key(
         identifier=body.identifier,
         name=body.name,
@@ -175,7 +176,7 @@ async def get_key(request: Request) -> Response:
 @_problems
 async def revoke_key(request: Request) -> Response:
     """``POST /v1/admin/keys/{key_id}/revoke``: its refresh and access tokens die too."""
-    body = read_model(RevokeKeyRequest, await read_optional_json(request))
+    body = read_model(RevokeKeyRequest, refuse_nul(await read_optional_json(request)))
     record = await keyturn_state(request).service.revoke_key(
         request.path_params["key_id"],
         reason=body.reason,
@@ -188,7 +189,7 @@ async def revoke_key(request: Request) -> Response:
 @_problems
 async def rotate_key(request: Request) -> Response:
     """``POST /v1/admin/keys/{key_id}/rotate``: a new secret, shown once."""
-    body = read_model(RotateKeyRequest, await read_optional_json(request))
+    body = read_model(RotateKeyRequest, refuse_nul(await read_optional_json(request)))
     grace = None if body.grace_seconds is None else timedelta(seconds=body.grace_seconds)
     created = await keyturn_state(request).service.rotate_key(
         request.path_params["key_id"],
@@ -202,7 +203,7 @@ async def rotate_key(request: Request) -> Response:
 @_problems
 async def create_user(request: Request) -> Response:
     """``POST /v1/admin/users``."""
-    body = read_model(CreateUserRequest, await read_json(request))
+    body = read_model(CreateUserRequest, refuse_nul(await read_json(request)))
     record = await keyturn_state(request).service.create_user(
         body.email,
         body.password.get_secret_value(),
@@ -237,7 +238,7 @@ async def get_user(request: Request) -> Response:
 @_problems
 async def disable_user(request: Request) -> Response:
     """``POST /v1/admin/users/{user_id}/disable``: no more logins; their tokens die."""
-    body = read_model(DisableUserRequest, await read_optional_json(request))
+    body = read_model(DisableUserRequest, refuse_nul(await read_optional_json(request)))
     record = await keyturn_state(request).service.disable_user(
         request.path_params["user_id"],
         reason=body.reason,
@@ -259,7 +260,7 @@ async def enable_user(request: Request) -> Response:
 @_problems
 async def set_user_password(request: Request) -> Response:
     """``POST /v1/admin/users/{user_id}/password``: the user's refresh tokens are revoked."""
-    body = read_model(SetPasswordRequest, await read_json(request))
+    body = read_model(SetPasswordRequest, refuse_nul(await read_json(request)))
     record = await keyturn_state(request).service.set_user_password(
         request.path_params["user_id"],
         body.password.get_secret_value(),

@@ -874,9 +874,9 @@ def openapi_document(app: Starlette, *, title: str, settings: Settings) -> dict[
         "info": {
             "title": title,
             "version": __version__,
-            "description": f"{description.strip()} No text a request carries (body, query "
-            "or path) may contain U+0000: such a request is a 400. The reference, with curl "
-            f"examples: [docs/api.md]({API_REFERENCE}).",
+            "description": f"{description.strip()} Text may not contain U+0000: in an "
+            "OAuth-style parameter, an admin body, query or path it is a 400. The reference, "
+            f"with curl examples: [docs/api.md]({API_REFERENCE}).",
         },
         "externalDocs": {"description": "API reference (docs/api.md)", "url": API_REFERENCE},
         "paths": paths,
