@@ -17,6 +17,7 @@ import httpx
 import pytest
 import schemathesis
 import schemathesis.engine
+from jsonschema import Draft202012Validator
 from openapi_spec_validator import OpenAPIV31SpecValidator, validate
 from schemathesis.config import SchemathesisConfig
 from schemathesis.engine import events
@@ -280,6 +281,33 @@ async def test_every_operation_shows_a_request_and_a_response_example(
         else "&quot;name&quot;: &quot;billing-service&quot;"
     )
     assert shown in page
+
+
+@pytest.mark.parametrize("listener", ["public", "admin"])
+async def test_every_example_matches_its_schema(
+    sqlite_state: KeyturnState, make_client: MakeClient, listener: str
+) -> None:
+    """An example that breaks its own schema would teach callers the wrong shape."""
+    app = build_public_app(sqlite_state) if listener == "public" else build_admin_app(sqlite_state)
+    document = (await make_client(app).get("/openapi.json")).json()
+
+    def check(where: str, entry: dict[str, Any]) -> list[str]:
+        if "example" not in entry:
+            return []
+        # "#/components/schemas/..." references resolve against this root.
+        schema = {**entry["schema"], "components": document["components"]}
+        errors = Draft202012Validator(schema).iter_errors(entry["example"])
+        return [f"{where}: {error.message}" for error in errors]
+
+    wrong = []
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            for media, entry in operation.get("requestBody", {}).get("content", {}).items():
+                wrong += check(f"{method} {path} request {media}", entry)
+            for code, response in operation["responses"].items():
+                for media, entry in response.get("content", {}).items():
+                    wrong += check(f"{method} {path} {code} {media}", entry)
+    assert wrong == []
 
 
 async def test_the_admin_document_declares_the_admin_token_when_it_is_set(
