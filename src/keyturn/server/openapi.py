@@ -157,7 +157,10 @@ _TOKEN_FORM = _params(
     refresh_token={**_TEXT, "description": "Required with grant_type=refresh_token"},
     scope={**_SCOPE, "description": "Space-separated scopes, a subset of the key's"},
     identifier={"type": "string", "description": "Must match the key's identifier, if sent"},
-)
+) | {
+    "if": {"properties": {"grant_type": {"const": "refresh_token"}}},
+    "then": {"required": ["refresh_token"]},
+}
 _TOKEN_ONLY = _params(
     ("token",),
     token=_TEXT,
