@@ -442,3 +442,16 @@ async def test_a_revocation_reason_fits_its_column(
     )
 
     assert response.status_code == status, response.text
+
+
+async def test_a_non_ascii_digit_as_content_length_is_a_413_not_a_500(
+    sqlite_admin: httpx.AsyncClient,
+) -> None:
+    """b"\\xb2" reads as "²", which str.isdigit() accepts and int() refuses."""
+    response = await sqlite_admin.post(
+        "/v1/admin/keys",
+        content=b"{}",
+        headers={"Content-Type": "application/json", "Content-Length": b"\xb2"},  # type: ignore[dict-item]
+    )
+
+    assert response.status_code == 413
