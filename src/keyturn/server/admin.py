@@ -34,10 +34,12 @@ from keyturn.server.models import (
     UserPageOut,
 )
 from keyturn.server.requests import (
+    NO_NUL,
     keyturn_state,
     read_json,
     read_model,
     read_optional_json,
+    refuse_nul,
     request_id,
 )
 
@@ -51,6 +53,9 @@ def _problems(handler: Handler) -> Handler:
     @functools.wraps(handler)
     async def endpoint(request: Request) -> Response:
         try:
+            query = [text for pair in request.query_params.multi_items() for text in pair]
+            if any("\x00" in str(text) for text in (*request.path_params.values(), *query)):
+                raise InvalidRequestError(NO_NUL)
             return await handler(request)
         except KeyturnError as exc:
             return problem_for(exc)
@@ -115,15 +120,24 @@ def _int_query(request: Request, name: str, default: int | None) -> int | None:
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or len(raw) > 12:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 12:
         raise InvalidRequestError(f"{name} must be a non-negative integer")
     return int(raw)
+
+
+def _bool_query(request: Request, name: str, default: bool) -> bool:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if raw not in ("true", "false"):
+        raise InvalidRequestError(f"{name} must be true or false")
+    return raw == "true"
 
 
 @_problems
 async def create_key(request: Request) -> Response:
     """``POST /v1/admin/keys``."""
-    body = read_model(CreateKeyRequest, await read_json(request))
+    body = read_model(CreateKeyRequest, refuse_nul(await read_json(request)))
     created = await keyturn_state(request).service.create_key(
         identifier=body.identifier,
         name=body.name,
@@ -147,7 +161,7 @@ async def list_keys(request: Request) -> Response:
         limit=limit,
         after=request.query_params.get("after"),
         identifier=request.query_params.get("identifier"),
-        include_revoked=request.query_params.get("include_revoked", "true") != "false",
+        include_revoked=_bool_query(request, "include_revoked", True),
     )
     return _json(KeyPageOut(keys=[key_out(k) for k in page.keys], next_after=page.next_after))
 
@@ -162,7 +176,7 @@ async def get_key(request: Request) -> Response:
 @_problems
 async def revoke_key(request: Request) -> Response:
     """``POST /v1/admin/keys/{key_id}/revoke``: its refresh and access tokens die too."""
-    body = read_model(RevokeKeyRequest, await read_optional_json(request))
+    body = read_model(RevokeKeyRequest, refuse_nul(await read_optional_json(request)))
     record = await keyturn_state(request).service.revoke_key(
         request.path_params["key_id"],
         reason=body.reason,
@@ -175,7 +189,7 @@ async def revoke_key(request: Request) -> Response:
 @_problems
 async def rotate_key(request: Request) -> Response:
     """``POST /v1/admin/keys/{key_id}/rotate``: a new secret, shown once."""
-    body = read_model(RotateKeyRequest, await read_optional_json(request))
+    body = read_model(RotateKeyRequest, refuse_nul(await read_optional_json(request)))
     grace = None if body.grace_seconds is None else timedelta(seconds=body.grace_seconds)
     created = await keyturn_state(request).service.rotate_key(
         request.path_params["key_id"],
@@ -189,7 +203,7 @@ async def rotate_key(request: Request) -> Response:
 @_problems
 async def create_user(request: Request) -> Response:
     """``POST /v1/admin/users``."""
-    body = read_model(CreateUserRequest, await read_json(request))
+    body = read_model(CreateUserRequest, refuse_nul(await read_json(request)))
     record = await keyturn_state(request).service.create_user(
         body.email,
         body.password.get_secret_value(),
@@ -209,7 +223,7 @@ async def list_users(request: Request) -> Response:
     page = await keyturn_state(request).service.list_users(
         limit=limit,
         after=request.query_params.get("after"),
-        include_disabled=request.query_params.get("include_disabled", "true") != "false",
+        include_disabled=_bool_query(request, "include_disabled", True),
     )
     return _json(UserPageOut(users=[user_out(u) for u in page.users], next_after=page.next_after))
 
@@ -224,7 +238,7 @@ async def get_user(request: Request) -> Response:
 @_problems
 async def disable_user(request: Request) -> Response:
     """``POST /v1/admin/users/{user_id}/disable``: no more logins; their tokens die."""
-    body = read_model(DisableUserRequest, await read_optional_json(request))
+    body = read_model(DisableUserRequest, refuse_nul(await read_optional_json(request)))
     record = await keyturn_state(request).service.disable_user(
         request.path_params["user_id"],
         reason=body.reason,
@@ -246,7 +260,7 @@ async def enable_user(request: Request) -> Response:
 @_problems
 async def set_user_password(request: Request) -> Response:
     """``POST /v1/admin/users/{user_id}/password``: the user's refresh tokens are revoked."""
-    body = read_model(SetPasswordRequest, await read_json(request))
+    body = read_model(SetPasswordRequest, refuse_nul(await read_json(request)))
     record = await keyturn_state(request).service.set_user_password(
         request.path_params["user_id"],
         body.password.get_secret_value(),
@@ -279,7 +293,7 @@ async def list_signing_keys(request: Request) -> Response:
 @_problems
 async def rotate_signing_key(request: Request) -> Response:
     """``POST /v1/admin/signing-keys/rotate[?immediately=true]``."""
-    immediately = request.query_params.get("immediately") == "true"
+    immediately = _bool_query(request, "immediately", False)
     kid = await keyturn_state(request).service.rotate_signing_key(
         immediately=immediately, actor=ACTOR, request_id=request_id(request)
     )

@@ -16,7 +16,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from keyturn.config import Settings
@@ -53,11 +53,22 @@ async def readyz(request: Request) -> Response:
     return JSONResponse({"status": "ready"})
 
 
+def _allowed_methods(request: Request) -> str:
+    """Every method some route of the app serves at this path (one `Route` per method)."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        if isinstance(route, Route) and route.matches(request.scope)[0] != Match.NONE:
+            methods.update(route.methods or ())
+    return ", ".join(sorted(methods))
+
+
 async def _not_found(request: Request, exc: Exception) -> Response:
     status = exc.status_code if isinstance(exc, HTTPException) else 404
     title = "Method Not Allowed" if status == 405 else "Not Found"
     code = "method_not_allowed" if status == 405 else "not_found"
     headers = getattr(exc, "headers", None)
+    if status == 405:  # RFC 9110 §15.5.6: all the methods the resource serves
+        headers = {**(headers or {}), "Allow": _allowed_methods(request)}
     return problem(
         status,
         title,

@@ -10,7 +10,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
 
 __all__ = [
     "AuditEventOut",
@@ -168,13 +168,22 @@ class CreateKeyRequest(_Strict):
 class RevokeKeyRequest(_Strict):
     """``POST /v1/admin/keys/{id}/revoke``."""
 
-    reason: str = Field("", max_length=500)
+    reason: str = Field("", max_length=255)  # the column's size
+
+
+def _integral(value: Any) -> Any:
+    """``394.0`` as ``394``: JSON Schema counts a number with no fraction as an integer."""
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return value
 
 
 class RotateKeyRequest(_Strict):
     """``POST /v1/admin/keys/{id}/rotate``: a new secret; the old one lasts ``grace_seconds``."""
 
-    grace_seconds: int | None = Field(None, ge=0, le=30 * 86400)
+    grace_seconds: Annotated[int | None, BeforeValidator(_integral)] = Field(
+        None, ge=0, le=30 * 86400
+    )
 
 
 class KeyOut(BaseModel):

@@ -264,10 +264,12 @@ async def introspect(request: Request) -> Response:
         )
     try:
         params = await read_form_or_json(request)
+        if not params.get("token"):  # RFC 7662 §2.1: REQUIRED
+            raise RequestRejectedError("token is required")
     except RequestRejectedError as exc:
         return problem_for(exc)
     try:
-        verified = keyturn_state(request).service.validate(params.get("token", ""))
+        verified = keyturn_state(request).service.validate(params["token"])
     except KeyturnError:
         return JSONResponse({"active": False}, headers=NO_STORE)
     claims = verified.claims

@@ -1088,7 +1088,10 @@ class SQLSigningKeyRepository(_Repository):
             .values(_signing_key_values(key))
             .on_conflict_do_nothing(
                 index_elements=[signing_keys.c.state],
-                index_where=signing_keys.c.state == SigningKeyState.ACTIVE.value,
+                # A literal, not a bound parameter: PostgreSQL cannot match a parameter to
+                # the partial index once it uses a generic plan for the prepared statement
+                # (from the sixth execution on a connection), and the INSERT then failed.
+                index_where=sa.text("state = 'active'"),
             )
             .returning(signing_keys.c.kid)
         )
