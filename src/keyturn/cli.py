@@ -82,6 +82,15 @@ DataDirOption = Annotated[
         help="Where the default SQLite database lives (created with mode 0700).",
     ),
 ]
+SchemaOption = Annotated[
+    str,
+    typer.Option(
+        "--schema",
+        envvar="KEYTURN_DATABASE_SCHEMA",
+        show_envvar=True,
+        help="PostgreSQL schema of Keyturn's tables (ignored for SQLite).",
+    ),
+]
 KeyIdArgument = Annotated[str, typer.Argument(help="The key's id (as `keys list` shows it).")]
 UserArgument = Annotated[
     str, typer.Argument(help="The user's id (as `users list` shows it) or email address.")
@@ -264,6 +273,7 @@ def db_upgrade(
     database_url: DatabaseUrlOption = None,
     data_dir: DataDirOption = DEFAULT_DATA_DIR,
     revision: Annotated[str, typer.Option(help="The revision to upgrade to.")] = "head",
+    schema: SchemaOption = "keyturn",
     as_json: JsonOption = False,
 ) -> None:
     """Create the database schema, or upgrade it to this version of Keyturn."""
@@ -271,8 +281,10 @@ def db_upgrade(
 
     url = _database_url(database_url, data_dir)
     try:
-        asyncio.run(upgrade(url, revision))
-        current = asyncio.run(current_revision(url))
+        asyncio.run(upgrade(url, revision, schema=schema))
+        current = asyncio.run(current_revision(url, schema=schema))
+    except ValueError as exc:
+        _fail(f"invalid settings: {exc}", 2)
     except KeyturnError as exc:
         typer.echo(f"error: {exc.message} ({_shown_url(url)})", err=True)
         raise typer.Exit(1) from exc
@@ -283,6 +295,7 @@ def db_upgrade(
 def db_current(
     database_url: DatabaseUrlOption = None,
     data_dir: DataDirOption = DEFAULT_DATA_DIR,
+    schema: SchemaOption = "keyturn",
     as_json: JsonOption = False,
 ) -> None:
     """Print the schema revision of the database (none for an empty one) and the newest."""
@@ -290,7 +303,9 @@ def db_current(
 
     url = _database_url(database_url, data_dir)
     try:
-        current = asyncio.run(current_revision(url))
+        current = asyncio.run(current_revision(url, schema=schema))
+    except ValueError as exc:
+        _fail(f"invalid settings: {exc}", 2)
     except KeyturnError as exc:
         typer.echo(f"error: {exc.message} ({_shown_url(url)})", err=True)
         raise typer.Exit(1) from exc

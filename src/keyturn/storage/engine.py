@@ -24,6 +24,8 @@ from sqlalchemy.engine import URL, Connection, Dialect, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from keyturn.storage.schema import DEFAULT_SCHEMA, check_schema_name
+
 __all__ = [
     "DEFAULT_SQLITE_FILENAME",
     "autocommit",
@@ -72,6 +74,7 @@ def create_engine(
     statement_timeout: float | None = None,
     pool_pre_ping: bool = False,
     echo: bool = False,
+    schema: str = DEFAULT_SCHEMA,
 ) -> AsyncEngine:
     """Create the async engine Keyturn's storage runs on.
 
@@ -87,6 +90,8 @@ def create_engine(
             operation). Off by default: a dead connection fails one operation with
             `StorageUnavailableError` and the pool replaces every stale connection.
         echo: log every statement (parameters stay hidden).
+        schema: PostgreSQL only: the one schema on every connection's ``search_path``
+            (`keyturn.storage.schema`; resolve a database's with ``resolve_schema``).
     """
     parsed = normalize_url(url)
     options: dict[str, Any] = {"echo": echo, "hide_parameters": True}
@@ -102,10 +107,10 @@ def create_engine(
         _install_sqlite_hooks(engine, parsed)
         return engine
     connect_args: dict[str, Any] = {"timeout": connect_timeout}
+    # Sent in the startup packet: Keyturn's tables, and only they, resolve unqualified.
+    connect_args["server_settings"] = {"search_path": check_schema_name(schema)}
     if statement_timeout is not None:
-        connect_args["server_settings"] = {
-            "statement_timeout": str(int(statement_timeout * 1000)),
-        }
+        connect_args["server_settings"]["statement_timeout"] = str(int(statement_timeout * 1000))
     options |= {
         "pool_size": pool_size,
         "max_overflow": max_overflow,

@@ -59,6 +59,7 @@ from keyturn.storage.engine import (
     sqlite_file,
 )
 from keyturn.storage.migrate import upgrade_engine
+from keyturn.storage.schema import DEFAULT_SCHEMA, is_postgresql, resolve_schema
 from keyturn.storage.tables import (
     UTCDateTime,
     api_keys,
@@ -1404,12 +1405,17 @@ class SQLStorage:
         pool_timeout: float = 5.0,
         statement_timeout: float | None = None,
         echo: bool = False,
+        schema: str = DEFAULT_SCHEMA,
     ) -> SQLStorage:
         """Connect to ``url``; with ``migrate``, first bring the schema up to date.
+
+        ``schema``: the PostgreSQL schema of Keyturn's tables (`keyturn.storage.schema`).
 
         Raises:
             StorageUnavailableError: ``migrate`` was asked and the database is down.
         """
+        if is_postgresql(url):
+            schema = await resolve_schema(url, schema)
         engine = create_engine(
             url,
             pool_size=pool_size,
@@ -1417,10 +1423,11 @@ class SQLStorage:
             pool_timeout=pool_timeout,
             statement_timeout=statement_timeout,
             echo=echo,
+            schema=schema,
         )
         if migrate:
             try:
-                await upgrade_engine(engine)
+                await upgrade_engine(engine, schema=schema)
             except BaseException:
                 await engine.dispose()
                 raise
