@@ -403,6 +403,8 @@ def _key_json(record: ApiKeyRecord) -> dict[str, Any]:
         "extra_claims": dict(record.extra_claims),
         "metadata": dict(record.metadata),
         "legacy": record.legacy,
+        # True until the key is first used after `keyturn import jwthenticator`.
+        "legacy_hash": record.legacy_hash,
         "created_at": _iso(record.created_at),
         "expires_at": _iso(record.expires_at),
         "last_used_at": _iso(record.last_used_at),
@@ -535,6 +537,7 @@ def keys_list(
         "expires",
         "last used",
         "revoked",
+        "hash",
     )
     rows = [
         (
@@ -547,6 +550,8 @@ def keys_list(
             _short(r.expires_at),
             _short(r.last_used_at),
             _short(r.revoked_at),
+            # An imported JWThenticator SHA-512, re-hashed with the pepper on first use.
+            "sha512" if r.legacy_hash else "hmac",
         )
         for r in result.keys
     ]

@@ -809,6 +809,22 @@ class SQLKeyRepository(_Repository):
             "record the API key's use", lambda conn: conn.execute(_MARK_KEY_USED, params)
         )
 
+    async def upgrade_hash(
+        self, key_id: str, *, legacy_hash: bytes, new_hash: bytes, audit: AuditEvent
+    ) -> ApiKeyRecord | None:
+        """Replace a key's legacy (JWThenticator) hash by ``new_hash``, once.
+
+        A compare-and-set: None when the key no longer carries ``legacy_hash`` (another
+        request upgraded it first). `ConflictError` if ``new_hash`` belongs to another key.
+        """
+        query = (
+            sa.update(api_keys)
+            .where(api_keys.c.id == key_id, api_keys.c.key_hash == legacy_hash)
+            .values(key_hash=new_hash)
+            .returning(*_API_KEY_COLUMNS)
+        )
+        return await self._change_key("upgrade the API key's hash", query, audit)
+
 
 class SQLRefreshTokenRepository(_Repository):
     """Refresh tokens (`keyturn.storage.base.RefreshTokenRepository`)."""
