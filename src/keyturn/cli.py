@@ -30,6 +30,7 @@ from keyturn.core.secrets import SecretKind, generate_secret
 from keyturn.core.signing import DEFAULT_ALGORITHM, SUPPORTED_ALGORITHMS, SigningKey
 from keyturn.core.tokens import peek_unverified_claims
 from keyturn.errors import KeyturnError, StorageUnavailableError
+from keyturn.importers.cli import import_app
 
 if TYPE_CHECKING:
     from keyturn.config import Settings
@@ -61,6 +62,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(users_app, name="users")
 app.add_typer(db_app, name="db")
 app.add_typer(config_app, name="config")
+app.add_typer(import_app, name="import")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 DatabaseUrlOption = Annotated[
