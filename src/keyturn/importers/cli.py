@@ -63,6 +63,8 @@ def import_jwthenticator(
 
     Idempotent: run it again to copy what changed since (a delta sync for the cut-over).
     """
+    from sqlalchemy.exc import ArgumentError  # noqa: PLC0415 -- keeps --help fast
+
     from keyturn.cli import _fail, _settings, _shown_url  # noqa: PLC0415 -- cycle, and fast --help
     from keyturn.config import legacy_overrides  # noqa: PLC0415
     from keyturn.errors import KeyturnError, StorageUnavailableError  # noqa: PLC0415
@@ -87,7 +89,7 @@ def import_jwthenticator(
         _fail(f"{exc.message} ({where})")
     except KeyturnError as exc:
         _fail(exc.message)
-    except (ValueError, ImportError) as exc:  # an unparsable URL, a missing driver
+    except (ValueError, ImportError, ArgumentError) as exc:  # a bad URL, a missing driver
         _fail(f"invalid settings: {exc}", 2)
     result["source"] = _shown_url(url)
     _print(result, as_json)
