@@ -14,6 +14,7 @@ credential, and ``keyturn.verify`` accepts the old JWTs through ``/jwks``.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 import signal
@@ -29,7 +30,7 @@ import pytest
 from sqlalchemy.engine import URL
 
 from keyturn.verify import JWKSVerifier
-from tests.compat.test_jwthenticator_client import jwthenticator_python  # noqa: F401 -- fixture
+from tests.compat.test_jwthenticator_client import VENV, _build_venv
 from tests.serve_fixtures import free_port, keyturn_command, server_environment
 from tests.storage_fixtures import (
     create_postgresql_database,
@@ -42,6 +43,25 @@ pytestmark = pytest.mark.postgresql
 DRIVER = Path(__file__).with_name("jwthenticator_move_driver.py")
 CLIENTS = 4
 DEADLINE = 60.0
+
+
+@pytest.fixture(scope="session")
+def jwthenticator_venv() -> Path:
+    """The interpreter of ``test_jwthenticator_client``'s ``jwthenticator==1.6.3`` venv.
+
+    That module's own fixture holds the cache lock for its whole session, so this one
+    takes it only while it builds a venv that is not there yet.
+    """
+    python = VENV / "bin" / "python"
+    if (VENV / ".complete").exists():
+        return python
+    VENV.parent.mkdir(exist_ok=True)
+    with (VENV.parent / f"{VENV.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return _build_venv()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @pytest.fixture
@@ -123,7 +143,7 @@ async def _verify_via_jwks(server: str, tokens: list[str]) -> list[str]:
 
 
 def test_a_live_fleet_moves_without_a_client_noticing(
-    jwthenticator_python: Path,  # noqa: F811 -- the fixture
+    jwthenticator_venv: Path,
     jwthenticator_database: URL,
     tmp_path: Path,
 ) -> None:
@@ -141,7 +161,7 @@ def test_a_live_fleet_moves_without_a_client_noticing(
     }
     with jwt_log.open("wb") as log:
         jwthenticator = subprocess.Popen(  # noqa: S603 -- its venv's python, fixed module
-            [str(jwthenticator_python), "-m", "jwthenticator.server"],
+            [str(jwthenticator_venv), "-m", "jwthenticator.server"],
             env=jwt_env,
             cwd=tmp_path,
             stdin=subprocess.DEVNULL,
@@ -154,7 +174,7 @@ def test_a_live_fleet_moves_without_a_client_noticing(
     try:
         _wait_healthy(f"{server}health", jwthenticator, jwt_log)
         driver = subprocess.Popen(  # noqa: S603 -- its venv's python and our driver
-            [str(jwthenticator_python), str(DRIVER), server, str(CLIENTS)],
+            [str(jwthenticator_venv), str(DRIVER), server, str(CLIENTS)],
             env={"PATH": jwt_env["PATH"], "PYTHONDONTWRITEBYTECODE": "1"},
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
