@@ -246,6 +246,16 @@ def test_the_output_for_people(database: URL, keyturn_env: Path) -> None:
     assert lines[-1] == "dry run: nothing was written"
 
 
+def test_a_progress_bar_goes_to_stderr_when_asked(database: URL, keyturn_env: Path) -> None:
+    add_keys(database, 3)
+
+    result = invoke(database, "--json", "--progress")
+
+    assert result.exit_code == 0, result.output
+    assert "importing" in result.stderr
+    assert json.loads(result.stdout)["keys"]["new"] == 3  # stdout stays pure JSON
+
+
 def test_the_source_is_read_in_a_read_only_transaction(
     database: URL, keyturn_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -235,6 +235,11 @@ def test_a_live_fleet_moves_without_a_client_noticing(
         # Gateways and services reading /jwks accept the JWTs JWThenticator issued.
         identifiers = asyncio.run(_verify_via_jwks(server, [c["jwt"] for c in before]))
         assert identifiers == [c["identifier"] for c in before]
+        for client in before:  # and Keyturn's own validation route (nginx auth_request)
+            checked = httpx.get(
+                f"{server}v1/validate", headers={"Authorization": f"Bearer {client['jwt']}"}
+            )
+            assert checked.status_code == 200, checked.text
 
         # -- the same Client objects, after the move -------------------------------------
         driver.stdin.write("moved\n")
