@@ -235,6 +235,25 @@ def test_import_is_idempotent_and_a_second_run_is_a_delta_sync(
     assert (third["keys"]["new"], third["refresh_tokens"]["new"]) == (0, 0)
 
 
+def test_into_the_embedded_sqlite_database(
+    database: URL, keyturn_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keyturn's own database may be another one than JWThenticator's (here SQLite)."""
+    monkeypatch.delenv("KEYTURN_DATABASE_URL")
+    add_keys(database, 2)
+    add_tokens(database, [1])
+
+    result = invoke(database, "--json")
+
+    assert result.exit_code == 0, result.output
+    listed = runner.invoke(app, ["keys", "list", "--json"])
+    assert listed.exit_code == 0, listed.output
+    keys = json.loads(listed.stdout)["keys"]
+    assert sorted(key["id"] for key in keys) == ["jwt1", "jwt2"]
+    assert all(key["legacy_hash"] for key in keys)
+    assert keyturn_rows(database)["api_keys"] == 0  # nothing went to the source database
+
+
 def test_the_output_for_people(database: URL, keyturn_env: Path) -> None:
     add_keys(database, 1)
 
