@@ -242,6 +242,10 @@ def test_into_the_embedded_sqlite_database(
     monkeypatch.delenv("KEYTURN_DATABASE_URL")
     add_keys(database, 2)
     add_tokens(database, [1])
+    dry = invoke(database, "--json", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert json.loads(dry.stdout)["keys"]["new"] == 2
+    assert not (keyturn_env.parent / "kt").exists()  # a dry run creates no database
 
     result = invoke(database, "--json")
 

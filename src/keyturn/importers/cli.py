@@ -21,6 +21,7 @@ import typer
 if TYPE_CHECKING:
     from keyturn.config import Settings
     from keyturn.core.signing import SigningKey
+    from keyturn.importers.jwthenticator import ImportPlan
 
 __all__ = ["import_app"]
 
@@ -127,26 +128,17 @@ async def _run(
             f"{head_revision()}: run `keyturn db upgrade` first"
         )
     now = datetime.now(UTC)
+    window = legacy_window(settings.access_token_lifetime, settings.leeway)
+    if fresh:  # a dry run before `keyturn db upgrade`: everything is new; create nothing
+        plan = plan_import(data, existing_keys={}, existing_tokens=set(), now=now)
+        return _describe(plan, signing, now + window, dry_run=True)
     storage = await SQLStorage.open(target, schema=schema, pool_size=2, max_overflow=0)
     try:
-        existing_keys, existing_tokens = (
-            ({}, set()) if fresh else await read_existing(storage.engine, data)
-        )
+        existing_keys, existing_tokens = await read_existing(storage.engine, data)
         plan = plan_import(
             data, existing_keys=existing_keys, existing_tokens=existing_tokens, now=now
         )
-        result: dict[str, Any] = {"dry_run": dry_run, **plan.summary()}
-        window = legacy_window(settings.access_token_lifetime, settings.leeway)
-        if signing is not None:
-            key, legacy_kid = signing
-            result["signing_key"] = {
-                "kid": key.kid,
-                "alg": key.alg,
-                "jwthenticator_kid": legacy_kid,
-                "published_until": (now + window).isoformat(),
-            }
-        else:
-            result["signing_key"] = None
+        result = _describe(plan, signing, now + window, dry_run=dry_run)
         if dry_run:
             return result
         secrets = load_server_secrets(
@@ -188,6 +180,21 @@ async def _run(
         return result
     finally:
         await storage.close()
+
+
+def _describe(
+    plan: ImportPlan, signing: tuple[SigningKey, str] | None, until: datetime, *, dry_run: bool
+) -> dict[str, Any]:
+    result: dict[str, Any] = {"dry_run": dry_run, **plan.summary(), "signing_key": None}
+    if signing is not None:
+        key, legacy_kid = signing
+        result["signing_key"] = {
+            "kid": key.kid,
+            "alg": key.alg,
+            "jwthenticator_kid": legacy_kid,
+            "published_until": until.isoformat(),
+        }
+    return result
 
 
 def _signing_key(settings: Settings, check_jwt: str | None) -> tuple[SigningKey, str] | None:
