@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -12,7 +13,7 @@ from typer.testing import CliRunner
 
 from keyturn.cli import app
 from keyturn.storage.migrate import current_revision, head_revision, upgrade
-from keyturn.storage.schema import SchemaClashError, check_schema_name
+from keyturn.storage.schema import SchemaClashError, SchemaMissingError, check_schema_name
 from keyturn.storage.sql import SQLStorage
 from tests.storage.factories import api_key, event
 from tests.storage_fixtures import (
@@ -131,3 +132,29 @@ def test_db_upgrade_reports_a_clash_in_one_line(
 def test_schema_names_are_plain_identifiers(name: str) -> None:
     with pytest.raises(ValueError, match="schema name"):
         check_schema_name(name)
+
+
+async def test_opening_a_database_without_keyturn_tables_says_run_db_upgrade(
+    pg_url: str,
+) -> None:
+    await _execute(pg_url, *JWTHENTICATOR_DDL)
+
+    with pytest.raises(SchemaMissingError) as exc_info:
+        await SQLStorage.open(pg_url)
+
+    assert "run `keyturn db upgrade` first" in exc_info.value.message
+    assert "keyturn" not in await _tables(pg_url)
+
+
+def test_cli_on_a_database_without_keyturn_tables_is_one_line(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    asyncio.run(_execute(pg_url, *JWTHENTICATOR_DDL))
+    monkeypatch.setenv("KEYTURN_DATABASE_URL", pg_url)
+    monkeypatch.setenv("KEYTURN_DATA_DIR", str(tmp_path / "kt"))
+
+    result = runner.invoke(app, ["keys", "list"])
+
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1, result.output
+    assert "holds no Keyturn tables (schema keyturn)" in result.output

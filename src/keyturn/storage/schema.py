@@ -32,8 +32,10 @@ __all__ = [
     "DEFAULT_SCHEMA",
     "LEGACY_SCHEMA",
     "SchemaClashError",
+    "SchemaMissingError",
     "check_schema_name",
     "find_clash",
+    "find_schema",
     "is_postgresql",
     "resolve_schema",
     "use_schema",
@@ -55,6 +57,13 @@ class SchemaClashError(KeyturnError):
 
     error_code = "schema_clash"
     status_code = 500
+
+
+class SchemaMissingError(KeyturnError):
+    """The database holds no Keyturn schema yet: ``keyturn db upgrade`` has not been run."""
+
+    error_code = "schema_missing"
+    status_code = 503
 
 
 def check_schema_name(name: str) -> str:
@@ -107,19 +116,32 @@ async def resolve_schema(url: str, configured: str) -> str:
     Raises:
         StorageUnavailableError: the database cannot be reached.
     """
+    schema, _ = await find_schema(url, configured)
+    return schema
+
+
+async def find_schema(url: str, configured: str) -> tuple[str, bool]:
+    """`resolve_schema`, and whether Keyturn's tables are there already (always True for
+    SQLite, which is not inspected here).
+
+    Raises:
+        StorageUnavailableError: the database cannot be reached.
+    """
     from keyturn.storage.engine import create_engine  # noqa: PLC0415 -- import cycle
 
     check_schema_name(configured)
-    if not is_postgresql(url) or configured == LEGACY_SCHEMA:
-        return configured
+    if not is_postgresql(url):
+        return configured, True
     engine = create_engine(url, pool_size=1, max_overflow=0)
     try:
         async with translate_errors("read the database schemas"), engine.connect() as conn:
             if await conn.run_sync(_is_keyturn_schema, configured):
-                return configured
-            if await conn.run_sync(_is_keyturn_schema, LEGACY_SCHEMA):
-                return LEGACY_SCHEMA
-            return configured
+                return configured, True
+            if configured != LEGACY_SCHEMA and await conn.run_sync(
+                _is_keyturn_schema, LEGACY_SCHEMA
+            ):
+                return LEGACY_SCHEMA, True
+            return configured, False
     finally:
         await engine.dispose()
 

@@ -59,7 +59,7 @@ from keyturn.storage.engine import (
     sqlite_file,
 )
 from keyturn.storage.migrate import upgrade_engine
-from keyturn.storage.schema import DEFAULT_SCHEMA, is_postgresql, resolve_schema
+from keyturn.storage.schema import DEFAULT_SCHEMA, SchemaMissingError, find_schema, is_postgresql
 from keyturn.storage.tables import (
     UTCDateTime,
     api_keys,
@@ -1428,10 +1428,19 @@ class SQLStorage:
         ``schema``: the PostgreSQL schema of Keyturn's tables (`keyturn.storage.schema`).
 
         Raises:
-            StorageUnavailableError: ``migrate`` was asked and the database is down.
+            StorageUnavailableError: the database is down (PostgreSQL: it is asked which
+                schema holds Keyturn's tables).
+            SchemaMissingError: PostgreSQL without Keyturn's tables, and no ``migrate``.
         """
         if is_postgresql(url):
-            schema = await resolve_schema(url, schema)
+            schema, present = await find_schema(url, schema)
+            if not present and not migrate:
+                # One clear line instead of "relation ... does not exist" later on (e.g. a
+                # JWThenticator database Keyturn was pointed at before `db upgrade`).
+                raise SchemaMissingError(
+                    f"the database holds no Keyturn tables (schema {schema}): run "
+                    "`keyturn db upgrade` first, or set KEYTURN_MIGRATE_ON_START=true"
+                )
         engine = create_engine(
             url,
             pool_size=pool_size,
