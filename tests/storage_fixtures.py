@@ -25,6 +25,7 @@ from sqlalchemy.engine import URL, make_url
 
 from keyturn.storage.engine import create_engine, default_sqlite_url
 from keyturn.storage.migrate import upgrade
+from keyturn.storage.schema import DEFAULT_SCHEMA
 from keyturn.storage.sql import SQLStorage
 from keyturn.storage.tables import metadata
 
@@ -109,7 +110,7 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 async def _empty_postgresql(url: str) -> None:
-    tables = ", ".join(table.name for table in metadata.sorted_tables)
+    tables = ", ".join(f"{DEFAULT_SCHEMA}.{table.name}" for table in metadata.sorted_tables)
     await _admin_execute(make_url(url), f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
 
 

@@ -34,6 +34,7 @@ KEY_FIELDS = {
     "extra_claims",
     "metadata",
     "legacy",
+    "legacy_hash",
     "created_at",
     "expires_at",
     "last_used_at",
@@ -285,8 +286,10 @@ def test_list_for_people_is_a_table(created: dict[str, Any]) -> None:
         "last",
         "used",
         "revoked",
+        "hash",
     ]
     assert row.split()[:5] == [created["record"]["id"], "billing", "svc-billing", "-", "read"]
+    assert row.split()[-1] == "hmac"
     assert "2999-01-31 12:00Z" in row
 
 

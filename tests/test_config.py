@@ -228,3 +228,15 @@ def test_client_side_variables_do_not_stop_the_server() -> None:
 def test_a_misspelt_setting_still_stops_the_server() -> None:
     with pytest.raises(SettingsError):
         Settings.from_environment({"KEYTURN_AUDIENCES": "orders"})
+
+
+def test_db_port_joins_the_host_and_the_schema_defaults_to_keyturn() -> None:
+    settings = Settings.from_environment({"DB_HOST": "db.internal", "DB_PORT": "6543"})
+
+    assert settings.resolved_database_url == "postgresql://postgres@db.internal:6543/jwthenticator"
+    assert settings.database_schema == "keyturn"
+
+
+def test_a_schema_name_that_needs_quoting_is_refused() -> None:
+    with pytest.raises(ValidationError, match="schema name"):
+        Settings.from_environment({"KEYTURN_DATABASE_SCHEMA": "Key Turn"})

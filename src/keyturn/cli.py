@@ -33,6 +33,7 @@ from keyturn.core.signing import DEFAULT_ALGORITHM, SUPPORTED_ALGORITHMS, Signin
 from keyturn.core.tokens import peek_unverified_claims
 from keyturn.errors import KeyturnError
 from keyturn.healthcheck import healthcheck
+from keyturn.importers.cli import import_app
 
 if TYPE_CHECKING:
     from keyturn.config import Settings
@@ -92,6 +93,7 @@ app.add_typer(users_app, name="users")
 app.add_typer(db_app, name="db")
 app.add_typer(secrets_app, name="secrets")
 app.add_typer(config_app, name="config")
+app.add_typer(import_app, name="import")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 DatabaseUrlOption = Annotated[
@@ -111,6 +113,15 @@ DataDirOption = Annotated[
         envvar="KEYTURN_DATA_DIR",
         show_envvar=True,
         help="Where the default SQLite database lives (created with mode 0700).",
+    ),
+]
+SchemaOption = Annotated[
+    str,
+    typer.Option(
+        "--schema",
+        envvar="KEYTURN_DATABASE_SCHEMA",
+        show_envvar=True,
+        help="PostgreSQL schema of Keyturn's tables (ignored for SQLite).",
     ),
 ]
 KeyIdArgument = Annotated[str, typer.Argument(help="The key's id (as `keys list` shows it).")]
@@ -373,6 +384,7 @@ def db_upgrade(
     database_url: DatabaseUrlOption = None,
     data_dir: DataDirOption = DEFAULT_DATA_DIR,
     revision: Annotated[str, typer.Option(help="The revision to upgrade to.")] = "head",
+    schema: SchemaOption = "keyturn",
     as_json: JsonOption = False,
 ) -> None:
     """Create the database schema, or upgrade it to this version of Keyturn."""
@@ -381,8 +393,8 @@ def db_upgrade(
     url = _database_url(database_url, data_dir)
     _check_url(url, create=True)
     try:
-        asyncio.run(upgrade(url, revision))
-        current = asyncio.run(current_revision(url))
+        asyncio.run(upgrade(url, revision, schema=schema))
+        current = asyncio.run(current_revision(url, schema=schema))
     except Exception as exc:
         _fail_with(exc, url)
     _emit({"database": _shown_url(url), "revision": current, "head": head_revision()}, as_json)
@@ -392,6 +404,7 @@ def db_upgrade(
 def db_current(
     database_url: DatabaseUrlOption = None,
     data_dir: DataDirOption = DEFAULT_DATA_DIR,
+    schema: SchemaOption = "keyturn",
     as_json: JsonOption = False,
 ) -> None:
     """Print the schema revision of the database (none for an empty one) and the newest."""
@@ -400,7 +413,7 @@ def db_current(
     url = _database_url(database_url, data_dir)
     _check_url(url, create=False)
     try:
-        current = asyncio.run(current_revision(url))
+        current = asyncio.run(current_revision(url, schema=schema))
     except Exception as exc:
         _fail_with(exc, url)
     _emit({"database": _shown_url(url), "revision": current, "head": head_revision()}, as_json)
@@ -544,6 +557,8 @@ def _key_json(record: ApiKeyRecord) -> dict[str, Any]:
         "extra_claims": dict(record.extra_claims),
         "metadata": dict(record.metadata),
         "legacy": record.legacy,
+        # True until the key is first used after `keyturn import jwthenticator`.
+        "legacy_hash": record.legacy_hash,
         "created_at": _iso(record.created_at),
         "expires_at": _iso(record.expires_at),
         "last_used_at": _iso(record.last_used_at),
@@ -690,6 +705,7 @@ def keys_list(
         "expires",
         "last used",
         "revoked",
+        "hash",
     )
     rows = [
         (
@@ -702,6 +718,8 @@ def keys_list(
             _short(r.expires_at),
             _short(r.last_used_at),
             _short(r.revoked_at),
+            # An imported JWThenticator SHA-512, re-hashed with the pepper on first use.
+            "sha512" if r.legacy_hash else "hmac",
         )
         for r in result.keys
     ]

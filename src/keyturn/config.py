@@ -3,7 +3,7 @@
 JWThenticator's variable names keep working when set (``PORT``, ``URL_PREFIX``,
 ``DISABLE_EXTERNAL_API``, ``DISABLE_INTERNAL_API``, ``JWT_LEASE_TIME``, ``JWT_AUDIENCE``,
 ``KEY_EXPIRY``, ``REFRESH_TOKEN_EXPIRY``, ``RSA_PRIVATE_KEY``, ``RSA_PRIVATE_KEY_PATH``,
-``DB_USER``, ``DB_PASS``, ``DB_HOST``, ``DB_NAME``): each maps onto its ``KEYTURN_*``
+``DB_USER``, ``DB_PASS``, ``DB_HOST``, ``DB_NAME``, ``DB_PORT``): each maps onto its ``KEYTURN_*``
 setting, and the ``KEYTURN_*`` name wins when both are set. Keyturn's own defaults are
 the safer ones (a 15-minute access token, not JWThenticator's 25 hours).
 
@@ -35,6 +35,7 @@ from keyturn.core.signing import SUPPORTED_ALGORITHMS
 from keyturn.core.throttle import LoginLimits
 from keyturn.service import MAX_ACCESS_TOKEN_LIFETIME, ServiceConfig
 from keyturn.storage.engine import default_sqlite_url
+from keyturn.storage.schema import DEFAULT_SCHEMA, check_schema_name
 
 __all__ = [
     "CLIENT_VARIABLES",
@@ -59,7 +60,7 @@ LEGACY_ENVIRONMENT: Mapping[str, str] = {
     "RSA_PRIVATE_KEY": "signing_key_pem",
     "RSA_PRIVATE_KEY_PATH": "signing_key_file",
 }
-_LEGACY_DATABASE = ("DB_USER", "DB_PASS", "DB_HOST", "DB_NAME")
+_LEGACY_DATABASE = ("DB_USER", "DB_PASS", "DB_HOST", "DB_NAME", "DB_PORT")
 #: Every JWThenticator variable Keyturn reads.
 LEGACY_VARIABLES: frozenset[str] = frozenset(LEGACY_ENVIRONMENT) | frozenset(_LEGACY_DATABASE)
 #: KEYTURN_* variables read by other tools, not settings: the test suite and CI, and the
@@ -212,6 +213,8 @@ def legacy_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         password = environ.get("DB_PASS", "")
         auth = f"{user}:{quote(password, safe='')}" if password else user
         host = environ.get("DB_HOST", "localhost")
+        if environ.get("DB_PORT"):
+            host = f"{host}:{environ['DB_PORT']}"
         name = quote(environ.get("DB_NAME", "jwthenticator"), safe="")
         values["database_url"] = f"postgresql://{auth}@{host}/{name}"
     return values
@@ -233,6 +236,12 @@ class Settings(BaseSettings):
         None,
         description="SQLAlchemy URL (postgresql://... or sqlite:///...); default: SQLite "
         "file keyturn.db in data_dir.",
+    )
+    database_schema: str = Field(
+        DEFAULT_SCHEMA,
+        description="PostgreSQL schema holding Keyturn's tables (created by `keyturn db "
+        "upgrade`), so Keyturn can share a database with other applications; a database "
+        "made before this setting keeps its tables in public.",
     )
     migrate_on_start: bool | None = Field(
         None,
@@ -458,6 +467,11 @@ class Settings(BaseSettings):
         if value < timedelta(0):
             raise ValueError("may not be negative")
         return value
+
+    @field_validator("database_schema")
+    @classmethod
+    def _schema(cls, value: str) -> str:
+        return check_schema_name(value)
 
     @field_validator("url_prefix")
     @classmethod

@@ -37,6 +37,8 @@ from keyturn.core.secrets import (
     SecretKind,
     check_legacy_key,
     generate_secret,
+    is_legacy_refresh_token,
+    legacy_key_hash,
     looks_generated,
     parse_secret,
 )
@@ -407,6 +409,7 @@ class KeyturnService:
         """
         now = self._clock()
         check_legacy_key(key)
+        await self._lookup_key(key, now)  # a key imported from JWThenticator: re-hash it first
         record = ApiKeyRecord(
             id=generate_secret(SecretKind.API_KEY).id,
             key_hash=self._pepper.hash(key, SecretKind.API_KEY),
@@ -720,12 +723,16 @@ class KeyturnService:
         """
         now = self._clock()
         try:
-            parsed = _parse_or_invalid(refresh_token, SecretKind.REFRESH_TOKEN, _BAD_REFRESH)
+            value = (  # an imported JWThenticator token is 128 hex digits, stored peppered
+                refresh_token
+                if is_legacy_refresh_token(refresh_token)
+                else _parse_or_invalid(refresh_token, SecretKind.REFRESH_TOKEN, _BAD_REFRESH).value
+            )
         except InvalidGrantError:
             self.observer.authentication_failed("malformed_refresh_token")
             raise
         found = await self.storage.refresh_tokens.find_with_key(
-            self._pepper.hash(parsed.value, SecretKind.REFRESH_TOKEN)
+            self._pepper.hash(value, SecretKind.REFRESH_TOKEN)
         )
         if found is None:
             self.observer.authentication_failed("unknown_refresh_token")
@@ -1386,9 +1393,32 @@ class KeyturnService:
                 value = check_legacy_key(key)
             except MalformedSecretError as exc:
                 raise InvalidGrantError(_BAD_KEY) from exc
-        return await self.storage.keys.find_by_hash(
-            self._pepper.hash(value, SecretKind.API_KEY), now=now
-        )
+        key_hash = self._pepper.hash(value, SecretKind.API_KEY)
+        record = await self.storage.keys.find_by_hash(key_hash, now=now)
+        if record is None and not looks_generated(key):
+            record = await self._upgrade_imported_key(value, key_hash, now)
+        return record
+
+    async def _upgrade_imported_key(
+        self, value: str, key_hash: bytes, now: datetime
+    ) -> ApiKeyRecord | None:
+        """Find a key imported from JWThenticator by its SHA-512 and re-hash it with the pepper.
+
+        The secret was just presented, so its unpeppered hash leaves the database now.
+        """
+        legacy_hash = legacy_key_hash(value)
+        record = await self.storage.keys.find_by_hash(legacy_hash, now=now)
+        if record is None:
+            return None
+        audit = self._audit("key.hash_upgraded", record.id, None, None, now, source="jwthenticator")
+        try:
+            upgraded = await self.storage.keys.upgrade_hash(
+                record.id, legacy_hash=legacy_hash, new_hash=key_hash, audit=audit
+            )
+        except ConflictError:  # the same key registered again since: keep the legacy row
+            return record
+        # None: a concurrent request upgraded it first; the record found still holds.
+        return record if upgraded is None else upgraded
 
     def _check_refresh_client(
         self, record: RefreshTokenRecord, holder: ApiKeyRecord | UserRecord, client: str | None

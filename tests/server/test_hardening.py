@@ -714,6 +714,8 @@ async def test_admin_health_checks_are_open_to_remote_peers(
 
     assert (await admin.get("/healthz")).status_code == 200
     assert (await admin.get("/readyz")).status_code == 200
+    health = await admin.get("/health")  # JWThenticator's internal API had it (probes)
+    assert (health.status_code, health.json()) == (200, {"result": True})
 
 
 @pytest.mark.parametrize(

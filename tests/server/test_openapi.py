@@ -99,6 +99,7 @@ async def test_the_admin_document_describes_only_admin_routes(
         "/v1/introspect",
         "/healthz",
         "/readyz",
+        "/health",
         "/metrics",
     }
 

@@ -148,7 +148,9 @@ async def test_conflict_messages_name_no_hash(storage: SQLStorage) -> None:
 async def test_statement_timeout_is_unavailable(postgresql_database_url: str) -> None:
     """T-REL-07: a statement stuck behind a lock past ``statement_timeout`` is a 503."""
     storage = SQLStorage(create_engine(postgresql_database_url, statement_timeout=0.2))
-    blocker = await asyncpg.connect(postgresql_database_url)
+    blocker = await asyncpg.connect(
+        postgresql_database_url, server_settings={"search_path": "keyturn"}
+    )
     try:
         await storage.keys.add(api_key("k1"), audit=event("key.registered"))
         async with blocker.transaction():

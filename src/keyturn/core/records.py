@@ -52,6 +52,14 @@ class ApiKeyRecord:
         """The token subject for this key (RFC 9068 §2.2: the client itself)."""
         return f"key:{self.id}"
 
+    @property
+    def legacy_hash(self) -> bool:
+        """True while the key carries an imported JWThenticator hash (SHA-512, 64 bytes).
+
+        Replaced by the peppered HMAC (32 bytes) the first time the key is presented.
+        """
+        return len(self.key_hash) == 64
+
     def is_usable(self, now: datetime) -> bool:
         """True when the key is neither revoked nor expired at ``now``."""
         return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)

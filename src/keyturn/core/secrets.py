@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import secrets
 import zlib
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from keyturn.errors import MalformedSecretError
 
 __all__ = [
     "FINGERPRINT_BYTES",
+    "LEGACY_HASH_BYTES",
     "LEGACY_KEY_MAX_LENGTH",
     "MIN_PEPPER_BYTES",
     "ParsedSecret",
@@ -39,6 +41,8 @@ __all__ = [
     "SecretKind",
     "check_legacy_key",
     "generate_secret",
+    "is_legacy_refresh_token",
+    "legacy_key_hash",
     "looks_generated",
     "parse_secret",
     "secret_hashes_match",
@@ -169,6 +173,25 @@ def looks_generated(value: str) -> bool:
     does is parsed strictly and never treated as a legacy key.
     """
     return value.startswith(_PREFIXES)
+
+
+#: Length of a JWThenticator key hash (SHA-512): stored hashes of this length are legacy.
+LEGACY_HASH_BYTES: Final = 64
+_LEGACY_REFRESH_TOKEN: Final = re.compile(r"[0-9a-f]{128}")
+
+
+def legacy_key_hash(value: str) -> bytes:
+    """JWThenticator 1.6.3's stored form of a key: SHA-512 of its UTF-8 bytes (no pepper).
+
+    Only to find keys imported from JWThenticator (`keyturn import jwthenticator`); a key
+    found this way is re-hashed with the pepper at once.
+    """
+    return hashlib.sha512(value.encode("utf-8")).digest()
+
+
+def is_legacy_refresh_token(value: str) -> bool:
+    """True for a JWThenticator refresh token: 128 lower-case hex digits (SHA-512 of a uuid4)."""
+    return _LEGACY_REFRESH_TOKEN.fullmatch(value) is not None
 
 
 def check_legacy_key(value: str) -> str:

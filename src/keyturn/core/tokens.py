@@ -58,7 +58,10 @@ __all__ = [
 ACCESS_TOKEN_TYPE: Final = "at+jwt"  # noqa: S105 -- RFC 9068 §2.1 media type
 MAX_TOKEN_BYTES: Final = 8192  # checked before any decoding (Authlib CVE-2025-61920)
 DEFAULT_LEEWAY: Final = 30  # seconds; RFC 7519 §4.1.4 "no more than a few minutes"
-DEFAULT_MAX_LIFETIME: Final = 86_400  # seconds between iat and exp we accept at all
+# Seconds between iat and exp accepted at all: what a Keyturn server may issue (its
+# access_token_lifetime is capped at two days, room for JWThenticator's 25 hours), so the
+# tokens a server issues always pass the verifiers (keyturn.verify) left at their defaults.
+DEFAULT_MAX_LIFETIME: Final = 172_800
 REQUIRED_CLAIMS: Final = ("iss", "sub", "aud", "exp", "iat", "jti", "client_id")
 #: The refresh-token family (grant) an access token was issued from, when there is one:
 #: revoking the family revokes its access tokens too (RFC 7009 §2.1).
@@ -535,6 +538,10 @@ class TokenVerifier:
         cache_size: entries in the verified-token cache; 0 disables it.
         revocation: consulted for every accepted token, cached or not.
         clock: returns the current UNIX time; inject a fixed one in tests.
+        jwthenticator_tokens: also accept JWThenticator 1.6.3's tokens signed by a key
+            published under its JWThenticator kid (`keyturn.core.jwthenticator_tokens`);
+            only a JWKS that publishes such a key (after ``keyturn import jwthenticator``)
+            makes any token of that shape pass.
     """
 
     def __init__(
@@ -550,6 +557,7 @@ class TokenVerifier:
         cache_size: int = 10_000,
         revocation: RevocationCheck | None = None,
         clock: Callable[[], float] = time.time,
+        jwthenticator_tokens: bool = True,
     ) -> None:
         if not 0 <= leeway <= 300:
             raise ValueError("leeway must be between 0 and 300 seconds")
@@ -565,6 +573,7 @@ class TokenVerifier:
         self.cache = VerifiedTokenCache(cache_size) if cache_size else None
         self.revocation = revocation
         self.clock = clock
+        self.jwthenticator_tokens = jwthenticator_tokens
 
     @property
     def keys(self) -> KeyLookup:
@@ -590,17 +599,25 @@ class TokenVerifier:
         cache = self.cache
         verified = cache.get(token, current) if cache is not None and type(token) is str else None
         if verified is None or self._keys.get(verified.kid) is None:
-            verified = verify_access_token(
-                token,
-                keys=self._keys,
-                issuer=self.issuer,
-                audience=self.audience,
-                now=current,
-                leeway=self.leeway,
-                max_lifetime=self.max_lifetime,
-                token_type=self.token_type,
-                max_token_bytes=self.max_token_bytes,
-            )
+            try:
+                verified = verify_access_token(
+                    token,
+                    keys=self._keys,
+                    issuer=self.issuer,
+                    audience=self.audience,
+                    now=current,
+                    leeway=self.leeway,
+                    max_lifetime=self.max_lifetime,
+                    token_type=self.token_type,
+                    max_token_bytes=self.max_token_bytes,
+                )
+            except TokenClaimsError:
+                # A JWThenticator token (typ JWT, no iss/sub/jti) signed by a key published
+                # under its JWThenticator kid, after `keyturn import jwthenticator`.
+                legacy = self._jwthenticator_token(token, current)
+                if legacy is None:
+                    raise
+                verified = legacy
             if cache is not None and type(token) is str:
                 cache.put(token, verified)
         if self.revocation is not None and self.revocation.is_revoked(verified):
@@ -608,3 +625,25 @@ class TokenVerifier:
         if required_scopes:
             verified.require_scopes(required_scopes)
         return verified
+
+    def _jwthenticator_token(self, token: str | bytes, now: float) -> VerifiedToken | None:
+        """``token`` verified as JWThenticator's, or None when it is not of that profile.
+
+        Its lifetime cap is at least `DEFAULT_MAX_LIFETIME`: JWThenticator issued 25-hour
+        tokens, whatever lifetime this deployment now gives its own.
+        """
+        if not self.jwthenticator_tokens:
+            return None
+        from keyturn.core.jwthenticator_tokens import (  # noqa: PLC0415 -- import cycle
+            verify_jwthenticator_token,
+        )
+
+        return verify_jwthenticator_token(
+            token,
+            keys=self._keys,
+            audience=self.audience,
+            now=now,
+            leeway=self.leeway,
+            max_lifetime=max(self.max_lifetime, DEFAULT_MAX_LIFETIME),
+            max_token_bytes=self.max_token_bytes,
+        )

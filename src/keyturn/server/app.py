@@ -131,7 +131,7 @@ def build_public_app(state: KeyturnState) -> ASGIApp:
 
 #: Routes whose successful answers are logged at DEBUG (gateways and probes call them).
 _QUIET_PUBLIC = ("/validate_request", "/v1/validate", "/validate", "/healthz", "/readyz", "/health")
-_QUIET_ADMIN = ("/healthz", "/readyz", "/metrics")
+_QUIET_ADMIN = ("/healthz", "/readyz", "/health", "/metrics")
 
 
 def build_admin_app(state: KeyturnState) -> ASGIApp:
@@ -143,6 +143,8 @@ def build_admin_app(state: KeyturnState) -> ASGIApp:
         + [
             Route(f"{prefix}/v1/introspect", v1.introspect, methods=["POST"]),
             Route(f"{prefix}/metrics", metrics_endpoint, methods=["GET"]),
+            # JWThenticator's internal API answered it; probes pointed there keep working.
+            Route(f"{prefix}/health", legacy.health, methods=["GET"]),
         ]
         + _health_routes(prefix)
     )
@@ -166,7 +168,9 @@ class AdminGuard:
         self._metrics = state.metrics
         token = state.settings.admin_token
         self._token = None if token is None else token.get_secret_value().encode()
-        self._open = {f"{state.settings.url_prefix}/healthz", f"{state.settings.url_prefix}/readyz"}
+        self._open = {
+            f"{state.settings.url_prefix}{path}" for path in ("/healthz", "/readyz", "/health")
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self._open or self._allowed(scope):

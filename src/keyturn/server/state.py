@@ -109,6 +109,7 @@ class KeyturnState:
             # No overflow: connections opened beyond the pool under a burst are closed
             # again when returned, and that churn cost PostgreSQL most of a core.
             max_overflow=0,
+            schema=settings.database_schema,
         )
         metrics = ServerMetrics()
         try:

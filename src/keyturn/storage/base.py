@@ -112,6 +112,11 @@ class KeyRepository(Protocol):
     ) -> ApiKeyRecord | None:
         """Move a key's expiry (``expire`` is ``expires_at=now``); None if unknown."""
 
+    async def upgrade_hash(
+        self, key_id: str, *, legacy_hash: bytes, new_hash: bytes, audit: AuditEvent
+    ) -> ApiKeyRecord | None:
+        """Replace a key's legacy hash by ``new_hash``; None if it no longer has that hash."""
+
     async def mark_used(self, key_id: str, *, at: datetime) -> None:
         """Record ``last_used_at`` (best effort: callers throttle how often)."""
 

@@ -32,6 +32,8 @@ from sqlalchemy.engine import URL, Connection, Dialect, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from keyturn.storage.schema import DEFAULT_SCHEMA, check_schema_name
+
 __all__ = [
     "DEFAULT_SQLITE_FILENAME",
     "autocommit",
@@ -89,6 +91,7 @@ def create_engine(
     statement_timeout: float | None = None,
     pool_pre_ping: bool = False,
     echo: bool = False,
+    schema: str = DEFAULT_SCHEMA,
 ) -> AsyncEngine:
     """Create the async engine Keyturn's storage runs on.
 
@@ -109,6 +112,8 @@ def create_engine(
             operation). Off by default: a dead connection fails one operation with
             `StorageUnavailableError` and the pool replaces every stale connection.
         echo: log every statement (parameters stay hidden).
+        schema: PostgreSQL only: the one schema on every connection's ``search_path``
+            (`keyturn.storage.schema`; resolve a database's with ``resolve_schema``).
     """
     parsed = normalize_url(url)
     options: dict[str, Any] = {"echo": echo, "hide_parameters": True}
@@ -126,6 +131,8 @@ def create_engine(
         return engine
     connect_args: dict[str, Any] = {"timeout": connect_timeout}
     settings = {
+        # Sent in the startup packet: Keyturn's tables, and only they, resolve unqualified.
+        "search_path": check_schema_name(schema),
         "tcp_keepalives_idle": str(KEEPALIVE_IDLE),
         "tcp_keepalives_interval": str(KEEPALIVE_INTERVAL),
         "tcp_keepalives_count": str(KEEPALIVE_COUNT),

@@ -20,6 +20,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from keyturn.storage._errors import translate_errors
 from keyturn.storage.engine import autocommit, create_engine, normalize_url
+from keyturn.storage.schema import (
+    DEFAULT_SCHEMA,
+    SchemaClashError,
+    find_clash,
+    resolve_schema,
+)
 
 __all__ = [
     "SCRIPT_LOCATION",
@@ -52,32 +58,55 @@ def head_revision() -> str:
     return head
 
 
-async def upgrade(url: str, revision: str = "head") -> None:
+async def upgrade(url: str, revision: str = "head", *, schema: str = DEFAULT_SCHEMA) -> None:
     """Bring the database at ``url`` up to ``revision`` (default: the newest).
+
+    On PostgreSQL the tables go in ``schema`` (created if missing), or stay in ``public``
+    for a database made before schemas existed (`keyturn.storage.schema`).
 
     Raises:
         StorageUnavailableError: the database cannot be reached.
+        SchemaClashError: the schema holds another application's tables of the same names.
     """
-    engine = create_engine(url, pool_size=1, max_overflow=0)
+    schema = await resolve_schema(url, schema)
+    engine = create_engine(url, pool_size=1, max_overflow=0, schema=schema)
     try:
-        await upgrade_engine(engine, revision)
+        await upgrade_engine(engine, revision, schema=schema)
     finally:
         await engine.dispose()
 
 
-async def upgrade_engine(engine: AsyncEngine, revision: str = "head") -> None:
-    """`upgrade`, over an engine made by `keyturn.storage.engine.create_engine`."""
+async def upgrade_engine(
+    engine: AsyncEngine, revision: str = "head", *, schema: str | None = None
+) -> None:
+    """`upgrade`, over an engine made by `keyturn.storage.engine.create_engine`.
+
+    ``schema``: the PostgreSQL schema the engine's ``search_path`` names
+    (`keyturn.storage.engine.create_engine`'s ``schema``), created here if missing.
+    """
     async with translate_errors("migrate the database"), engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
+        postgresql = conn.dialect.name == "postgresql"
+        if postgresql:
             # Held until COMMIT: a second instance starting at once waits, then finds
             # the schema current and does nothing.
             await conn.execute(
                 sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_LOCK_KEY}
             )
+            if schema is not None:
+                # The name was checked by use_schema: letters, digits and '_' only.
+                await conn.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {schema}"))
+        clash = await conn.run_sync(find_clash, schema if postgresql else None)
+        if clash:
+            where = f" in schema {schema}" if postgresql and schema is not None else ""
+            raise SchemaClashError(
+                f"the database already holds tables that are not Keyturn's{where} "
+                f"({', '.join(clash)}); point Keyturn at a schema of its own "
+                "(KEYTURN_DATABASE_SCHEMA, default keyturn) or another database"
+            )
         await conn.run_sync(_run_upgrade, revision)
 
 
-async def current_revision(url: str) -> str | None:
+async def current_revision(url: str, *, schema: str = DEFAULT_SCHEMA) -> str | None:
     """The revision the database at ``url`` is at; None for an empty database.
 
     Raises:
@@ -85,7 +114,8 @@ async def current_revision(url: str) -> str | None:
     """
     if _is_missing_sqlite_file(url):
         return None  # reading must not create the database
-    engine = create_engine(url, pool_size=1, max_overflow=0)
+    schema = await resolve_schema(url, schema)
+    engine = create_engine(url, pool_size=1, max_overflow=0, schema=schema)
     try:
         async with (
             translate_errors("read the schema revision"),

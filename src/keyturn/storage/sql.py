@@ -60,6 +60,7 @@ from keyturn.storage.engine import (
     sqlite_file,
 )
 from keyturn.storage.migrate import upgrade_engine
+from keyturn.storage.schema import DEFAULT_SCHEMA, SchemaMissingError, find_schema, is_postgresql
 from keyturn.storage.tables import (
     UTCDateTime,
     api_keys,
@@ -877,6 +878,22 @@ class SQLKeyRepository(_Repository):
             "record the API key's use", lambda conn: conn.execute(_MARK_KEY_USED, params)
         )
 
+    async def upgrade_hash(
+        self, key_id: str, *, legacy_hash: bytes, new_hash: bytes, audit: AuditEvent
+    ) -> ApiKeyRecord | None:
+        """Replace a key's legacy (JWThenticator) hash by ``new_hash``, once.
+
+        A compare-and-set: None when the key no longer carries ``legacy_hash`` (another
+        request upgraded it first). `ConflictError` if ``new_hash`` belongs to another key.
+        """
+        query = (
+            sa.update(api_keys)
+            .where(api_keys.c.id == key_id, api_keys.c.key_hash == legacy_hash)
+            .values(key_hash=new_hash)
+            .returning(*_API_KEY_COLUMNS)
+        )
+        return await self._change_key("upgrade the API key's hash", query, audit)
+
 
 class SQLRefreshTokenRepository(_Repository):
     """Refresh tokens (`keyturn.storage.base.RefreshTokenRepository`)."""
@@ -1507,12 +1524,26 @@ class SQLStorage:
         connect_timeout: float = 5.0,
         statement_timeout: float | None = None,
         echo: bool = False,
+        schema: str = DEFAULT_SCHEMA,
     ) -> SQLStorage:
         """Connect to ``url``; with ``migrate``, first bring the schema up to date.
 
+        ``schema``: the PostgreSQL schema of Keyturn's tables (`keyturn.storage.schema`).
+
         Raises:
-            StorageUnavailableError: ``migrate`` was asked and the database is down.
+            StorageUnavailableError: the database is down (PostgreSQL: it is asked which
+                schema holds Keyturn's tables).
+            SchemaMissingError: PostgreSQL without Keyturn's tables, and no ``migrate``.
         """
+        if is_postgresql(url):
+            schema, present = await find_schema(url, schema)
+            if not present and not migrate:
+                # One clear line instead of "relation ... does not exist" later on (e.g. a
+                # JWThenticator database Keyturn was pointed at before `db upgrade`).
+                raise SchemaMissingError(
+                    f"the database holds no Keyturn tables (schema {schema}): run "
+                    "`keyturn db upgrade` first, or set KEYTURN_MIGRATE_ON_START=true"
+                )
         engine = create_engine(
             url,
             pool_size=pool_size,
@@ -1521,10 +1552,11 @@ class SQLStorage:
             connect_timeout=connect_timeout,
             statement_timeout=statement_timeout,
             echo=echo,
+            schema=schema,
         )
         if migrate:
             try:
-                await upgrade_engine(engine)
+                await upgrade_engine(engine, schema=schema)
             except BaseException:
                 await engine.dispose()
                 raise

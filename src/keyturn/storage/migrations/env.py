@@ -2,7 +2,8 @@
 
 Run by `keyturn.storage.migrate` with a connection in ``config.attributes``; developers
 may also run the ``alembic`` command with the repository's ``alembic.ini``, which takes
-the database from ``sqlalchemy.url`` or ``KEYTURN_DATABASE_URL``.
+the database from ``sqlalchemy.url`` or ``KEYTURN_DATABASE_URL`` (and the PostgreSQL schema
+from ``KEYTURN_DATABASE_SCHEMA``, default ``keyturn``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sqlalchemy as sa
 from alembic import context
 
 from keyturn.storage.engine import create_engine, normalize_url
+from keyturn.storage.schema import DEFAULT_SCHEMA, check_schema_name
 from keyturn.storage.tables import metadata
 
 config = context.config
@@ -38,9 +40,12 @@ def _url() -> str:
 
 
 async def _run_with_new_engine(url: str) -> None:
-    engine = create_engine(url, pool_size=1, max_overflow=0)
+    schema = check_schema_name(os.environ.get("KEYTURN_DATABASE_SCHEMA", DEFAULT_SCHEMA))
+    engine = create_engine(url, pool_size=1, max_overflow=0, schema=schema)
     try:
         async with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":  # as keyturn db upgrade does
+                await conn.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {schema}"))
             await conn.run_sync(_configure)
     finally:
         await engine.dispose()
