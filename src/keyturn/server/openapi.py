@@ -106,12 +106,24 @@ def _oauth_errors() -> dict[str, Any]:
     }
 
 
+# RFC 7523 §2.2: private_key_jwt client authentication, instead of a client_secret.
+_ASSERTION_FIELDS: Final = {
+    "client_assertion_type": {
+        "type": "string",
+        "enum": ["urn:ietf:params:oauth:client-assertion-type:jwt-bearer"],
+    },
+    "client_assertion": {
+        "type": "string",
+        "description": "A JWT signed by one of the key's public keys (private_key_jwt)",
+    },
+}
 _TOKEN_FORM = {
     "type": "object",
     "properties": {
         "grant_type": {"type": "string", "enum": ["client_credentials", "refresh_token"]},
         "client_secret": {"type": "string", "description": "The API key (or use HTTP Basic)"},
         "client_id": {"type": "string", "description": "The key's id (optional)"},
+        **_ASSERTION_FIELDS,
         "refresh_token": {"type": "string"},
         "scope": {"type": "string"},
     },
@@ -129,6 +141,7 @@ _REVOKE_FORM = {
         "token_type_hint": {"type": "string"},
         "client_secret": {"type": "string", "description": "The API key (or use HTTP Basic)"},
         "client_id": {"type": "string", "description": "The key's id (optional)"},
+        **_ASSERTION_FIELDS,
     },
     "required": ["token"],
 }
@@ -400,6 +413,34 @@ OPERATIONS: dict[tuple[str, str], _Op] = {
             **_problems("400", "401", "404", "413", "415", "503"),
         },
     ),
+    ("get", "/v1/admin/keys/{key_id}/public-keys"): _Op(
+        "List the public keys a key authenticates with (private_key_jwt)",
+        "admin",
+        params=(_KEY_ID,),
+        responses={
+            "200": _body(_ref(models.PublicKeysOut)),
+            **_problems("401", "404", "503"),
+        },
+    ),
+    ("post", "/v1/admin/keys/{key_id}/public-keys"): _Op(
+        "Add public keys to a key (a JWK Set; never a private key)",
+        "admin",
+        models.JWKSetIn,
+        params=(_KEY_ID,),
+        responses={
+            "200": _body(_ref(models.PublicKeysOut)),
+            **_problems("400", "401", "404", "409", "413", "415", "503"),
+        },
+    ),
+    ("delete", "/v1/admin/keys/{key_id}/public-keys/{kid}"): _Op(
+        "Remove a public key from a key",
+        "admin",
+        params=(
+            _KEY_ID,
+            {"name": "kid", "in": "path", "required": True, "schema": {"type": "string"}},
+        ),
+        responses={"204": {"description": "Removed"}, **_problems("401", "404", "503")},
+    ),
     ("post", "/v1/admin/users"): _Op(
         "Create a user who logs in with email and password",
         "admin",
@@ -494,6 +535,8 @@ _COMPONENT_MODELS: tuple[type[BaseModel], ...] = (
     models.RevokeKeyRequest,
     models.RotateKeyRequest,
     models.KeyOut,
+    models.PublicKeyOut,
+    models.PublicKeysOut,
     models.CreatedKeyOut,
     models.KeyPageOut,
     models.SigningKeyOut,
