@@ -177,6 +177,10 @@ class Settings(BaseSettings):
     disable_public_api: bool = False
     disable_admin_api: bool = False
     redis_url: SecretStr | None = Field(None, description="Redis for shared rate limits.")
+    replay_store: Literal["database", "redis"] = Field(
+        "database",
+        description="Where used client-assertion jtis are kept: database or redis (REDIS_URL).",
+    )
     rate_limit_enabled: bool = Field(True, description="Rate-limit the token endpoints.")
     rate_limit_per_address: int = Field(
         1200, ge=1, description="Token requests per minute from one client address."
@@ -288,6 +292,8 @@ class Settings(BaseSettings):
             raise ValueError("access_token_lifetime: at most two days (172800 seconds)")
         if self.signing_key_pem is not None and self.signing_key_file is not None:
             raise ValueError("set signing_key_pem or signing_key_file, not both")
+        if self.replay_store == "redis" and self.redis_url is None:
+            raise ValueError("replay_store=redis needs redis_url (KEYTURN_REDIS_URL)")
         return self
 
     @property

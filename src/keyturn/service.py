@@ -70,7 +70,7 @@ from keyturn.errors import (
     UnauthorizedClientError,
 )
 from keyturn.observer import NullObserver, ServiceObserver
-from keyturn.storage.base import RevocationSnapshot, Storage
+from keyturn.storage.base import ReplayRepository, RevocationSnapshot, Storage
 
 __all__ = [
     "LOGIN_CLIENT_ID",
@@ -258,8 +258,11 @@ class KeyturnService:
         password_hasher: PasswordHasher | None = None,
         password_concurrency: int | None = None,
         observer: ServiceObserver | None = None,
+        replays: ReplayRepository | None = None,
     ) -> None:
         self.storage = storage
+        #: Where single-use ids (assertion ``jti``s) are claimed: the database by default.
+        self.replays: ReplayRepository = replays or storage.replays
         self.observer: ServiceObserver = observer or NullObserver()
         self.config = config or ServiceConfig()
         self.policy = policy or ClaimsPolicy.default()
@@ -337,7 +340,7 @@ class KeyturnService:
         await self.activate_due_signing_keys()
         await self.storage.signing_keys.delete_unpublished(now=now)
         await self.storage.refresh_tokens.delete_expired(before=now)
-        await self.storage.replays.delete_expired(before=now)
+        await self.replays.delete_expired(before=now)
         await self.reload_signing_keys()
         await self.reload_revocations()
 
@@ -1469,7 +1472,7 @@ class KeyturnService:
             raise
         # Single use across every instance: kept until the assertion could no longer pass.
         keep_until = datetime.fromtimestamp(verified.expires_at + leeway, UTC)
-        if not await self.storage.replays.claim(verified.replay_id, expires_at=keep_until, now=now):
+        if not await self.replays.claim(verified.replay_id, expires_at=keep_until, now=now):
             self.observer.authentication_failed("client_assertion_replayed", key_id=record.id)
             raise InvalidClientError("the client assertion was used before (its jti is spent)")
         return record
