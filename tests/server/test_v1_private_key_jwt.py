@@ -8,6 +8,8 @@ database), an assertion for another client, the wrong ``aud``, a revoked key.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
 from typing import Any, Final
 
@@ -17,7 +19,7 @@ import pytest
 from keyturn.core.assertions import CLIENT_ASSERTION_TYPE
 from keyturn.core.signing import SigningKey
 from keyturn.server import KeyturnState, build_admin_app, build_public_app
-from tests.security.forge import forge
+from tests.security.forge import b64, forge
 
 from .conftest import (
     ISSUER,
@@ -311,3 +313,23 @@ async def test_admin_limits_the_public_keys_of_a_key(sqlite_admin: httpx.AsyncCl
     assert len(listed.json()["keys"]) == 10
     unknown = await sqlite_admin.get("/v1/admin/keys/nosuchkey0000000/public-keys")
     assert unknown.status_code == 404
+
+
+async def test_attack_alg_none_and_hs256_with_the_public_key_as_secret(
+    public: httpx.AsyncClient, admin: httpx.AsyncClient
+) -> None:
+    key_id = await keyless_key(admin)
+    claims = {"iss": key_id, "sub": key_id, "aud": ISSUER, "iat": NOW, "exp": NOW + 60}
+    unsigned = forge({"alg": "none", "typ": "JWT"}, {**claims, "jti": "n1"}, b"")
+    head = b64(b'{"alg":"HS256","typ":"JWT"}')
+    body = forge({}, {**claims, "jti": "h1"}).split(".")[1]
+    secret = DEVICE.verification_key.public_pem()
+    mac = hmac.new(secret, f"{head}.{body}".encode(), hashlib.sha256).digest()
+    confused = f"{head}.{body}.{b64(mac)}"
+
+    for attack in (unsigned, confused):
+        response = await client_credentials(public, attack)
+        assert response.status_code == 401
+        assert response.json()["error"] == "invalid_client"
+    # The genuine device still gets in: the refusals were about the attacks.
+    assert (await client_credentials(public, assertion(key_id))).status_code == 200
