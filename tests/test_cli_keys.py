@@ -763,3 +763,48 @@ def test_config_show_says_where_each_value_came_from(
         f"{server_data}/pepper)",
     ]
     assert (server_data / "pepper").read_text().strip() not in json.dumps(shown)
+
+
+# -- keyless clients (private_key_jwt, issue 17) ----------------------------------------
+
+
+def test_keys_create_with_public_keys_has_no_secret_and_lists_them(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    from keyturn.core.signing import SigningKey
+
+    device, other = SigningKey.generate("ES256"), SigningKey.generate("EdDSA")
+    pem = tmp_path / "device.pub.pem"
+    pem.write_bytes(device.verification_key.public_pem())
+    jwk = tmp_path / "other.jwk"
+    jwk.write_text(json.dumps(dict(other.verification_key.to_jwk())))
+
+    result = invoke("keys", "create", "--public-key", str(pem), "--public-key", str(jwk), "--json")
+
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["key"] is None
+    assert {k["kid"] for k in document["public_keys"]} == {device.kid, other.kid}
+    assert WARNING not in result.output  # nothing secret was shown
+    key_id = document["record"]["id"]
+    listed = run_json("keys", "public-keys", key_id)
+    assert {k["kid"] for k in listed["keys"]} == {device.kid, other.kid}
+    after = run_json("keys", "remove-public-key", key_id, device.kid)
+    assert [k["kid"] for k in after["keys"]] == [other.kid]
+    readded = run_json("keys", "add-public-key", key_id, str(pem))
+    assert {k["kid"] for k in readded["keys"]} == {device.kid, other.kid}
+    actions = [action for action, target, _ in audit_actions(data_dir) if target == key_id]
+    assert actions == ["key.created", "key.public_key_removed", "key.public_keys_added"]
+
+
+def test_keys_create_refuses_a_private_key_file(data_dir: Path, tmp_path: Path) -> None:
+    from keyturn.core.signing import SigningKey
+
+    private = tmp_path / "device.pem"
+    private.write_bytes(SigningKey.generate("ES256").private_pem())
+
+    result = invoke("keys", "create", "--public-key", str(private))
+
+    assert result.exit_code == 2
+    assert "private key" in result.output
+    assert run_json("keys", "list")["keys"] == []

@@ -28,10 +28,17 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 import typer
 
 from keyturn.__about__ import __version__
+from keyturn.core.assertions import load_client_public_key
+from keyturn.core.records import ClientPublicKeyRecord
 from keyturn.core.secrets import SecretKind, generate_secret
-from keyturn.core.signing import DEFAULT_ALGORITHM, SUPPORTED_ALGORITHMS, SigningKey
+from keyturn.core.signing import (
+    DEFAULT_ALGORITHM,
+    SUPPORTED_ALGORITHMS,
+    SigningKey,
+    VerificationKey,
+)
 from keyturn.core.tokens import peek_unverified_claims
-from keyturn.errors import KeyturnError
+from keyturn.errors import KeyturnError, SigningKeyError
 from keyturn.healthcheck import healthcheck
 from keyturn.importers.cli import import_app
 
@@ -590,7 +597,20 @@ def _print_key(record: ApiKeyRecord, as_json: bool) -> None:
     _emit({name: "-" if value is None else value for name, value in data.items()}, False)
 
 
-def _print_created(created: CreatedKey, as_json: bool) -> None:
+def _print_created(
+    created: CreatedKey,
+    as_json: bool,
+    public_keys: list[ClientPublicKeyRecord] | None = None,
+) -> None:
+    if created.secret is None:  # a private_key_jwt client: nothing secret to show
+        record = _key_json(created.record)
+        keys = [_public_key_json(k) for k in public_keys or ()]
+        if as_json:
+            _emit({"key": None, "record": record, "public_keys": keys}, as_json=True)
+            return
+        _print_key(created.record, as_json=False)
+        _print_public_keys(public_keys or [])
+        return
     if as_json:
         _emit({"key": created.secret, "record": _key_json(created.record)}, as_json=True)
     else:
@@ -640,9 +660,18 @@ def keys_create(
         str | None,
         typer.Option(help="When the key stops working, ISO 8601 (UTC if no offset)."),
     ] = None,
+    public_key: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--public-key",
+            help="A device's PUBLIC key (PEM or JWK file; ES256, EdDSA, RS256): the key then "
+            "authenticates with private_key_jwt and gets no secret. Repeatable.",
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Create an API key and print it: the only time it is shown."""
+    public_keys = _read_public_keys(public_key or ())
     _check_each("--role", role or (), _ROLE, "letters, digits and _.:- (at most 64)")
     _check_each("--scope", scope or (), _SCOPE, "RFC 6749 scope characters, no spaces (1-128)")
     _check_each("--name", [name or ""], _LABEL, "at most 200 characters")
@@ -656,10 +685,12 @@ def keys_create(
             roles=role or (),
             scopes=scope or None,
             expires_at=expiry,
+            public_keys=public_keys,
             actor=_actor(),
         )
 
-    _print_created(_run(create, create=True), as_json)
+    created = _run(create, create=True)
+    _print_created(created, as_json, _client_keys(created, public_keys))
     if not scope and _default_policy():
         typer.echo(
             "warning: no --scope given: under the default policy this key's tokens carry no "
@@ -772,6 +803,104 @@ def keys_rotate(
         return await state.service.rotate_key(key_id, grace=grace_period, actor=_actor())
 
     _print_created(_run(rotate), as_json)
+
+
+# -- keyless clients (private_key_jwt) ---------------------------------------------------
+
+
+def _read_public_keys(paths: Iterable[Path]) -> list[VerificationKey]:
+    """Public keys from PEM or JWK files; a private key or a weak one is refused."""
+    keys = []
+    for path in paths:
+        try:
+            keys.append(load_client_public_key(path.read_bytes()))
+        except OSError as exc:
+            raise typer.BadParameter(f"{path}: {exc.strerror}", param_hint="--public-key") from exc
+        except SigningKeyError as exc:
+            raise typer.BadParameter(f"{path}: {exc.message}", param_hint="--public-key") from exc
+    return keys
+
+
+def _client_keys(
+    created: CreatedKey, keys: list[VerificationKey]
+) -> list[ClientPublicKeyRecord] | None:
+    if not keys:
+        return None
+    return [
+        ClientPublicKeyRecord(
+            key_id=created.record.id,
+            kid=key.kid,
+            alg=key.alg,
+            jwk=dict(key.to_jwk()),
+            created_at=created.record.created_at,
+        )
+        for key in keys
+    ]
+
+
+def _public_key_json(record: ClientPublicKeyRecord) -> dict[str, Any]:
+    return {
+        "kid": record.kid,
+        "alg": record.alg,
+        "jwk": dict(record.jwk),
+        "created_at": _iso(record.created_at),
+    }
+
+
+def _print_public_keys(records: list[ClientPublicKeyRecord]) -> None:
+    if not records:
+        typer.echo("no public keys")
+        return
+    typer.echo("")
+    for record in records:
+        typer.echo(f"public key  {record.kid}  {record.alg}  {_iso(record.created_at)}")
+
+
+def _emit_public_keys(records: list[ClientPublicKeyRecord], as_json: bool) -> None:
+    if as_json:
+        _emit({"keys": [_public_key_json(k) for k in records]}, as_json=True)
+    else:
+        _print_public_keys(records)
+
+
+@keys_app.command("public-keys")
+def keys_public_keys(key_id: KeyIdArgument, as_json: JsonOption = False) -> None:
+    """List the public keys an API key authenticates with (private_key_jwt)."""
+
+    async def read(state: KeyturnState) -> list[ClientPublicKeyRecord]:
+        return await state.service.list_public_keys(key_id)
+
+    _emit_public_keys(_run(read), as_json)
+
+
+@keys_app.command("add-public-key")
+def keys_add_public_key(
+    key_id: KeyIdArgument,
+    files: Annotated[list[Path], typer.Argument(help="PEM or JWK files of PUBLIC keys.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Let an API key also authenticate with these public keys (e.g. to rotate a device key)."""
+    keys = _read_public_keys(files)
+
+    async def add(state: KeyturnState) -> list[ClientPublicKeyRecord]:
+        return await state.service.add_public_keys(key_id, keys, actor=_actor())
+
+    _emit_public_keys(_run(add), as_json)
+
+
+@keys_app.command("remove-public-key")
+def keys_remove_public_key(
+    key_id: KeyIdArgument,
+    kid: Annotated[str, typer.Argument(help="The public key's kid (its RFC 7638 thumbprint).")],
+    as_json: JsonOption = False,
+) -> None:
+    """Stop an API key authenticating with one of its public keys."""
+
+    async def remove(state: KeyturnState) -> list[ClientPublicKeyRecord]:
+        await state.service.remove_public_key(key_id, kid, actor=_actor())
+        return await state.service.list_public_keys(key_id)
+
+    _emit_public_keys(_run(remove), as_json)
 
 
 # -- users -------------------------------------------------------------------------------

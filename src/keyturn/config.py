@@ -324,6 +324,10 @@ class Settings(BaseSettings):
     disable_public_api: bool = False
     disable_admin_api: bool = False
     redis_url: SecretStr | None = Field(None, description="Redis for shared rate limits.")
+    replay_store: Literal["database", "redis"] = Field(
+        "database",
+        description="Where used client-assertion jtis are kept: database or redis (REDIS_URL).",
+    )
     rate_limit_enabled: bool = Field(True, description="Rate-limit the token endpoints.")
     rate_limit_per_address: int = Field(
         1200, ge=1, description="Token requests per minute from one client address."
@@ -491,6 +495,8 @@ class Settings(BaseSettings):
                 "signing_key_pem: set KEYTURN_SIGNING_KEY_PEM (RSA_PRIVATE_KEY) or "
                 "KEYTURN_SIGNING_KEY_FILE (RSA_PRIVATE_KEY_PATH), not both"
             )
+        if self.replay_store == "redis" and self.redis_url is None:
+            raise ValueError("replay_store=redis needs redis_url (KEYTURN_REDIS_URL)")
         return self
 
     @property

@@ -40,6 +40,8 @@ AUTH_FAILURE_REASONS: Final = (
     "invalid_token",
     "insufficient_scope",
     "admin_credential",
+    "invalid_client_assertion",
+    "client_assertion_replayed",
 )
 
 

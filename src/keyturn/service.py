@@ -18,12 +18,19 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar
 
 from keyturn.core.accounts import check_email, email_key, new_user_id
+from keyturn.core.assertions import (
+    MAX_CLIENT_PUBLIC_KEYS,
+    ClientAssertion,
+    assertion_client_id,
+    verify_client_assertion,
+)
 from keyturn.core.keywrap import KeyWrapper
 from keyturn.core.passwords import MAX_PASSWORD_LENGTH, PasswordHasher, check_new_password
 from keyturn.core.policy import ClaimsPolicy, Grant
 from keyturn.core.records import (
     ApiKeyRecord,
     AuditEvent,
+    ClientPublicKeyRecord,
     RefreshTokenRecord,
     SigningKeyRecord,
     SigningKeyState,
@@ -65,7 +72,7 @@ from keyturn.errors import (
     UnauthorizedClientError,
 )
 from keyturn.observer import NullObserver, ServiceObserver
-from keyturn.storage.base import RevocationSnapshot, Storage
+from keyturn.storage.base import ReplayRepository, RevocationSnapshot, Storage
 
 __all__ = [
     "LOGIN_CLIENT_ID",
@@ -91,6 +98,7 @@ PEPPER_FINGERPRINT_SETTING: Final = "pepper_fingerprint"
 
 # One message for every bad credential, so responses cannot tell the cases apart (T-BF-01).
 _BAD_KEY: Final = "the API key is not valid"
+_BAD_ASSERTION: Final = "the client assertion is invalid"
 _BAD_REFRESH: Final = "the refresh token is not valid"
 _BAD_LOGIN: Final = "the email or password is not valid"
 _CLIENT_REQUIRED: Final = (
@@ -183,7 +191,8 @@ class CreatedKey:
     """A key just created or rotated: the secret is here once and never again."""
 
     record: ApiKeyRecord
-    secret: str = field(repr=False)
+    #: None for a key created with public keys only (``private_key_jwt``): it has no secret.
+    secret: str | None = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,8 +267,11 @@ class KeyturnService:
         password_hasher: PasswordHasher | None = None,
         password_concurrency: int | None = None,
         observer: ServiceObserver | None = None,
+        replays: ReplayRepository | None = None,
     ) -> None:
         self.storage = storage
+        #: Where single-use ids (assertion ``jti``s) are claimed: the database by default.
+        self.replays: ReplayRepository = replays or storage.replays
         self.observer: ServiceObserver = observer or NullObserver()
         self.config = config or ServiceConfig()
         self.policy = policy or ClaimsPolicy.default()
@@ -337,6 +349,7 @@ class KeyturnService:
         await self.activate_due_signing_keys()
         await self.storage.signing_keys.delete_unpublished(now=now)
         await self.storage.refresh_tokens.delete_expired(before=now)
+        await self.replays.delete_expired(before=now)
         await self.reload_signing_keys()
         await self.reload_revocations()
 
@@ -352,17 +365,22 @@ class KeyturnService:
         extra_claims: Mapping[str, Any] | None = None,
         metadata: Mapping[str, Any] | None = None,
         expires_at: datetime | None = None,
+        public_keys: Iterable[VerificationKey] = (),
         actor: str | None = None,
         request_id: str | None = None,
     ) -> CreatedKey:
         """Create a generated API key; its secret is returned once and stored hashed.
 
         Roles, scopes and extra claims are checked against the claims policy now, so a
-        key can never hold what the policy forbids.
+        key can never hold what the policy forbids. With ``public_keys`` the key
+        authenticates with ``private_key_jwt`` instead and gets no secret (a secret can be
+        added later with `rotate_key`).
 
         Raises:
             PolicyViolation: a role, scope or claim the policy does not allow.
+            InvalidRequestError: more than `MAX_CLIENT_PUBLIC_KEYS` public keys.
         """
+        public_keys = _distinct(public_keys)
         now = self._clock()
         if expires_at is not None and expires_at <= now:
             raise PolicyViolation("expires_at", expires_at.isoformat(), "must be in the future")
@@ -386,6 +404,13 @@ class KeyturnService:
             metadata=dict(metadata or {}),
             expires_at=expires_at,
         )
+        if public_keys:
+            audit = self._audit(
+                "key.created", record.id, actor, request_id, now, kids=[k.kid for k in public_keys]
+            )
+            stored = [_public_key_record(record.id, key, now) for key in public_keys]
+            await self.storage.client_keys.create_key(record, stored, audit=audit)
+            return CreatedKey(record=record, secret=None)
         await self.storage.keys.add(
             record, audit=self._audit("key.created", record.id, actor, request_id, now)
         )
@@ -572,7 +597,7 @@ class KeyturnService:
 
     async def authenticate(
         self,
-        key: str,
+        key: str | ClientAssertion,
         *,
         identifier: str | None = None,
         scopes: Iterable[str] | None = None,
@@ -587,18 +612,24 @@ class KeyturnService:
         instead of rotated. When the key was registered with an identifier, ``identifier``
         must match it; so must ``client_id`` (RFC 6749 §2.3.1) the key's id when given. A
         mismatch fails exactly like an unknown key. ``issue_refresh_token`` False issues
-        the access token alone (RFC 6749 §4.4.3).
+        the access token alone (RFC 6749 §4.4.3). ``key`` may instead be a
+        `ClientAssertion` (``private_key_jwt``, RFC 7523), checked by `authenticate_client`'s
+        rules.
 
         Raises:
             InvalidGrantError: unknown, malformed, expired or revoked key, or wrong identifier.
+            InvalidClientError: the client assertion is refused.
             PolicyViolation: a requested scope the key or the policy does not allow.
         """
         now = self._clock()
-        try:
-            record = await self._lookup_key(key, now)
-        except InvalidGrantError:
-            self.observer.authentication_failed("malformed_key")
-            raise
+        if isinstance(key, ClientAssertion):
+            record: ApiKeyRecord | None = await self._assertion_client(key, now)
+        else:
+            try:
+                record = await self._lookup_key(key, now)
+            except InvalidGrantError:
+                self.observer.authentication_failed("malformed_key")
+                raise
         if record is None:
             self.observer.authentication_failed("unknown_key")
             raise InvalidGrantError(_BAD_KEY)
@@ -668,16 +699,23 @@ class KeyturnService:
             refresh_expires_at=refresh.expires_at,
         )
 
-    async def authenticate_client(self, key: str, *, client_id: str | None = None) -> str:
+    async def authenticate_client(
+        self, key: str | ClientAssertion, *, client_id: str | None = None
+    ) -> str:
         """Authenticate an OAuth client by its API key (RFC 6749 §2.3.1); returns its id.
 
         ``client_id``, when given, must be the key's id. An unknown, malformed, expired or
         revoked key and a mismatched ``client_id`` fail alike, after the same lookup.
+        ``key`` may instead be a `ClientAssertion` (``private_key_jwt``, RFC 7523 §2.2):
+        signed by one of the key's public keys, with every RFC 7523 §3 rule, its ``jti``
+        used once.
 
         Raises:
             InvalidClientError: the client could not be authenticated.
         """
         now = self._clock()
+        if isinstance(key, ClientAssertion):
+            return (await self._assertion_client(key, now)).id
         try:
             record = await self._lookup_key(key, now)
         except InvalidGrantError as exc:
@@ -1375,6 +1413,114 @@ class KeyturnService:
 
     # -- helpers -----------------------------------------------------------------------
 
+    # -- keyless clients: public keys and private_key_jwt ------------------------------
+
+    async def list_public_keys(self, key_id: str) -> list[ClientPublicKeyRecord]:
+        """The public keys API key ``key_id`` authenticates with, oldest first.
+
+        Raises:
+            NotFoundError: no such key.
+        """
+        await self.get_key(key_id)
+        return await self.storage.client_keys.list(key_id)
+
+    async def add_public_keys(
+        self,
+        key_id: str,
+        public_keys: Iterable[VerificationKey],
+        *,
+        actor: str | None = None,
+        request_id: str | None = None,
+    ) -> list[ClientPublicKeyRecord]:
+        """Let API key ``key_id`` also authenticate with these public keys (rotation).
+
+        Keys it already has are left as they are. Returns all its public keys.
+
+        Raises:
+            NotFoundError: no such key.
+            ConflictError: the key is revoked.
+            InvalidRequestError: no keys given, or more than `MAX_CLIENT_PUBLIC_KEYS`.
+        """
+        keys = _distinct(public_keys)
+        if not keys:
+            raise InvalidRequestError("give at least one public key")
+        record = await self.get_key(key_id)
+        if record.revoked_at is not None:
+            raise ConflictError(f"API key {key_id!r} is revoked")
+        now = self._clock()
+        audit = self._audit(
+            "key.public_keys_added", key_id, actor, request_id, now, kids=[k.kid for k in keys]
+        )
+        stored = await self.storage.client_keys.add(
+            [_public_key_record(key_id, key, now) for key in keys],
+            limit=MAX_CLIENT_PUBLIC_KEYS,
+            audit=audit,
+        )
+        if stored is None:
+            raise InvalidRequestError(
+                f"a key may have at most {MAX_CLIENT_PUBLIC_KEYS} public keys; remove one first"
+            )
+        return stored
+
+    async def remove_public_key(
+        self,
+        key_id: str,
+        kid: str,
+        *,
+        actor: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        """Stop API key ``key_id`` authenticating with public key ``kid``.
+
+        Raises:
+            NotFoundError: no such key, or it has no public key ``kid``.
+        """
+        await self.get_key(key_id)
+        now = self._clock()
+        audit = self._audit("key.public_key_removed", key_id, actor, request_id, now, kid=kid)
+        if not await self.storage.client_keys.remove(key_id, kid, audit=audit):
+            raise NotFoundError(f"API key {key_id!r} has no public key {kid!r}")
+
+    async def _assertion_client(self, credential: ClientAssertion, now: datetime) -> ApiKeyRecord:
+        """The key a ``private_key_jwt`` assertion authenticates (RFC 7523 §3), or raise.
+
+        Raises:
+            InvalidClientError: any rule fails, or the assertion's ``jti`` was seen before.
+        """
+        try:
+            client_id = credential.client_id or assertion_client_id(credential.assertion)
+        except InvalidClientError:
+            self.observer.authentication_failed("invalid_client_assertion")
+            raise
+        record = await self.storage.keys.get(client_id)
+        stored = [] if record is None else await self.storage.client_keys.list(client_id)
+        if record is None or not stored:
+            self.observer.authentication_failed("unknown_key")
+            raise InvalidClientError(_BAD_ASSERTION)
+        reason = _key_refusal(record, None, now)
+        if reason is not None:
+            self.observer.authentication_failed(reason, key_id=record.id)
+            raise InvalidClientError(_BAD_ASSERTION)
+        leeway = self.config.leeway
+        try:
+            verified = verify_client_assertion(
+                credential.assertion,
+                client_id=client_id,
+                keys=[VerificationKey.from_jwk(key.jwk) for key in stored],
+                audiences=credential.audiences,
+                now=int(now.timestamp()),
+                leeway=leeway,
+            )
+        except InvalidClientError:
+            self.observer.authentication_failed("invalid_client_assertion", key_id=record.id)
+            raise
+        # Single use across every instance: kept until the assertion could no longer pass.
+        keep_until = datetime.fromtimestamp(verified.expires_at + leeway, UTC)
+        if not await self.replays.claim(verified.replay_id, expires_at=keep_until, now=now):
+            self.observer.authentication_failed("client_assertion_replayed", key_id=record.id)
+            raise InvalidClientError("the client assertion was used before (its jti is spent)")
+        return record
+
     async def _find_key(self, key: str, now: datetime) -> ApiKeyRecord | None:
         """Find a usable key by its secret; malformed keys never reach storage."""
         record = await self._lookup_key(key, now)
@@ -1576,6 +1722,20 @@ class KeyturnService:
             request_id=request_id,
             detail=detail,
         )
+
+
+def _distinct(keys: Iterable[VerificationKey]) -> list[VerificationKey]:
+    """Public keys without repeats (by thumbprint), at most `MAX_CLIENT_PUBLIC_KEYS`."""
+    unique = list({key.kid: key for key in keys}.values())
+    if len(unique) > MAX_CLIENT_PUBLIC_KEYS:
+        raise InvalidRequestError(f"a key may have at most {MAX_CLIENT_PUBLIC_KEYS} public keys")
+    return unique
+
+
+def _public_key_record(key_id: str, key: VerificationKey, now: datetime) -> ClientPublicKeyRecord:
+    return ClientPublicKeyRecord(
+        key_id=key_id, kid=key.kid, alg=key.alg, jwk=dict(key.to_jwk()), created_at=now
+    )
 
 
 def _could_be_account(email: str) -> bool:

@@ -88,6 +88,8 @@ async def test_the_admin_document_describes_only_admin_routes(
         "/v1/admin/keys/{key_id}",
         "/v1/admin/keys/{key_id}/revoke",
         "/v1/admin/keys/{key_id}/rotate",
+        "/v1/admin/keys/{key_id}/public-keys",
+        "/v1/admin/keys/{key_id}/public-keys/{kid}",
         "/v1/admin/users",
         "/v1/admin/users/{user_id}",
         "/v1/admin/users/{user_id}/disable",

@@ -771,12 +771,16 @@ async def test_authorization_server_metadata(sqlite_public: httpx.AsyncClient) -
         "token_endpoint_auth_methods_supported": [
             "client_secret_basic",
             "client_secret_post",
+            "private_key_jwt",
             "none",
         ],
         "revocation_endpoint_auth_methods_supported": [
             "client_secret_basic",
             "client_secret_post",
+            "private_key_jwt",
             "none",
         ],
         "introspection_endpoint_auth_methods_supported": ["bearer"],
+        "token_endpoint_auth_signing_alg_values_supported": ["ES256", "RS256", "EdDSA"],
+        "revocation_endpoint_auth_signing_alg_values_supported": ["ES256", "RS256", "EdDSA"],
     }

@@ -365,7 +365,7 @@ async def test_metadata_lists_the_client_authentication_methods(
 ) -> None:
     body = (await public.get("/.well-known/oauth-authorization-server")).json()
 
-    methods = ["client_secret_basic", "client_secret_post", "none"]
+    methods = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
     assert body["token_endpoint_auth_methods_supported"] == methods
     assert body["revocation_endpoint_auth_methods_supported"] == methods
 

@@ -15,6 +15,7 @@ from typing import Any
 __all__ = [
     "ApiKeyRecord",
     "AuditEvent",
+    "ClientPublicKeyRecord",
     "RefreshTokenRecord",
     "SigningKeyRecord",
     "SigningKeyState",
@@ -169,3 +170,18 @@ class AuditEvent:
     target_id: str | None = None
     request_id: str | None = None
     detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientPublicKeyRecord:
+    """A public key an API key (an OAuth client) proves possession of (``private_key_jwt``).
+
+    ``kid`` is the RFC 7638 thumbprint of ``jwk``; ``alg`` the one algorithm it verifies.
+    Keyturn never holds the private half.
+    """
+
+    key_id: str
+    kid: str
+    alg: str
+    jwk: Mapping[str, Any]
+    created_at: datetime

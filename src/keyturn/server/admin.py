@@ -9,13 +9,21 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from keyturn.core.records import ApiKeyRecord, SigningKeyState, UserRecord
-from keyturn.errors import InvalidRequestError, KeyturnError
+from keyturn.core.assertions import load_client_public_key
+from keyturn.core.records import (
+    ApiKeyRecord,
+    ClientPublicKeyRecord,
+    SigningKeyState,
+    UserRecord,
+)
+from keyturn.core.signing import VerificationKey
+from keyturn.errors import InvalidRequestError, KeyturnError, SigningKeyError
 from keyturn.server.errors import NO_STORE, problem_for
 from keyturn.server.models import (
     AuditEventOut,
@@ -24,8 +32,11 @@ from keyturn.server.models import (
     CreateKeyRequest,
     CreateUserRequest,
     DisableUserRequest,
+    JWKSetIn,
     KeyOut,
     KeyPageOut,
+    PublicKeyOut,
+    PublicKeysOut,
     RevokeKeyRequest,
     RotateKeyRequest,
     SetPasswordRequest,
@@ -107,13 +118,17 @@ def _json(
     | AuditPage
     | UserOut
     | UserPageOut
+    | PublicKeysOut
     | list[SigningKeyOut],
     status: int = 200,
 ) -> JSONResponse:
     if isinstance(model, list):
         content = [item.model_dump(mode="json") for item in model]
         return JSONResponse({"signing_keys": content}, status_code=status)
-    return JSONResponse(model.model_dump(mode="json"), status_code=status, headers=NO_STORE)
+    body: dict[str, Any] = model.model_dump(mode="json")
+    if isinstance(model, CreatedKeyOut) and model.public_keys is None:
+        del body["public_keys"]  # a key with a secret: the body it always had
+    return JSONResponse(body, status_code=status, headers=NO_STORE)
 
 
 def _int_query(request: Request, name: str, default: int | None) -> int | None:
@@ -134,11 +149,30 @@ def _bool_query(request: Request, name: str, default: bool) -> bool:
     return raw == "true"
 
 
+def public_key_out(record: ClientPublicKeyRecord) -> PublicKeyOut:
+    """The admin view of a client's public key."""
+    return PublicKeyOut(
+        kid=record.kid, alg=record.alg, jwk=dict(record.jwk), created_at=record.created_at
+    )
+
+
+def _public_keys(jwks: JWKSetIn | None) -> list[VerificationKey]:
+    """The public keys of a JWK Set in a request; 400 for a private or unsupported key."""
+    if jwks is None:
+        return []
+    try:
+        return [load_client_public_key(jwk) for jwk in jwks.keys]
+    except SigningKeyError as exc:
+        raise InvalidRequestError(f"jwks: {exc.message}") from exc
+
+
 @_problems
 async def create_key(request: Request) -> Response:
-    """``POST /v1/admin/keys``."""
+    """``POST /v1/admin/keys`` (with ``jwks``: a ``private_key_jwt`` client, no secret)."""
     body = read_model(CreateKeyRequest, refuse_nul(await read_json(request)))
-    created = await keyturn_state(request).service.create_key(
+    public_keys = _public_keys(body.jwks)
+    service = keyturn_state(request).service
+    created = await service.create_key(
         identifier=body.identifier,
         name=body.name,
         roles=body.roles,
@@ -146,10 +180,49 @@ async def create_key(request: Request) -> Response:
         extra_claims=body.extra_claims,
         metadata=body.metadata,
         expires_at=body.expires_at,
+        public_keys=public_keys,
         actor=ACTOR,
         request_id=request_id(request),
     )
-    return _json(CreatedKeyOut(key=created.secret, record=key_out(created.record)), 201)
+    stored = await service.list_public_keys(created.record.id) if public_keys else None
+    out = CreatedKeyOut(
+        key=created.secret,
+        record=key_out(created.record),
+        public_keys=None if stored is None else [public_key_out(k) for k in stored],
+    )
+    return _json(out, 201)
+
+
+@_problems
+async def list_public_keys(request: Request) -> Response:
+    """``GET /v1/admin/keys/{key_id}/public-keys``."""
+    stored = await keyturn_state(request).service.list_public_keys(request.path_params["key_id"])
+    return _json(PublicKeysOut(keys=[public_key_out(k) for k in stored]))
+
+
+@_problems
+async def add_public_keys(request: Request) -> Response:
+    """``POST /v1/admin/keys/{key_id}/public-keys`` with a JWK Set: add keys (rotation)."""
+    body = read_model(JWKSetIn, await read_json(request))
+    stored = await keyturn_state(request).service.add_public_keys(
+        request.path_params["key_id"],
+        _public_keys(body),
+        actor=ACTOR,
+        request_id=request_id(request),
+    )
+    return _json(PublicKeysOut(keys=[public_key_out(k) for k in stored]))
+
+
+@_problems
+async def remove_public_key(request: Request) -> Response:
+    """``DELETE /v1/admin/keys/{key_id}/public-keys/{kid}``."""
+    await keyturn_state(request).service.remove_public_key(
+        request.path_params["key_id"],
+        request.path_params["kid"],
+        actor=ACTOR,
+        request_id=request_id(request),
+    )
+    return Response(status_code=204, headers=NO_STORE)
 
 
 @_problems
@@ -340,6 +413,9 @@ def routes(prefix: str) -> list[Route]:
         Route(f"{base}/keys/{{key_id}}", get_key, methods=["GET"]),
         Route(f"{base}/keys/{{key_id}}/revoke", revoke_key, methods=["POST"]),
         Route(f"{base}/keys/{{key_id}}/rotate", rotate_key, methods=["POST"]),
+        Route(f"{base}/keys/{{key_id}}/public-keys", list_public_keys, methods=["GET"]),
+        Route(f"{base}/keys/{{key_id}}/public-keys", add_public_keys, methods=["POST"]),
+        Route(f"{base}/keys/{{key_id}}/public-keys/{{kid}}", remove_public_key, methods=["DELETE"]),
         Route(f"{base}/users", create_user, methods=["POST"]),
         Route(f"{base}/users", list_users, methods=["GET"]),
         Route(f"{base}/users/{{user_id}}", get_user, methods=["GET"]),

@@ -151,8 +151,17 @@ _Scope = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[\x21\x23
 _Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 
 
+class JWKSetIn(_Strict):
+    """A JWK Set of a client's PUBLIC keys (RFC 7517 §5): ES256, EdDSA or RS256 >= 2048."""
+
+    keys: list[dict[str, Any]] = Field(min_length=1, max_length=10)
+
+
 class CreateKeyRequest(_Strict):
-    """``POST /v1/admin/keys``: create a generated key (its secret is shown once)."""
+    """``POST /v1/admin/keys``: create a generated key (its secret is shown once).
+
+    With ``jwks`` the key authenticates with ``private_key_jwt`` and gets no secret.
+    """
 
     model_config = ConfigDict(extra="forbid", strict=False, hide_input_in_errors=True)
 
@@ -163,6 +172,7 @@ class CreateKeyRequest(_Strict):
     extra_claims: dict[str, Any] = Field(default_factory=dict, max_length=32)
     metadata: dict[str, Any] = Field(default_factory=dict, max_length=64)
     expires_at: datetime | None = None
+    jwks: JWKSetIn | None = None
 
 
 class RevokeKeyRequest(_Strict):
@@ -205,11 +215,30 @@ class KeyOut(BaseModel):
     rotation_grace_until: datetime | None
 
 
-class CreatedKeyOut(BaseModel):
-    """A key just created or rotated, with its secret (shown this once)."""
+class PublicKeyOut(BaseModel):
+    """A public key a client signs ``private_key_jwt`` assertions with."""
 
-    key: str
+    kid: str
+    alg: str
+    jwk: dict[str, Any]
+    created_at: datetime
+
+
+class PublicKeysOut(BaseModel):
+    """A key's public keys, oldest first."""
+
+    keys: list[PublicKeyOut]
+
+
+class CreatedKeyOut(BaseModel):
+    """A key just created or rotated, with its secret (shown this once).
+
+    ``key`` is null for a key created with public keys only; ``public_keys`` lists them.
+    """
+
+    key: str | None
     record: KeyOut
+    public_keys: list[PublicKeyOut] | None = None
 
 
 class KeyPageOut(BaseModel):

@@ -134,6 +134,18 @@ _TEXT = {"type": "string", "minLength": 1}
 #: RFC 6749 §3.3: space-separated tokens of printable ASCII but '"' and '\\'.
 _SCOPE = {"type": "string", "pattern": "^[\\x20\\x21\\x23-\\x5b\\x5d-\\x7e]*$"}
 
+# RFC 7523 §2.2: private_key_jwt client authentication, instead of a client_secret.
+_ASSERTION_FIELDS: Final = {
+    "client_assertion_type": {
+        "type": "string",
+        "enum": ["urn:ietf:params:oauth:client-assertion-type:jwt-bearer"],
+    },
+    "client_assertion": {
+        **_TEXT,
+        "description": "A JWT signed by one of the key's public keys (private_key_jwt)",
+    },
+}
+
 
 def _params(required: tuple[str, ...], **fields: Any) -> dict[str, Any]:
     """An RFC 6749 parameter set: form-encoded or a flat JSON object of strings.
@@ -157,6 +169,7 @@ _TOKEN_FORM = _params(
     refresh_token={**_TEXT, "description": "Required with grant_type=refresh_token"},
     scope={**_SCOPE, "description": "Space-separated scopes, a subset of the key's"},
     identifier={"type": "string", "description": "Must match the key's identifier, if sent"},
+    **_ASSERTION_FIELDS,
 ) | {
     "if": {"properties": {"grant_type": {"const": "refresh_token"}}},
     "then": {"required": ["refresh_token"]},
@@ -172,6 +185,7 @@ _REVOKE_FORM = _params(
     token_type_hint={"type": "string", "description": "access_token or refresh_token"},
     client_id={"type": "string", "description": "The key id (optional with client_secret)"},
     client_secret={**_TEXT, "description": "The API key (or send it with HTTP Basic)"},
+    **_ASSERTION_FIELDS,
 )
 _LOGIN_FIELDS: dict[str, Any] = {
     "email": _TEXT,
@@ -615,6 +629,34 @@ OPERATIONS: dict[tuple[str, str], _Op] = {
         example={"grace_seconds": 3600},
         answer={"key": _API_KEY_EX, "record": {**_KEY_EX, "rotation_grace_until": _AT_EX}},
     ),
+    ("get", "/v1/admin/keys/{key_id}/public-keys"): _Op(
+        "List the public keys a key authenticates with (private_key_jwt)",
+        "admin",
+        params=(_KEY_ID,),
+        responses={
+            "200": _body(_ref(models.PublicKeysOut)),
+            **_problems("401", "404", "503"),
+        },
+    ),
+    ("post", "/v1/admin/keys/{key_id}/public-keys"): _Op(
+        "Add public keys to a key (a JWK Set; never a private key)",
+        "admin",
+        models.JWKSetIn,
+        params=(_KEY_ID,),
+        responses={
+            "200": _body(_ref(models.PublicKeysOut)),
+            **_problems("400", "401", "404", "409", "413", "415", "503"),
+        },
+    ),
+    ("delete", "/v1/admin/keys/{key_id}/public-keys/{kid}"): _Op(
+        "Remove a public key from a key",
+        "admin",
+        params=(
+            _KEY_ID,
+            {"name": "kid", "in": "path", "required": True, "schema": {"type": "string"}},
+        ),
+        responses={"204": {"description": "Removed"}, **_problems("401", "404", "503")},
+    ),
     ("post", "/v1/admin/users"): _Op(
         "Create a user who logs in with email and password",
         "admin",
@@ -774,6 +816,8 @@ _COMPONENT_MODELS: tuple[type[BaseModel], ...] = (
     models.RevokeKeyRequest,
     models.RotateKeyRequest,
     models.KeyOut,
+    models.PublicKeyOut,
+    models.PublicKeysOut,
     models.CreatedKeyOut,
     models.KeyPageOut,
     models.SigningKeyOut,

@@ -29,6 +29,7 @@ from keyturn.server.metrics import PrometheusObserver, ServerMetrics
 from keyturn.server.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from keyturn.server_secrets import load_server_secrets
 from keyturn.service import KeyturnService, utc_now
+from keyturn.storage.redis_replay import RedisReplayRepository
 from keyturn.storage.sql import SQLStorage
 
 __all__ = ["KeyturnState", "client_address", "is_loopback"]
@@ -131,6 +132,7 @@ class KeyturnState:
                 password_hasher=password_hasher,
                 password_concurrency=settings.password_hash_concurrency,
                 observer=PrometheusObserver(metrics),
+                replays=_replay_store(settings),
             )
             if imported is not None:
                 await service.import_signing_key(imported)
@@ -164,6 +166,8 @@ class KeyturnState:
         self._tasks = []
         self.metrics.flush()  # with several workers, counts left here would be lost
         await self.limiter.close()
+        if isinstance(self.service.replays, RedisReplayRepository):
+            await self.service.replays.close()
         await self.storage.close()
 
     @property
@@ -228,6 +232,13 @@ class KeyturnState:
                 # Stop here: a refused attempt is not charged to the wider counters, so one
                 # address hammering one account never fills that account's own counter.
                 raise RateLimitedError("too many login attempts; retry later", retry_after=wait)
+
+
+def _replay_store(settings: Settings) -> RedisReplayRepository | None:
+    """The Redis replay guard when ``KEYTURN_REPLAY_STORE=redis``; else None (the database)."""
+    if settings.replay_store != "redis" or settings.redis_url is None:
+        return None
+    return RedisReplayRepository(settings.redis_url.get_secret_value())
 
 
 def _secret(value: object) -> str | None:

@@ -2,9 +2,10 @@
 
 * ``POST /v1/token`` -- RFC 6749 §4.4 ``client_credentials`` (the API key as the client
   secret: HTTP Basic with the key as password, or ``client_secret`` in the body; the
-  ``client_id``, when sent, must be the key's id) and §6 ``refresh_token`` with rotation
-  (a key's refresh token needs that key's client authentication, a login's none); §5.1
-  responses and §5.2 errors.
+  ``client_id``, when sent, must be the key's id; or ``private_key_jwt``, RFC 7523 §2.2:
+  an assertion signed by one of the key's registered public keys) and §6
+  ``refresh_token`` with rotation (a key's refresh token needs that key's client
+  authentication, a login's none); §5.1 responses and §5.2 errors.
 * ``POST /v1/revoke`` -- RFC 7009 (200 for unknown tokens; with client authentication,
   only the client's own tokens).
 * ``POST /v1/introspect`` -- RFC 7662, admin credential required.
@@ -27,6 +28,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from keyturn.core.assertions import CLIENT_ASSERTION_TYPE, ClientAssertion, assertion_client_id
+from keyturn.core.signing import SUPPORTED_ALGORITHMS
 from keyturn.core.tokens import VerifiedToken, format_scope, parse_scope
 from keyturn.errors import (
     InvalidClientError,
@@ -69,7 +72,12 @@ IDENTITY_HEADERS: Final = {
 #: RFC 8414 §3: where the authorization server metadata lives.
 METADATA_PATH: Final = "/.well-known/oauth-authorization-server"
 #: The client authentication methods ``/v1/token`` and ``/v1/revoke`` accept (RFC 8414 §2).
-CLIENT_AUTH_METHODS: Final = ("client_secret_basic", "client_secret_post", "none")
+CLIENT_AUTH_METHODS: Final = (
+    "client_secret_basic",
+    "client_secret_post",
+    "private_key_jwt",
+    "none",
+)
 
 
 class _UnsupportedGrantError(KeyturnError):
@@ -113,19 +121,62 @@ _NO_CLIENT: Final = ""
 
 @dataclass(frozen=True, slots=True)
 class _Client:
-    """Client credentials as presented: the API key and the ``client_id``, if one was sent."""
+    """Client credentials as presented: the API key and the ``client_id``, if one was sent.
+
+    For ``private_key_jwt`` the ``assertion`` instead of the key (``secret`` is empty).
+    """
 
     secret: str = field(repr=False)
     client_id: str | None
+    assertion: str | None = field(default=None, repr=False)
+
+    @property
+    def bucket(self) -> str:
+        """The client's rate-limit bucket (a key's id, whichever way it authenticates)."""
+        if self.assertion is None:
+            return key_bucket(self.secret)
+        return self.client_id or assertion_client_id(self.assertion)
+
+    def credential(self, request: Request) -> str | ClientAssertion:
+        """What `KeyturnService.authenticate_client` takes: the key, or the assertion."""
+        if self.assertion is None:
+            return self.secret
+        settings = keyturn_state(request).settings
+        token_endpoint = f"{settings.issuer.rstrip('/')}{settings.url_prefix}/v1/token"
+        # RFC 7523 §3: the issuer identifier; also the token endpoint URL (OIDC Core §9).
+        audiences = (settings.issuer, token_endpoint)
+        return ClientAssertion(self.assertion, self.client_id, audiences)
+
+
+def _client_assertion(request: Request, params: dict[str, str]) -> _Client | None:
+    """A ``private_key_jwt`` client assertion (RFC 7523 §2.2), or None when none came."""
+    assertion_type = params.get("client_assertion_type")
+    assertion = params.get("client_assertion")
+    if assertion_type is None and assertion is None:
+        return None
+    if "authorization" in request.headers or "client_secret" in params:
+        # RFC 6749 §2.3: one authentication method per request.
+        raise InvalidRequestError("use one client authentication method, not several")
+    if assertion_type != CLIENT_ASSERTION_TYPE:
+        # RFC 7521 §4.2.1: an assertion type the server does not support.
+        raise InvalidClientError(f"client_assertion_type must be {CLIENT_ASSERTION_TYPE}")
+    if not assertion:
+        raise InvalidRequestError("client_assertion is required")
+    return _Client("", params.get("client_id") or None, assertion)
 
 
 def _client_credentials(request: Request, params: dict[str, str]) -> _Client | None:
-    """The client credentials, from HTTP Basic or ``client_secret`` -- at most one; or None.
+    """The client credentials, from HTTP Basic, ``client_secret`` or ``client_assertion``
+    -- at most one; or None.
 
     RFC 6749 §2.3.1: Basic ``client_id:API_KEY`` (each form-urlencoded first), or the key
     alone as the user name (``curl -u KEY:``); in the body ``client_secret`` and an
     optional ``client_id``. A ``client_id`` in the body next to Basic must be the same.
+    RFC 7523 §2.2: ``client_assertion_type`` and ``client_assertion``.
     """
+    assertion = _client_assertion(request, params)
+    if assertion is not None:
+        return assertion
     header = request.headers.get("authorization")
     from_body = params.get("client_secret")
     body_id = params.get("client_id") or None
@@ -182,10 +233,10 @@ async def token(request: Request) -> Response:
         client = _client_credentials(request, params)
         if client is None:
             raise InvalidClientError(_NO_CREDENTIALS)
-        await state.check_rate(client_address(request.scope), key_bucket=key_bucket(client.secret))
+        await state.check_rate(client_address(request.scope), key_bucket=client.bucket)
         try:
             pair = await state.service.authenticate(
-                client.secret,
+                client.credential(request),
                 identifier=identifier,
                 scopes=scopes,
                 rotating=True,
@@ -203,10 +254,10 @@ async def token(request: Request) -> Response:
         if not refresh_token:
             raise InvalidRequestError("refresh_token is required")
         client = _client_credentials(request, params)
-        bucket = None if client is None else key_bucket(client.secret)
+        bucket = None if client is None else client.bucket
         await state.check_rate(client_address(request.scope), key_bucket=bucket)
         # RFC 6749 §6: presented credentials are checked first, then the token's owner.
-        authenticated = await _authenticated(state.service, client)
+        authenticated = await _authenticated(request, client)
         pair = await state.service.refresh(
             refresh_token,
             identifier=identifier,
@@ -232,17 +283,18 @@ async def revoke(request: Request) -> Response:
     client = _client_credentials(request, params)
     if client is not None:
         # RFC 7009 §2.1: authenticate the client, then revoke only a token issued to it.
-        await state.check_rate(client_address(request.scope), key_bucket=key_bucket(client.secret))
-    authenticated = await _authenticated(state.service, client)
+        await state.check_rate(client_address(request.scope), key_bucket=client.bucket)
+    authenticated = await _authenticated(request, client)
     await state.service.revoke_token(value, client=authenticated, request_id=request_id(request))
     return Response(status_code=200, headers=NO_STORE)
 
 
-async def _authenticated(service: KeyturnService, client: _Client | None) -> str | None:
+async def _authenticated(request: Request, client: _Client | None) -> str | None:
     """The id of the key ``client`` authenticates as; None when no credentials came."""
     if client is None:
         return None
-    return await service.authenticate_client(client.secret, client_id=client.client_id)
+    service: KeyturnService = keyturn_state(request).service
+    return await service.authenticate_client(client.credential(request), client_id=client.client_id)
 
 
 def admin_credential_ok(request: Request) -> bool:
@@ -348,6 +400,9 @@ async def metadata(request: Request) -> Response:
             "token_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS,
             "revocation_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS,
             "introspection_endpoint_auth_methods_supported": ["bearer"],
+            # RFC 8414 §2: the algorithms private_key_jwt assertions may be signed with.
+            "token_endpoint_auth_signing_alg_values_supported": SUPPORTED_ALGORITHMS,
+            "revocation_endpoint_auth_signing_alg_values_supported": SUPPORTED_ALGORITHMS,
         },
         headers={"Cache-Control": "public, max-age=3600"},
     )

@@ -13,7 +13,7 @@ Rules every implementation keeps:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -21,6 +21,7 @@ from typing import Protocol
 from keyturn.core.records import (
     ApiKeyRecord,
     AuditEvent,
+    ClientPublicKeyRecord,
     RefreshTokenRecord,
     SigningKeyRecord,
     UserRecord,
@@ -28,8 +29,10 @@ from keyturn.core.records import (
 
 __all__ = [
     "AuditRepository",
+    "ClientKeyRepository",
     "KeyRepository",
     "RefreshTokenRepository",
+    "ReplayRepository",
     "RevocationRepository",
     "RevocationSnapshot",
     "SigningKeyRepository",
@@ -288,6 +291,50 @@ class AuditRepository(Protocol):
         """Events newest first, with ids below ``before``, optionally filtered."""
 
 
+class ClientKeyRepository(Protocol):
+    """Public keys clients sign ``private_key_jwt`` assertions with (never a private key)."""
+
+    async def create_key(
+        self,
+        key: ApiKeyRecord,
+        public_keys: Sequence[ClientPublicKeyRecord],
+        *,
+        audit: AuditEvent,
+    ) -> None:
+        """Store a new API key with its public keys, in one transaction."""
+        ...
+
+    async def add(
+        self,
+        public_keys: Sequence[ClientPublicKeyRecord],
+        *,
+        limit: int,
+        audit: AuditEvent,
+    ) -> list[ClientPublicKeyRecord] | None:
+        """Add one key's public keys; its keys afterwards, or None past ``limit``."""
+        ...
+
+    async def remove(self, key_id: str, kid: str, *, audit: AuditEvent) -> bool:
+        """Remove one public key; False when there is no such key."""
+        ...
+
+    async def list(self, key_id: str) -> list[ClientPublicKeyRecord]:
+        """The public keys of an API key, oldest first."""
+        ...
+
+
+class ReplayRepository(Protocol):
+    """Single-use ids (client assertion ``jti``s), shared by every instance."""
+
+    async def claim(self, replay_id: str, *, expires_at: datetime, now: datetime) -> bool:
+        """Record ``replay_id`` until ``expires_at``; True only the first time."""
+        ...
+
+    async def delete_expired(self, *, before: datetime) -> int:
+        """Forget entries that expired before ``before``."""
+        ...
+
+
 class Storage(Protocol):
     """Everything the service needs from a database."""
 
@@ -314,6 +361,16 @@ class Storage(Protocol):
     @property
     def audit(self) -> AuditRepository:
         """The audit trail."""
+
+    @property
+    def client_keys(self) -> ClientKeyRepository:
+        """Public keys of clients."""
+        ...
+
+    @property
+    def replays(self) -> ReplayRepository:
+        """Single-use ids."""
+        ...
 
     async def claim_setting(self, name: str, value: str, *, at: datetime, audit: AuditEvent) -> str:
         """Store server setting ``name`` as ``value`` unless it is set; return the stored value.

@@ -1511,6 +1511,14 @@ class SQLStorage:
         self._revocations = SQLRevocationRepository(engine, write_lock=lock)
         self._audit = SQLAuditRepository(engine, write_lock=lock)
         self._settings = _SQLServerSettings(engine, write_lock=lock)
+        # keyless builds on this module's plumbing, so it is imported here.
+        from keyturn.storage.keyless import (  # noqa: PLC0415
+            SQLClientKeyRepository,
+            SQLReplayRepository,
+        )
+
+        self._client_keys = SQLClientKeyRepository(engine, write_lock=lock)
+        self._replays = SQLReplayRepository(engine, write_lock=lock)
 
     @classmethod
     async def open(
@@ -1597,6 +1605,16 @@ class SQLStorage:
         """The audit trail."""
         return self._audit
 
+    @property
+    def client_keys(self) -> SQLClientKeyRepository:
+        """Public keys of clients (``private_key_jwt``)."""
+        return self._client_keys
+
+    @property
+    def replays(self) -> SQLReplayRepository:
+        """Single-use ids (client assertion ``jti``s)."""
+        return self._replays
+
     async def claim_setting(self, name: str, value: str, *, at: datetime, audit: AuditEvent) -> str:
         """Store server setting ``name`` as ``value`` unless it is set; return the stored value.
 
@@ -1623,5 +1641,6 @@ class SQLStorage:
 if TYPE_CHECKING:
     from keyturn.storage._pgbatch import Batcher
     from keyturn.storage._pgfast import FastPath, FastStatement
+    from keyturn.storage.keyless import SQLClientKeyRepository, SQLReplayRepository
 
     _conforms: type[Storage] = SQLStorage  # mypy checks SQLStorage against the Protocol

@@ -18,8 +18,10 @@ __all__ = [
     "UTCDateTime",
     "api_keys",
     "audit_events",
+    "client_public_keys",
     "metadata",
     "refresh_tokens",
+    "replay_guard",
     "revoked_tokens",
     "server_settings",
     "signing_keys",
@@ -176,6 +178,32 @@ server_settings: Final = sa.Table(
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("value", sa.Text(), nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
+)
+
+# The public JWKs a key (an OAuth client) signs ``private_key_jwt`` assertions with.
+client_public_keys: Final = sa.Table(
+    "client_public_keys",
+    metadata,
+    sa.Column(
+        "key_id",
+        sa.String(64),
+        sa.ForeignKey("api_keys.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("kid", sa.String(128), primary_key=True),  # RFC 7638 thumbprint
+    sa.Column("alg", sa.String(16), nullable=False),
+    sa.Column("jwk", _JSON, nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+)
+
+# Single-use ids (client assertion ``jti``s) seen, kept until the thing carrying them
+# expires: the row's insert is the check, atomic across every instance.
+replay_guard: Final = sa.Table(
+    "replay_guard",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
+    sa.Index(None, "expires_at"),
 )
 
 audit_events: Final = sa.Table(

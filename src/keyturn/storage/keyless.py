@@ -1,0 +1,178 @@
+"""Storage for keyless clients: their public keys and the replay guard (single-use ids).
+
+`SQLClientKeyRepository` keeps the public JWKs an API key (an OAuth client) signs
+``private_key_jwt`` assertions with; `SQLReplayRepository` remembers single-use ids
+(assertion ``jti``s) until they expire. Claiming an id is one ``INSERT … ON CONFLICT``,
+atomic across every instance on the database.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Final
+
+import sqlalchemy as sa
+
+from keyturn.core.records import ApiKeyRecord, AuditEvent, ClientPublicKeyRecord
+from keyturn.storage.sql import (
+    _INSERT_API_KEY,
+    _INSERT_AUDIT_EVENT,
+    _api_key_values,
+    _audit_params,
+    _Repository,
+)
+from keyturn.storage.tables import client_public_keys, replay_guard
+
+if TYPE_CHECKING:
+    from keyturn.storage.base import ClientKeyRepository, ReplayRepository
+
+__all__ = ["SQLClientKeyRepository", "SQLReplayRepository"]
+
+_INSERT_CLIENT_KEY: Final = sa.insert(client_public_keys)
+_LIST_CLIENT_KEYS: Final = (
+    sa.select(client_public_keys)
+    .where(client_public_keys.c.key_id == sa.bindparam("key_id"))
+    .order_by(client_public_keys.c.created_at, client_public_keys.c.kid)
+)
+
+
+class _TooManyKeysError(Exception):
+    """Adding would pass the limit (raised inside the transaction, to roll it back)."""
+
+
+def _client_key_values(key: ClientPublicKeyRecord) -> dict[str, Any]:
+    return {
+        "key_id": key.key_id,
+        "kid": key.kid,
+        "alg": key.alg,
+        "jwk": dict(key.jwk),
+        "created_at": key.created_at,
+    }
+
+
+def _client_key(row: sa.RowMapping) -> ClientPublicKeyRecord:
+    return ClientPublicKeyRecord(
+        key_id=row["key_id"],
+        kid=row["kid"],
+        alg=row["alg"],
+        jwk=dict(row["jwk"]),
+        created_at=row["created_at"],
+    )
+
+
+class SQLClientKeyRepository(_Repository):
+    """Public keys of clients (`keyturn.storage.base.ClientKeyRepository`)."""
+
+    async def create_key(
+        self,
+        key: ApiKeyRecord,
+        public_keys: Sequence[ClientPublicKeyRecord],
+        *,
+        audit: AuditEvent,
+    ) -> None:
+        """Store a new API key with its public keys, in one transaction."""
+        values, event = _api_key_values(key), _audit_params(audit)
+        rows = [_client_key_values(k) for k in public_keys]
+
+        def store(conn: sa.Connection) -> None:
+            conn.execute(_INSERT_API_KEY, values)
+            if rows:
+                conn.execute(_INSERT_CLIENT_KEY, rows)
+            conn.execute(_INSERT_AUDIT_EVENT, event)
+
+        await self._write_transaction("store the API key", store)
+
+    async def add(
+        self,
+        public_keys: Sequence[ClientPublicKeyRecord],
+        *,
+        limit: int,
+        audit: AuditEvent,
+    ) -> builtins.list[ClientPublicKeyRecord] | None:
+        """Add public keys (all of one API key) unless already there.
+
+        Returns the key's public keys afterwards, or None (nothing written) when they
+        would number more than ``limit``.
+        """
+        if not public_keys:
+            raise ValueError("no public keys to add")
+        key_id = public_keys[0].key_id
+        event = _audit_params(audit)
+        insert = self._insert(client_public_keys)
+        query = insert.on_conflict_do_nothing(
+            index_elements=[client_public_keys.c.key_id, client_public_keys.c.kid]
+        )
+        rows = [_client_key_values(k) for k in public_keys]
+
+        def store(conn: sa.Connection) -> builtins.list[ClientPublicKeyRecord] | None:
+            if self._postgresql:  # serialise adders of one key, so the limit holds
+                conn.execute(
+                    sa.text("SELECT pg_advisory_xact_lock(hashtext(:key_id))"), {"key_id": key_id}
+                )
+            conn.execute(query, rows)
+            result = conn.execute(_LIST_CLIENT_KEYS, {"key_id": key_id}).mappings()
+            stored = [_client_key(row) for row in result]
+            if len(stored) > limit:
+                raise _TooManyKeysError  # rolls the transaction back
+            conn.execute(_INSERT_AUDIT_EVENT, event)
+            return stored
+
+        try:
+            return await self._write_transaction("store the public keys", store)
+        except _TooManyKeysError:
+            return None
+
+    async def remove(self, key_id: str, kid: str, *, audit: AuditEvent) -> bool:
+        """Remove one public key; False (nothing written) when the key has no such one."""
+        event = _audit_params(audit)
+        query = sa.delete(client_public_keys).where(
+            client_public_keys.c.key_id == key_id, client_public_keys.c.kid == kid
+        )
+
+        def delete(conn: sa.Connection) -> bool:
+            if conn.execute(query).rowcount == 0:
+                return False
+            conn.execute(_INSERT_AUDIT_EVENT, event)
+            return True
+
+        return await self._write_transaction("remove the public key", delete)
+
+    async def list(self, key_id: str) -> builtins.list[ClientPublicKeyRecord]:
+        """The public keys of API key ``key_id``, oldest first."""
+
+        def read(conn: sa.Connection) -> builtins.list[ClientPublicKeyRecord]:
+            result = conn.execute(_LIST_CLIENT_KEYS, {"key_id": key_id}).mappings()
+            return [_client_key(row) for row in result]
+
+        return await self._read("read the public keys", read)
+
+
+class SQLReplayRepository(_Repository):
+    """Single-use ids (`keyturn.storage.base.ReplayRepository`)."""
+
+    async def claim(self, replay_id: str, *, expires_at: datetime, now: datetime) -> bool:
+        """Record ``replay_id`` as used until ``expires_at``: True the first time only.
+
+        An entry that has expired by ``now`` is taken over (its id may be used again).
+        """
+        insert = self._insert(replay_guard).values(id=replay_id, expires_at=expires_at)
+        query = insert.on_conflict_do_update(
+            index_elements=[replay_guard.c.id],
+            set_={"expires_at": insert.excluded.expires_at},
+            where=replay_guard.c.expires_at <= now,
+        ).returning(replay_guard.c.id)
+        first = await self._write("claim the single-use id", lambda c: c.execute(query).first())
+        return first is not None
+
+    async def delete_expired(self, *, before: datetime) -> int:
+        """Forget entries that expired before ``before``; returns how many."""
+        query = sa.delete(replay_guard).where(replay_guard.c.expires_at < before)
+        count: int = await self._write("forget used ids", lambda c: c.execute(query).rowcount)
+        return count
+
+
+if TYPE_CHECKING:
+    _conforms_keys: type[ClientKeyRepository] = SQLClientKeyRepository
+    _conforms_replays: type[ReplayRepository] = SQLReplayRepository
