@@ -238,5 +238,5 @@ def test_db_port_joins_the_host_and_the_schema_defaults_to_keyturn() -> None:
 
 
 def test_a_schema_name_that_needs_quoting_is_refused() -> None:
-    with pytest.raises(ValidationError, match="schema name"):
+    with pytest.raises(SettingsError, match="KEYTURN_DATABASE_SCHEMA: a database schema name"):
         Settings.from_environment({"KEYTURN_DATABASE_SCHEMA": "Key Turn"})
