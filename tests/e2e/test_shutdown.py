@@ -9,11 +9,13 @@ refresh family; a request sent on a kept-alive connection right after SIGTERM is
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import sqlite3
+import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import httpx
@@ -95,10 +97,48 @@ def _read_all(sock: socket.socket) -> bytes:
     return b"".join(chunks)
 
 
+@contextlib.contextmanager
+def _refresh_writes_blocked(server: KeyturnServer, backend_env: dict[str, str]) -> Iterator[None]:
+    """Hold a lock that blocks writes to the refresh tokens (reads go on) until the exit."""
+    url = backend_env.get("KEYTURN_DATABASE_URL")
+    if url is None:
+        lock = sqlite3.connect(server.data_dir / "keyturn.db", isolation_level=None)
+        try:
+            lock.execute("BEGIN IMMEDIATE")
+            yield
+        finally:
+            lock.execute("ROLLBACK")
+            lock.close()
+        return
+    psql = subprocess.Popen(  # noqa: S603 -- psql with a fixed argv
+        ["psql", "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", url.replace("+asyncpg", "")],  # noqa: S607
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert psql.stdin is not None
+    assert psql.stdout is not None
+    try:
+        psql.stdin.write(
+            "SET search_path TO keyturn, public;\nBEGIN;\n"
+            "LOCK TABLE refresh_tokens IN SHARE MODE;\nSELECT 'locked';\n"
+        )
+        psql.stdin.flush()
+        assert psql.stdout.readline().strip() == "locked"
+        yield
+    finally:
+        psql.stdin.write("ROLLBACK;\n")
+        psql.stdin.close()
+        psql.wait(timeout=STOP_DEADLINE)
+        psql.stdout.close()
+
+
 def test_shutdown_under_load_answers_no_500_and_loses_no_refresh_family(
-    keyturn_server: StartServer,
+    keyturn_server: StartServer, backend_env: dict[str, str]
 ) -> None:
     env = {
+        **backend_env,
+        "KEYTURN_DATABASE_POOL_SIZE": "4",
         "KEYTURN_SHUTDOWN_TIMEOUT": str(int(SHUTDOWN_TIMEOUT)),
         "KEYTURN_SHUTDOWN_WRITE_TIMEOUT": "30",
         "KEYTURN_BODY_TIMEOUT": "60",
@@ -112,18 +152,13 @@ def test_shutdown_under_load_answers_no_500_and_loses_no_refresh_family(
     try:
         _wait_for(lambda: all(c.successes() >= 3 for c in clients), "refreshes under load")
         stuck = _stuck_request(server.public_port)
-        # Hold SQLite's write lock: the refreshes in flight now wait to commit, past the
-        # shutdown timeout.
-        lock = sqlite3.connect(server.data_dir / "keyturn.db", isolation_level=None)
-        try:
-            lock.execute("BEGIN IMMEDIATE")
+        # Hold the database's write lock: the refreshes in flight now wait to commit, past
+        # the shutdown timeout.
+        with _refresh_writes_blocked(server, backend_env):
             server.process.terminate()
             terminated = time.monotonic()
             # The stuck request is answered at the shutdown timeout: the writes are due too.
             cancelled = _read_all(stuck)
-        finally:
-            lock.execute("ROLLBACK")
-            lock.close()
         assert server.process.wait(timeout=STOP_DEADLINE) == 0
     finally:
         stop.set()
@@ -135,14 +170,6 @@ def test_shutdown_under_load_answers_no_500_and_loses_no_refresh_family(
     assert b'"error":"server_stopping"' in cancelled
     statuses = {status for c in clients for status, _ in c.answers}
     assert statuses <= {200, 503}, statuses
-    # The rotations held past the shutdown timeout were committed *and* answered.
-    late = [t for c in clients for status, t in c.answers if status == 200 and t > terminated]
-    assert late
-    assert max(late) > terminated + SHUTDOWN_TIMEOUT
-    log = server.log()
-    assert "Exception in ASGI application" not in log
-    assert "keyturn stopped" in log
-
     # After a restart every client's family still works with the token it holds.
     restarted = keyturn_server(env=env, data_dir=server.data_dir)
     with httpx.Client(base_url=restarted.public, timeout=10) as client:
@@ -150,6 +177,13 @@ def test_shutdown_under_load_answers_no_500_and_loses_no_refresh_family(
             form = {"grant_type": "refresh_token", "refresh_token": c.token}
             response = client.post("/v1/token", data=form)
             assert response.status_code == 200, response.text
+    # The rotations held past the shutdown timeout were committed *and* answered.
+    late = [t for c in clients for status, t in c.answers if status == 200 and t > terminated]
+    assert late
+    assert max(late) > terminated + SHUTDOWN_TIMEOUT
+    log = server.log()
+    assert "Exception in ASGI application" not in log
+    assert "keyturn stopped" in log
 
 
 def test_a_request_on_a_kept_alive_connection_after_sigterm_is_answered(
