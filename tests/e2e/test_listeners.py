@@ -11,7 +11,7 @@ import contextlib
 import socket
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
@@ -28,8 +28,20 @@ KEEPALIVE_TIMEOUT = 1.0
 SLACK = 3.0
 
 
+#: Every socket a test opened, closed at teardown whatever happened.
+_OPENED: list[socket.socket] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_sockets() -> Iterator[None]:
+    yield
+    while _OPENED:
+        _OPENED.pop().close()
+
+
 def connect(port: int) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    _OPENED.append(sock)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
 
@@ -63,6 +75,15 @@ def exchange(port: int, raw: bytes) -> bytes:
             sock.sendall(raw)  # the server may refuse and close before it read everything
         data, _ = read_until_closed(sock, time.monotonic() + 30)
     return data
+
+
+def refused(metrics: str, reason: str) -> float:
+    """``keyturn_connections_refused_total`` of the public listener for ``reason``."""
+    labels = f'{{listener="public",reason="{reason}"}}'
+    for line in metrics.splitlines():
+        if line.startswith(f"keyturn_connections_refused_total{labels} "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 def probe_latencies(client: httpx.Client, count: int) -> list[float]:
@@ -104,7 +125,9 @@ def test_idle_slow_and_stalled_connections_close_within_the_timeouts(
             )
         kept_alive = connect(port)
         kept_alive.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        answered = kept_alive.recv(65536)
+        answered = b""
+        while not answered.endswith(b'{"status":"ok"}'):
+            answered += kept_alive.recv(65536)
         assert answered.startswith(b"HTTP/1.1 200 OK")
         idle_since = time.monotonic()
 
@@ -127,14 +150,14 @@ def test_idle_slow_and_stalled_connections_close_within_the_timeouts(
         data, closed = read_until_closed(kept_alive, idle_since + KEEPALIVE_TIMEOUT + SLACK)
         assert data == b""
         assert closed - idle_since >= KEEPALIVE_TIMEOUT * 0.9
-        for sock in silent + slowloris + stalled + [kept_alive]:
-            sock.close()
 
         # Still serving, and a body cut off by the timeout is a client disconnect, no 500.
         assert probe.get("/healthz").status_code == 200
     with httpx.Client(base_url=server.admin, timeout=10) as admin:
         metrics = admin.get("/metrics").text
     assert 'route="/refresh",status="499"' in metrics
+    assert refused(metrics, "header_timeout") == len(silent) + len(slowloris)
+    assert refused(metrics, "body_timeout") == len(stalled)
     assert 'status="500"' not in metrics
     assert "Exception in ASGI application" not in server.log()
 
@@ -152,14 +175,15 @@ def test_the_admin_listener_stays_reachable_while_the_public_one_is_saturated(
         # The server counts a connection once it accepted it: poll until the cap is hit.
         deadline = time.monotonic() + 30
         while True:
-            refused = exchange(server.public_port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            if refused.startswith(b"HTTP/1.1 503"):
+            answer = exchange(server.public_port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            if answer.startswith(b"HTTP/1.1 503"):
                 break
             assert time.monotonic() < deadline, "the cap was never reached"
-        assert b"retry-after: 1" in refused.lower()
-        assert b'"error":"too_many_connections"' in refused
+        assert b"retry-after: 1" in answer.lower()
+        assert b'"error":"too_many_connections"' in answer
         assert httpx.get(f"{server.admin}/healthz", timeout=5).status_code == 200
-        assert httpx.get(f"{server.admin}/metrics", timeout=5).status_code == 200
+        metrics = httpx.get(f"{server.admin}/metrics", timeout=5).text
+        assert refused(metrics, "too_many_connections") >= 1
     finally:
         for sock in held:
             sock.close()
@@ -202,3 +226,6 @@ def test_oversized_headers_and_a_bad_host_are_refused(keyturn_server: StartServe
             assert b"content-type: application/problem+json" in answer
             assert b"connection: close" in answer
     assert httpx.get(f"{server.public}/healthz", timeout=5).status_code == 200
+    metrics = httpx.get(f"{server.admin}/metrics", timeout=5).text
+    assert refused(metrics, "headers_too_large") == 2
+    assert refused(metrics, "bad_host") == 3

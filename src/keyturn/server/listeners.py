@@ -38,8 +38,8 @@ import contextlib
 import json
 import logging
 import resource
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final
 
 import httptools
@@ -83,10 +83,17 @@ class ListenerLimits:
     max_header_bytes: int
     shutdown_timeout: float
     shutdown_write_timeout: float
+    #: Counts a connection refused or closed: ``refused(listener, reason)``.
+    refused: Callable[[str, str], None] = field(default=lambda listener, reason: None)
 
     @classmethod
-    def from_settings(cls, settings: Settings, listener: str) -> ListenerLimits:
-        """The public or admin listener's limits."""
+    def from_settings(
+        cls,
+        settings: Settings,
+        listener: str,
+        refused: Callable[[str, str], None] = lambda listener, reason: None,
+    ) -> ListenerLimits:
+        """The public or admin listener's limits; ``refused`` counts what it refuses."""
         public = listener == "public"
         return cls(
             name=listener,
@@ -99,6 +106,7 @@ class ListenerLimits:
             max_header_bytes=settings.max_header_bytes,
             shutdown_timeout=settings.shutdown_timeout,
             shutdown_write_timeout=settings.shutdown_write_timeout,
+            refused=refused,
         )
 
     @property
@@ -195,14 +203,16 @@ class KeyturnHttpProtocol(HttpToolsProtocol):
         self._since = self.loop.time()
         self._watched = (None, True)
         if len(self.connections) > self.limits.max_connections:
-            self._refuse(_BUSY)
+            self._refuse(_BUSY, "too_many_connections")
 
-    def _refuse(self, answer: bytes) -> None:
-        """Send ``answer`` (unless a response is under way) and close the connection."""
+    def _refuse(self, answer: bytes | None, reason: str) -> None:
+        """Send ``answer`` (if any and no response is under way), close the connection,
+        and count it under ``reason``."""
         transport = self.transport
         if transport.is_closing():
             return
-        if self.cycle is None or self.cycle.response_complete:
+        self.limits.refused(self.limits.name, reason)
+        if answer is not None and (self.cycle is None or self.cycle.response_complete):
             transport.write(answer)
         transport.close()
 
@@ -241,12 +251,11 @@ class KeyturnHttpProtocol(HttpToolsProtocol):
         if now - self._since < limit:
             return
         if not head:
-            logger.info("closing a connection whose request body is overdue")
-            transport.close()  # the handler's next read sees a client disconnect
+            self._refuse(None, "body_timeout")  # the handler's next read sees a disconnect
         elif self._header_bytes > 0:
-            self._refuse(_TOO_SLOW)
+            self._refuse(_TOO_SLOW, "header_timeout")
         else:
-            transport.close()  # nothing of a request came: nothing to answer
+            self._refuse(None, "header_timeout")  # nothing came: nothing to answer
 
     # Per request: a few attribute writes on top of uvicorn's own callbacks.
 
@@ -262,7 +271,7 @@ class KeyturnHttpProtocol(HttpToolsProtocol):
                 self._unsupported_upgrade_warning()
         except httptools.HttpParserError:
             if self._refusal is not None:
-                self._refuse(self._refusal)
+                self._refuse(self._refusal, "bad_host")
                 return
             msg = "Invalid HTTP request received."
             self.logger.warning(msg)
@@ -271,7 +280,7 @@ class KeyturnHttpProtocol(HttpToolsProtocol):
         if self._header_bytes >= 0:
             self._header_bytes += len(data)
             if self._header_bytes > self.limits.max_header_bytes:
-                self._refuse(_HEADERS_TOO_LARGE)
+                self._refuse(_HEADERS_TOO_LARGE, "headers_too_large")
 
     def on_message_begin(self) -> None:
         super().on_message_begin()

@@ -82,8 +82,9 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def _config(
-    app: Any, settings: Settings, limits: ListenerLimits, *, trust_proxies: bool
+    app: Any, state: KeyturnState, limits: ListenerLimits, *, trust_proxies: bool
 ) -> uvicorn.Config:
+    settings = state.settings
     return uvicorn.Config(
         app,
         lifespan="off",
@@ -98,10 +99,10 @@ def _config(
     )
 
 
-def _listener(app: Any, settings: Settings, name: str) -> ListenerServer:
+def _listener(app: Any, state: KeyturnState, name: str) -> ListenerServer:
     """A listener's server; the admin one never reads X-Forwarded-For (T-OPS-03)."""
-    limits = ListenerLimits.from_settings(settings, name)
-    config = _config(app, settings, limits, trust_proxies=name == "public")
+    limits = ListenerLimits.from_settings(state.settings, name, state.metrics.connection_refused)
+    config = _config(app, state, limits, trust_proxies=name == "public")
     return ListenerServer(config, limits)
 
 
@@ -109,10 +110,10 @@ async def _serve(settings: Settings, sockets: dict[str, socket.socket]) -> None:
     state = await KeyturnState.open(settings)
     servers: list[tuple[ListenerServer, socket.socket]] = []
     try:
-        public = _listener(build_public_app(state), settings, "public")
+        public = _listener(build_public_app(state), state, "public")
         servers.append((public, sockets["public"]))
         if "admin" in sockets:
-            admin = _listener(build_admin_app(state), settings, "admin")
+            admin = _listener(build_admin_app(state), state, "admin")
             servers.append((admin, sockets["admin"]))
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
