@@ -189,8 +189,9 @@ class KeyturnHttpProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self.timeout_keep_alive = self.limits.keepalive_timeout  # type: ignore[assignment]
         self._header_bytes = -1  # bytes of the request's head so far; -1: not reading one
+        self._chunk = 0  # bytes of the chunk being parsed
         self._hosts = 0
-        self._refusal: bytes | None = None
+        self._refusal: tuple[bytes, str] | None = None
         self._running: tuple[RequestResponseCycle, asyncio.Task[None]] | None = None
         # What the sweep saw last: the cycle, the phase, and since when.
         self._watched: tuple[RequestResponseCycle | None, bool] = (None, True)
@@ -262,6 +263,7 @@ class KeyturnHttpProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         """uvicorn's ``data_received``, with the header size limit and refusals."""
         self._unset_keepalive_if_required()
+        self._chunk = len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -271,14 +273,14 @@ class KeyturnHttpProtocol(HttpToolsProtocol):
                 self._unsupported_upgrade_warning()
         except httptools.HttpParserError:
             if self._refusal is not None:
-                self._refuse(self._refusal, "bad_host")
+                self._refuse(*self._refusal)
                 return
             msg = "Invalid HTTP request received."
             self.logger.warning(msg)
             self.send_400_response(msg)
             return
-        if self._header_bytes >= 0:
-            self._header_bytes += len(data)
+        if self._header_bytes >= 0:  # the head goes on past this chunk
+            self._header_bytes += self._chunk
             if self._header_bytes > self.limits.max_header_bytes:
                 self._refuse(_HEADERS_TOO_LARGE, "headers_too_large")
 
@@ -297,11 +299,21 @@ class KeyturnHttpProtocol(HttpToolsProtocol):
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        # The earlier chunks of this head plus this whole chunk bound the head's size;
+        # only when that passes the limit is the head measured.
+        limit = self.limits.max_header_bytes
+        if self._header_bytes + self._chunk > limit and self._head_size() > limit:
+            self._refusal = (_HEADERS_TOO_LARGE, "headers_too_large")
+            raise _RefusedError
         self._header_bytes = -1
         if self._hosts != 1 and (self._hosts or self.parser.get_http_version() == "1.1"):
-            self._refusal = _BAD_HOST
+            self._refusal = (_BAD_HOST, "bad_host")
             raise _RefusedError
         super().on_headers_complete()
+
+    def _head_size(self) -> int:
+        """Bytes of the request line and headers, as sent (give or take whitespace)."""
+        return len(self.url) + 16 + sum(len(name) + len(value) + 4 for name, value in self.headers)
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
         """uvicorn's, remembering the task (shutdown tells writes from reads)."""
