@@ -127,7 +127,9 @@ def test_idle_slow_and_stalled_connections_close_within_the_timeouts(
         kept_alive.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         answered = b""
         while not answered.endswith(b'{"status":"ok"}'):
-            answered += kept_alive.recv(65536)
+            chunk = kept_alive.recv(65536)
+        assert chunk, answered  # closed before the whole answer came
+        answered += chunk
         assert answered.startswith(b"HTTP/1.1 200 OK")
         idle_since = time.monotonic()
 
