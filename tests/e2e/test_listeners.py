@@ -128,8 +128,8 @@ def test_idle_slow_and_stalled_connections_close_within_the_timeouts(
         answered = b""
         while not answered.endswith(b'{"status":"ok"}'):
             chunk = kept_alive.recv(65536)
-        assert chunk, answered  # closed before the whole answer came
-        answered += chunk
+            assert chunk, answered  # closed before the whole answer came
+            answered += chunk
         assert answered.startswith(b"HTTP/1.1 200 OK")
         idle_since = time.monotonic()
 

@@ -82,9 +82,8 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def _config(
-    app: Any, state: KeyturnState, limits: ListenerLimits, *, trust_proxies: bool
+    app: Any, settings: Settings, limits: ListenerLimits, *, trust_proxies: bool
 ) -> uvicorn.Config:
-    settings = state.settings
     return uvicorn.Config(
         app,
         lifespan="off",
@@ -102,7 +101,7 @@ def _config(
 def _listener(app: Any, state: KeyturnState, name: str) -> ListenerServer:
     """A listener's server; the admin one never reads X-Forwarded-For (T-OPS-03)."""
     limits = ListenerLimits.from_settings(state.settings, name, state.metrics.connection_refused)
-    config = _config(app, state, limits, trust_proxies=name == "public")
+    config = _config(app, state.settings, limits, trust_proxies=name == "public")
     return ListenerServer(config, limits)
 
 
