@@ -135,7 +135,7 @@ def test_idle_slow_and_stalled_connections_close_within_the_timeouts(
 
         under_attack = probe_latencies(probe, 20)
         assert max(under_attack) < 1.0
-        assert statistics.median(under_attack) < max(5 * baseline, 0.05)
+        assert statistics.median(under_attack) < max(5 * baseline, 0.1)
 
         deadline = opened + max(HEADER_TIMEOUT, BODY_TIMEOUT) + SLACK
         for sock in silent:
