@@ -8,8 +8,11 @@ reachable; oversized headers and a missing or repeated ``Host`` are refused.
 from __future__ import annotations
 
 import contextlib
+import functools
+import resource
 import socket
 import statistics
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 
@@ -198,6 +201,38 @@ def test_the_admin_listener_stays_reachable_while_the_public_one_is_saturated(
             pass
         assert time.monotonic() < deadline, "the public listener never recovered"
         time.sleep(0.05)  # poll interval
+
+
+def test_idle_connections_cannot_exhaust_the_file_descriptors(
+    keyturn_server: StartServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The defect as reported: with the open-file limit low (256 here, 1,024 usually),
+    hundreds of idle connections used to take every descriptor, and both listeners stopped
+    answering. The default cap keeps room: the admin listener answers throughout, and the
+    public one again once the idle connections time out."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < 512:
+        pytest.skip("this test holds 300 connections of its own")
+
+    def low_limit() -> None:  # in the server's process, before it runs
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+
+    with monkeypatch.context() as patch:
+        patch.setattr(
+            subprocess, "Popen", functools.partial(subprocess.Popen, preexec_fn=low_limit)
+        )
+        server = keyturn_server(env={"KEYTURN_HEADER_TIMEOUT": "3"})
+    assert resource.prlimit(server.process.pid, resource.RLIMIT_NOFILE)[0] == 256
+
+    held = [connect(server.public_port) for _ in range(300)]
+    assert httpx.get(f"{server.admin}/healthz", timeout=5).status_code == 200
+    metrics = httpx.get(f"{server.admin}/metrics", timeout=5).text
+    assert refused(metrics, "too_many_connections") > 0
+    for sock in held:
+        data, _ = read_until_closed(sock, time.monotonic() + 3 + SLACK + 5)
+        assert data == b"" or data.startswith(b"HTTP/1.1 503 ")
+    assert httpx.get(f"{server.public}/healthz", timeout=5).status_code == 200
+    assert "Too many open files" not in server.log()
 
 
 #: Requests and the status each gets (HTTP/1.1 ones ask for ``Connection: close``).
