@@ -373,6 +373,47 @@ class Settings(BaseSettings):
         description="Seconds in-flight requests get to finish after SIGTERM before they "
         "are cancelled.",
     )
+    # Listener bounds (keyturn.server.listeners; docs/operations.md "Connection limits").
+    shutdown_write_timeout: float = Field(
+        10.0,
+        ge=0,
+        le=600,
+        description="Seconds more a write whose body was read gets after shutdown_timeout, so "
+        "a refresh token rotation is never committed without its answer being sent.",
+    )
+    keepalive_timeout: float = Field(
+        5.0, gt=0, le=3600, description="Seconds an idle kept-alive connection stays open."
+    )
+    header_timeout: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="Seconds a client gets to send a request's headers (from the connection "
+        "or the request's first byte); then 408 and close.",
+    )
+    body_timeout: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="Seconds a client gets to send a request's body after its headers.",
+    )
+    max_header_bytes: int = Field(
+        32768,
+        ge=1024,
+        le=1048576,
+        description="Bytes a request line and headers may take; more is refused with 431.",
+    )
+    max_connections: int | None = Field(
+        None,
+        ge=1,
+        le=1000000,
+        description="Connections the public listener holds at once per process; more are "
+        "answered 503. Default: the file-descriptor limit less room for the admin "
+        "listener, the database pool and the process.",
+    )
+    admin_max_connections: int = Field(
+        64, ge=1, le=100000, description="Connections the admin listener holds at once."
+    )
 
     # Where each setting's value came from (`source`): filled by `from_environment`.
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)

@@ -240,7 +240,9 @@ def test_shutdown_timeout_bounds_a_stuck_request(keyturn_server: StartServer) ->
     server.process.terminate()
 
     assert server.process.wait(timeout=STOP_DEADLINE) == 0
-    assert not _read_response(sock).startswith(b"HTTP/1.1 200")
+    answer = _read_response(sock)
+    assert answer.startswith(b"HTTP/1.1 503 Service Unavailable")  # never a 500
+    assert b"retry-after: 1" in answer.lower()
     [(_, _, used_at)] = _refresh_rows(server.data_dir)
     assert used_at is None  # never rotated: the body never came
     assert "keyturn stopped" in server.log()

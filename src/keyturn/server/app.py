@@ -14,7 +14,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from keyturn.config import Settings
 from keyturn.errors import KeyturnError
 from keyturn.server import admin, legacy, login, v1
-from keyturn.server.errors import problem, unexpected_error
+from keyturn.server.errors import client_gone, problem, unexpected_error
 from keyturn.server.fastpath import GatewayFastPath
 from keyturn.server.metrics import metrics_endpoint
 from keyturn.server.openapi import docs_page, openapi_document
@@ -83,7 +83,11 @@ def _starlette(
 ) -> Starlette:
     app = Starlette(
         routes=routes,
-        exception_handlers={HTTPException: _not_found, Exception: unexpected_error},
+        exception_handlers={
+            HTTPException: _not_found,
+            ClientDisconnect: client_gone,
+            Exception: unexpected_error,
+        },
     )
     app.state.keyturn = state
     app.state.trusted_admin = trusted_admin

@@ -37,6 +37,7 @@ __all__ = [
     "problem",
     "problem_for",
     "retry_headers",
+    "stopping",
     "unexpected_error",
 ]
 
@@ -203,3 +204,30 @@ async def unexpected_error(request: Request, exc: Exception) -> Response:
     return problem(
         500, "Internal Server Error", "an unexpected error occurred", code="server_error"
     )
+
+
+#: The status counted for a request whose client hung up before its answer (nginx's).
+CLIENT_CLOSED: Final = 499
+
+
+def stopping() -> JSONResponse:
+    """The 503 of a request cancelled because the server stops (``shutdown_timeout``).
+
+    Nothing it did was committed halfway: a write whose body was read is not cancelled
+    (`keyturn.server.listeners.ListenerServer`), so retrying is safe.
+    """
+    return problem(
+        503,
+        "Service Unavailable",
+        "the server is stopping; try again",
+        code="server_stopping",
+        headers={"Retry-After": "1", "Connection": "close"},
+    )
+
+
+async def client_gone(request: Request, exc: Exception) -> Response:
+    """A client that hung up mid-body: counted as `CLIENT_CLOSED`, never as a 500.
+
+    Nothing is sent (the connection is gone); the access log and metrics show 499.
+    """
+    return Response(status_code=CLIENT_CLOSED)

@@ -7,6 +7,7 @@ anything else falls through to the Starlette app (a body it read is replayed).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -23,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from keyturn.core.tokens import VerifiedToken
 from keyturn.errors import KeyturnError
 from keyturn.server import legacy, v1
-from keyturn.server.errors import RequestRejectedError, unexpected_error
+from keyturn.server.errors import RequestRejectedError, stopping, unexpected_error
 from keyturn.server.logs import ACCESS_LOGGER, REQUEST_ID_HEADER, sane_request_id
 from keyturn.server.models import MAX_TOKEN, AuthenticateRequest, RefreshRequest
 from keyturn.server.requests import MAX_BODY_BYTES, parse_body
@@ -31,6 +32,8 @@ from keyturn.server.state import KeyturnState, client_address
 from keyturn.server.telemetry import RequestTelemetry, request_header
 
 __all__ = ["GatewayFastPath"]
+
+logger = logging.getLogger("keyturn.server")
 
 #: A legacy token route: its body's model and the answer its Starlette handler gives.
 _TokenRoute = tuple[type[BaseModel], Callable[..., Awaitable[Response]]]
@@ -138,7 +141,11 @@ class GatewayFastPath:
     async def _validate_body(self, scope: Scope, receive: Receive, send: Send) -> None:
         """``POST /validate {"jwt"}``: answer a valid token here, replay anything else."""
         started = time.perf_counter()
-        body, replay = await _json_body(scope, receive)
+        try:
+            body, replay = await _json_body(scope, receive)
+        except asyncio.CancelledError:
+            await self._stopped(self._post, started, scope, receive, send)
+            return
         token = None if body is None else _jwt_field(body)
         verified = None if token is None else self._verified(token)
         if verified is None:
@@ -157,7 +164,11 @@ class GatewayFastPath:
         """``POST /authenticate`` and ``POST /refresh``: answer a well-formed body here."""
         started = time.perf_counter()
         model, answer = self._token_routes[route]
-        body, replay = await _json_body(scope, receive)
+        try:
+            body, replay = await _json_body(scope, receive)
+        except asyncio.CancelledError:
+            await self._stopped(route, started, scope, receive, send)
+            return
         parsed = None
         if body is not None:
             try:
@@ -190,6 +201,12 @@ class GatewayFastPath:
                 self._state, parsed, address=client_address(scope), request_id=text_id
             )
             await response(scope, receive, send_with_id)
+        except asyncio.CancelledError:
+            # Cancelled at the shutdown timeout (never mid-commit: `ListenerServer`).
+            if started_response:
+                raise
+            logger.warning("request cancelled: the server is stopping (503)")
+            await stopping()(scope, receive, send_with_id)
         except Exception as exc:
             # As Starlette's ServerErrorMiddleware: the 500 problem, then re-raised for the
             # server to log.
@@ -199,6 +216,24 @@ class GatewayFastPath:
             raise
         finally:
             self._record("POST", route, status, time.perf_counter() - started)
+
+    async def _stopped(
+        self, route: str, started: float, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        """Cancelled while reading the body (shutdown timeout): 503 + Retry-After."""
+        logger.warning("request cancelled: the server is stopping (503)")
+        request_id = sane_request_id(request_header(scope["headers"], REQUEST_ID_HEADER))
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {
+                    **message,
+                    "headers": [*message["headers"], (REQUEST_ID_HEADER, request_id)],
+                }
+            await send(message)
+
+        await stopping()(scope, receive, send_with_id)
+        self._record("POST", route, 503, time.perf_counter() - started)
 
     def _verified(self, token: str) -> VerifiedToken | None:
         """``token`` verified (from the cache when it can be), or None if it is refused."""

@@ -137,6 +137,13 @@ class ServerMetrics:
             ("limit",),
             registry=registry,
         )
+        self.connections_refused = Counter(
+            "keyturn_connections_refused_total",
+            "Connections a listener refused or closed, by reason (too_many_connections, "
+            "header_timeout, body_timeout, headers_too_large, bad_host).",
+            ("listener", "reason"),
+            registry=registry,
+        )
         self.pool_size = Gauge(
             "keyturn_db_pool_size",
             "Database connections the pool keeps (summed over live workers).",
@@ -203,6 +210,10 @@ class ServerMetrics:
     def rate_limit_hit(self, limit: str) -> None:
         """Count a 429 (``limit`` is ``address``, ``key`` or ``login``)."""
         self._limited[limit].inc()
+
+    def connection_refused(self, listener: str, reason: str) -> None:
+        """Count a connection a listener refused or closed (`keyturn.server.listeners`)."""
+        self.connections_refused.labels(listener, reason).inc()
 
     def authentication_failed(self, reason: str) -> None:
         """Count a refused credential."""

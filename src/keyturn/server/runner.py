@@ -4,8 +4,10 @@ The parent binds both sockets, prepares shared state once (migrations, generated
 secrets, the first signing key), then runs the listeners itself (one worker) or hands
 the sockets to N spawned workers. Each worker serves both listeners from one event loop
 and one `KeyturnState`. SIGTERM/SIGINT stop accepting, let in-flight requests finish
-(for at most ``shutdown_timeout`` seconds, then they are cancelled), stop the pollers
-and dispose of the database engine.
+(for at most ``shutdown_timeout`` seconds, then they are cancelled and answer 503; a write
+whose body was read gets ``shutdown_write_timeout`` more), stop the pollers and dispose of
+the database engine. Each listener's connection limits and timeouts are in
+`keyturn.server.listeners`.
 
 With N workers the runner gives them one fresh ``PROMETHEUS_MULTIPROC_DIR`` (removed when
 the server stops) so ``/metrics`` sums every worker's counters (`keyturn.server.metrics`).
@@ -31,6 +33,7 @@ import uvicorn
 from keyturn.config import Settings
 from keyturn.errors import KeyturnError
 from keyturn.server.app import build_admin_app, build_public_app
+from keyturn.server.listeners import ListenerLimits, ListenerServer, protocol_for
 from keyturn.server.logs import configure_logging
 from keyturn.server.metrics import clean_multiprocess_dir
 from keyturn.server.state import KeyturnState, is_loopback
@@ -49,21 +52,6 @@ logger = logging.getLogger("keyturn.server")
 
 class ServeError(KeyturnError):
     """The server cannot start as configured (the message says why and what to do)."""
-
-
-class _Server(uvicorn.Server):
-    """A uvicorn server whose signals the runner handles (two servers share one loop)."""
-
-    on_started: Callable[[], None] | None = None
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=sockets)
-        if self.started and self.on_started is not None:
-            self.on_started()
 
 
 def _url(host: str, port: int, prefix: str = "") -> str:
@@ -127,7 +115,9 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _config(app: Any, settings: Settings, *, trust_proxies: bool) -> uvicorn.Config:
+def _config(
+    app: Any, settings: Settings, limits: ListenerLimits, *, trust_proxies: bool
+) -> uvicorn.Config:
     return uvicorn.Config(
         app,
         lifespan="off",
@@ -138,21 +128,27 @@ def _config(app: Any, settings: Settings, *, trust_proxies: bool) -> uvicorn.Con
         proxy_headers=trust_proxies,
         forwarded_allow_ips=settings.forwarded_allow_ips if trust_proxies else "",
         timeout_graceful_shutdown=settings.shutdown_timeout,
-        http="httptools",
+        http=protocol_for(limits),
     )
+
+
+def _listener(app: Any, state: KeyturnState, name: str) -> ListenerServer:
+    """A listener's server; the admin one never reads X-Forwarded-For (T-OPS-03)."""
+    limits = ListenerLimits.from_settings(state.settings, name, state.metrics.connection_refused)
+    config = _config(app, state.settings, limits, trust_proxies=name == "public")
+    return ListenerServer(config, limits)
 
 
 async def _serve(
     settings: Settings, sockets: dict[str, socket.socket], *, announce: bool = True
 ) -> None:
     state = await KeyturnState.open(settings)
-    servers: list[tuple[_Server, socket.socket]] = []
+    servers: list[tuple[ListenerServer, socket.socket]] = []
     try:
-        public = _Server(_config(build_public_app(state), settings, trust_proxies=True))
+        public = _listener(build_public_app(state), state, "public")
         servers.append((public, sockets["public"]))
         if "admin" in sockets:
-            # The admin listener never rewrites the peer from X-Forwarded-For (T-OPS-03).
-            admin = _Server(_config(build_admin_app(state), settings, trust_proxies=False))
+            admin = _listener(build_admin_app(state), state, "admin")
             servers.append((admin, sockets["admin"]))
         started = 0
 
@@ -174,7 +170,7 @@ async def _serve(
         logger.info("keyturn stopped: requests finished, pollers stopped, database released")
 
 
-def _stop(servers: list[_Server]) -> None:
+def _stop(servers: list[ListenerServer]) -> None:
     for server in servers:
         server.should_exit = True
 

@@ -13,6 +13,7 @@ other request is logged at INFO.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any, Final
@@ -20,10 +21,13 @@ from typing import Any, Final
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from keyturn.server.errors import stopping
 from keyturn.server.logs import ACCESS_LOGGER, REQUEST_ID_HEADER, sane_request_id
 from keyturn.server.metrics import UNMATCHED_ROUTE, RouteTally, ServerMetrics, method_label
 
 __all__ = ["REQUEST_ID_SCOPE_KEY", "RequestTelemetry", "request_header"]
+
+logger = logging.getLogger("keyturn.server")
 
 #: Where the request id of a request is kept in its ASGI scope (a ``str``).
 REQUEST_ID_SCOPE_KEY: Final = "keyturn.request_id"
@@ -68,7 +72,7 @@ class RequestTelemetry:
         # Each request runs in its own task, hence its own copy of the context: binding here
         # never leaks into another request, and nothing needs clearing afterwards.
         structlog.contextvars.bind_contextvars(request_id=text_id)
-        status = 500
+        status = 0  # no answer started yet (recorded as 500 if none ever is)
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -80,8 +84,14 @@ class RequestTelemetry:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except asyncio.CancelledError:
+            # Cancelled at the shutdown timeout: 503 + Retry-After, not uvicorn's 500.
+            if status:
+                raise
+            logger.warning("request cancelled: the server is stopping (503)")
+            await stopping()(scope, receive, send_with_id)
         finally:
-            self._record(scope, status, time.perf_counter() - started)
+            self._record(scope, status or 500, time.perf_counter() - started)
 
     def _record(self, scope: Scope, status: int, seconds: float) -> None:
         route_object: Any = scope.get("route")
