@@ -188,13 +188,14 @@ def describe(  # noqa: PLR0911 -- one return per kind of problem
     from sqlalchemy.exc import ArgumentError, SQLAlchemyError  # noqa: PLC0415
 
     from keyturn.server_secrets import ServerSecretsError  # noqa: PLC0415
+    from keyturn.storage.schema import SchemaMissingError  # noqa: PLC0415
 
     prefix = "cannot start: " if starting else ""
     if isinstance(exc, SetupError):
         return exc.message, 2
     if isinstance(exc, ServerSecretsError):
         return f"invalid settings: {exc.message}", 2
-    if _never_migrated(exc):
+    if isinstance(exc, SchemaMissingError) or _never_migrated(exc):
         return f"{prefix}the database {shown_url(url)} has no Keyturn tables: {_MIGRATE_ADVICE}", 1
     if isinstance(exc, ImportError):
         return (
