@@ -802,9 +802,10 @@ def test_keys_create_refuses_a_private_key_file(data_dir: Path, tmp_path: Path) 
 
     private = tmp_path / "device.pem"
     private.write_bytes(SigningKey.generate("ES256").private_pem())
+    existing = run_json("keys", "create", "--name", "existing")["record"]["id"]
 
     result = invoke("keys", "create", "--public-key", str(private))
 
     assert result.exit_code == 2
     assert "private key" in result.output
-    assert run_json("keys", "list")["keys"] == []
+    assert [key["id"] for key in run_json("keys", "list")["keys"]] == [existing]
