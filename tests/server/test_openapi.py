@@ -132,6 +132,9 @@ WELL_FORMED_400 = {
     # RFC 6749 §5.2: an unknown, expired or reused refresh token is invalid_grant (400),
     # and so is a refresh token of another client; Basic and client_secret both sent.
     ("post", "/v1/token"),
+    # RFC 7009 §2.1: a token of another (authenticated) client is unauthorized_client (400),
+    # and HTTP Basic beside client_secret or client_assertion is invalid_request (400).
+    ("post", "/v1/revoke"),
     # Wrong credentials: invalid_grant (400), the tutorial's 400 "Wrong credentials".
     ("post", "/v1/login"),
     ("post", "/login"),
@@ -139,6 +142,8 @@ WELL_FORMED_400 = {
     ("post", "/register_key"),
     # ... the policy's roles and scopes, an expiry in the future ...
     ("post", "/v1/admin/keys"),
+    # ... a JWK that is a usable public key of a supported type and size ...
+    ("post", "/v1/admin/keys/{key_id}/public-keys"),
     # ... and the password rules (length, a list of common passwords).
     ("post", "/v1/admin/users"),
     ("post", "/v1/admin/users/{user_id}/password"),
@@ -326,7 +331,7 @@ async def test_the_admin_document_declares_the_admin_token_when_it_is_set(
         for method, operation in item.items()
     }
     open_ = {key for key, value in security.items() if value is None}
-    assert open_ == {("get", "/healthz"), ("get", "/readyz")}
+    assert open_ == {("get", "/health"), ("get", "/healthz"), ("get", "/readyz")}
     assert {str(value) for key, value in security.items() if key not in open_} == {
         "[{'adminToken': []}]"
     }

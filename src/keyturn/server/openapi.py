@@ -239,6 +239,23 @@ _REFRESH_EX = "ktr_Rf8Lq2Wv6Zt1Yp4Ks9Hd3Nx7Bm5Cj0Ga"
 _IDENTIFIER_EX = "7d3c9b1e-5f0a-4c61-9a4e-2b8f6a0d1c55"
 _USER_ID_EX = "Ua7Kp2Qx9Lm4Rt6W"
 _AT_EX = "2026-03-01T12:00:00Z"
+#: A device's ES256 public key (RFC 7515 §A.3's) and its RFC 7638 thumbprint.
+_DEVICE_JWK_EX = {
+    "kty": "EC",
+    "crv": "P-256",
+    "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+    "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0",
+}
+_PUBLIC_KEYS_EX = {
+    "keys": [
+        {
+            "kid": "oKIywvGUpTVTyxMQ3bwIIeQUudfr_CkLMjCE19ECD-U",
+            "alg": "ES256",
+            "jwk": _DEVICE_JWK_EX,
+            "created_at": _AT_EX,
+        }
+    ]
+}
 _TOKEN_ANSWER = {
     "access_token": _JWT_EX,
     "token_type": "Bearer",
@@ -637,6 +654,7 @@ OPERATIONS: dict[tuple[str, str], _Op] = {
             "200": _body(_ref(models.PublicKeysOut)),
             **_problems("401", "404", "503"),
         },
+        answer=_PUBLIC_KEYS_EX,
     ),
     ("post", "/v1/admin/keys/{key_id}/public-keys"): _Op(
         "Add public keys to a key (a JWK Set; never a private key)",
@@ -647,6 +665,8 @@ OPERATIONS: dict[tuple[str, str], _Op] = {
             "200": _body(_ref(models.PublicKeysOut)),
             **_problems("400", "401", "404", "409", "413", "415", "503"),
         },
+        example={"keys": [_DEVICE_JWK_EX]},
+        answer=_PUBLIC_KEYS_EX,
     ),
     ("delete", "/v1/admin/keys/{key_id}/public-keys/{kid}"): _Op(
         "Remove a public key from a key",
@@ -882,7 +902,7 @@ _SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
         "description": "The admin credential, KEYTURN_ADMIN_TOKEN",
     },
 }
-_OPEN_ON_ADMIN = frozenset({"/healthz", "/readyz"})
+_OPEN_ON_ADMIN = frozenset({"/health", "/healthz", "/readyz"})
 
 
 def openapi_document(app: Starlette, *, title: str, settings: Settings) -> dict[str, Any]:
@@ -922,7 +942,7 @@ def openapi_document(app: Starlette, *, title: str, settings: Settings) -> dict[
         for name in requirement
     }
     access = (
-        "Every route but /healthz and /readyz needs the admin bearer token "
+        "Every route but /health, /healthz and /readyz needs the admin bearer token "
         "(KEYTURN_ADMIN_TOKEN), from loopback callers too."
         if guarded
         else "KEYTURN_ADMIN_TOKEN is unset: only loopback callers are admitted, with no "
