@@ -28,8 +28,10 @@ Prints req/s, p50, p99, server and PostgreSQL CPU per request, and the ratios Ke
 node-oidc-provider and Keyturn / floor.
 
 ``--grow R`` measures the plan-cache defect instead: one Keyturn server on PostgreSQL
-lives through R rounds; each round grows ``refresh_tokens`` by running legacy
-``/authenticate`` for ``--grow-seconds`` (one row per request), then measures legacy
+measures legacy ``/refresh`` on a near-empty table, then lives through R rounds; each
+round grows ``refresh_tokens`` by running legacy
+``/authenticate`` for ``--grow-seconds`` (one row per request) and, with ``--grow-rows
+N``, by N more rows (``load_rows.py``, through another connection), then measures legacy
 ``/refresh`` (the batched refresh-token lookup with its key) and prints its req/s and
 PostgreSQL CPU per request against the table's size. Flat is right; falling is the defect.
 """
@@ -334,8 +336,11 @@ def run_grow(workdir: Path, args: Any) -> None:
         authenticate = json.dumps({"key": creds.key, "identifier": creds.identifier})
         refresh = json.dumps({"refresh_token": creds.refresh_token, "identifier": creds.identifier})
         grow_args = argparse.Namespace(**{**vars(args), "duration": args.grow_seconds, "warmup": 0})
-        for _ in range(args.grow):
-            measure(server, "authenticate", "/authenticate", _json_env(authenticate), grow_args)
+        for round_ in range(args.grow + 1):
+            if round_:  # the first measurement runs on the near-empty table
+                measure(server, "authenticate", "/authenticate", _json_env(authenticate), grow_args)
+                if args.grow_rows:
+                    asyncio.run(_load(server.database, args, tag=f"grow{round_}-"))
             count = asyncio.run(_count(server.database, args))
             print(f"  refresh_tokens: {count:,} rows")
             run = measure(server, "refresh", "/refresh", _json_env(refresh), args)
@@ -352,6 +357,15 @@ def run_grow(workdir: Path, args: Any) -> None:
             f"| {count:,} | {run['rps']:,.0f} | {bh.fmt_ms(run['p99_ms'])} |"
             f" {run['postgres_us']:,.0f} | {run['server_us']:,.0f} |"
         )
+
+
+async def _load(database: str | None, args: Any, *, tag: str) -> None:
+    url = urlsplit(args.postgres_url)._replace(path=f"/{database}").geturl()
+    engine = create_async_engine(url.replace("postgresql://", "postgresql+asyncpg://", 1))
+    try:
+        await load_rows.load(engine, args.grow_rows, tag=tag)
+    finally:
+        await engine.dispose()
 
 
 async def _count(database: str | None, args: Any) -> int:
@@ -404,6 +418,7 @@ def main() -> None:
     parser.add_argument("--no-node", action="store_true", help="skip node-oidc-provider")
     parser.add_argument("--grow", type=int, default=0, help="rounds of the growth run")
     parser.add_argument("--grow-seconds", type=float, default=10.0, help="/authenticate per round")
+    parser.add_argument("--grow-rows", type=int, default=0, help="load_rows.py rows per round")
     parser.add_argument("--server-cpu", default="0", help="core the servers are pinned to")
     parser.add_argument("--load-cpu", default="1", help="core wrk is pinned to")
     parser.add_argument("--postgres-url", default=bh.ADMIN_DSN, help="admin DSN (creates DBs)")
