@@ -68,12 +68,13 @@ async def custom_plans(pooled: PoolProxiedConnection) -> None:
     The hot statements are prepared once per connection and then run for hours; with
     PostgreSQL's default ``plan_cache_mode = auto`` a statement may switch to a generic
     plan after five executions, made from the table sizes of that moment and kept until
-    the table's statistics change (never, with autovacuum off). On a table that was
-    empty then, that plan is a sequential scan, and it stays a sequential scan at a
-    million rows. A custom plan costs a planning per execution (tens of microseconds of
-    the server's CPU, measured in ``bench/README.md``), and is right at any size. The
-    setting stays with the pooled connection, so the SQLAlchemy path run on it later,
-    which also prepares statements, plans the same way.
+    the statement is prepared again (asyncpg's cache: after 300 s) or the table's
+    statistics change (never, with autovacuum off). On a table that was empty then, that
+    plan is a sequential scan, and it stays one however large the table grows meanwhile.
+    A custom plan costs a planning per execution (tens of microseconds of the server's
+    CPU, measured in ``bench/README.md``), and is right at any size. The setting stays
+    with the pooled connection, so the SQLAlchemy path run on it later, which also
+    prepares statements, plans the same way.
     """
     if pooled.info.get(_CUSTOM_PLANS_SET):
         return
