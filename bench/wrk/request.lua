@@ -2,6 +2,7 @@
 --
 --   BENCH_METHOD         GET (default) or POST
 --   BENCH_BODY           request body, sent as application/json (POST /authenticate etc.)
+--   BENCH_CONTENT_TYPE   the body's Content-Type instead (bench_peers.py: form bodies)
 --   BENCH_AUTHORIZATION  value of the Authorization header ("Bearer <jwt>")
 --
 -- done() prints one machine-readable line, "BENCH_RESULT {json}", with exact counts and
@@ -13,7 +14,7 @@ wrk.method = os.getenv("BENCH_METHOD") or "GET"
 local body = os.getenv("BENCH_BODY")
 if body ~= nil and body ~= "" then
   wrk.body = body
-  wrk.headers["Content-Type"] = "application/json"
+  wrk.headers["Content-Type"] = os.getenv("BENCH_CONTENT_TYPE") or "application/json"
 end
 
 local authorization = os.getenv("BENCH_AUTHORIZATION")

@@ -9,6 +9,11 @@ engine's own pool (so connecting, the pool's size and disposal stay there), with
 asyncpg's prepared-statement cache. Outside a transaction each statement commits on its
 own, as the autocommit SQLAlchemy path does.
 
+Every connection the fast path sends a statement on plans each execution afresh
+(``plan_cache_mode = force_custom_plan``, set once per connection, see `custom_plans`):
+a generic plan cached while a table was small (a sequential scan with hash joins) would
+otherwise stay in use on the long-lived connection as the table grows (issue 19).
+
 Rows come back as asyncpg records: ``bytea`` as bytes, ``timestamptz`` as aware UTC
 datetimes, and JSON decoded by the codec SQLAlchemy installs on every connection.
 """
@@ -28,7 +33,12 @@ from keyturn.storage._errors import driver_error, storage_error
 from keyturn.storage._pgbatch import Batcher
 from keyturn.storage._prebuilt import PrebuiltStatement
 
-__all__ = ["FastPath", "FastStatement", "lease_limit"]
+__all__ = ["FastPath", "FastStatement", "custom_plans", "lease_limit"]
+
+#: The setting that makes PostgreSQL plan every execution of a prepared statement with
+#: its parameters and the tables' current size, never from a cached generic plan.
+CUSTOM_PLANS = "SET plan_cache_mode = force_custom_plan"
+_CUSTOM_PLANS_SET = "keyturn.custom_plans"
 
 
 class FastStatement(PrebuiltStatement):
@@ -50,6 +60,27 @@ async def send(
     if every_row:
         return await connection.fetch(sql, *arguments)
     return await connection.fetchrow(sql, *arguments)
+
+
+async def custom_plans(pooled: PoolProxiedConnection) -> None:
+    """Make ``pooled`` plan every execution afresh, once for the connection's life.
+
+    The hot statements are prepared once per connection and then run for hours; with
+    PostgreSQL's default ``plan_cache_mode = auto`` a statement may switch to a generic
+    plan after five executions, made from the table sizes of that moment and kept until
+    the statement is prepared again (asyncpg's cache: after 300 s) or the table's
+    statistics change (never, with autovacuum off). On a table that was empty then, that
+    plan is a sequential scan, and it stays one however large the table grows meanwhile.
+    A custom plan costs a planning per execution (tens of microseconds of the server's
+    CPU, measured in ``bench/README.md``), and is right at any size. The setting stays
+    with the pooled connection, so the SQLAlchemy path run on it later, which also
+    prepares statements, plans the same way.
+    """
+    if pooled.info.get(_CUSTOM_PLANS_SET):
+        return
+    connection: asyncpg.Connection = pooled.driver_connection
+    await connection.execute(CUSTOM_PLANS)
+    pooled.info[_CUSTOM_PLANS_SET] = True
 
 
 def _check_out(engine: sa.Engine, doing: str) -> PoolProxiedConnection:
@@ -93,6 +124,7 @@ async def _run(
     """
     connection: asyncpg.Connection = pooled.driver_connection
     try:
+        await custom_plans(pooled)
         return await send(connection, sql, arguments, every_row=every_row)
     except BaseException as exc:
         if not isinstance(exc, asyncpg.PostgresError) or connection.is_closed():
