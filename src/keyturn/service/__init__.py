@@ -12,7 +12,8 @@ It is built from parts, one module each, and delegates to them:
   ``private_key_jwt``): API keys;
 * `keyturn.service.users` (`UserAdmin`) and `keyturn.service.sessions`
   (`PasswordLogin`): people and their password logins;
-* `keyturn.service.tokens` (`TokenService`): the token grants, revocation, validation;
+* `keyturn.service.tokens` (`TokenService`): client credentials, revocation, validation,
+  and `keyturn.service.refreshing` (`RefreshGrant`): the refresh-token grant;
 * `keyturn.service.signing` (`SigningKeys`): the signing-key lifecycle;
 * underneath them, `keyturn.service.credentials` (a secret becomes a hash and a lookup),
   `keyturn.service.issuing` (grants, access tokens, new refresh tokens) and
@@ -49,6 +50,7 @@ from keyturn.service.issuing import (
 )
 from keyturn.service.keys import CreatedKey, KeyAdmin, KeyPage
 from keyturn.service.passwords import PasswordWorker, default_password_concurrency
+from keyturn.service.refreshing import RefreshGrant
 from keyturn.service.sessions import PasswordLogin
 from keyturn.service.signing import SigningKeys
 from keyturn.service.tokens import TokenService
@@ -157,7 +159,7 @@ class KeyturnService:
         # tokens
         self.authenticate = self.tokens.authenticate
         self.authenticate_client = self.tokens.authenticate_client
-        self.refresh = self.tokens.refresh
+        self.refresh = RefreshGrant(context, credentials, issuer, families).refresh
         self.revoke_token = self.tokens.revoke_token
         self.validate = self.tokens.validate
         self.reload_revocations = self.tokens.reload_revocations

@@ -113,6 +113,19 @@ class KeyAdmin:
             metadata=dict(metadata or {}),
             expires_at=expires_at,
         )
+        await self._store_new(record, public_keys, now, actor=actor, request_id=request_id)
+        return CreatedKey(record=record, secret=None if public_keys else secret.value)
+
+    async def _store_new(
+        self,
+        record: ApiKeyRecord,
+        public_keys: list[VerificationKey],
+        now: datetime,
+        *,
+        actor: str | None,
+        request_id: str | None,
+    ) -> None:
+        """Store a new key, with its public keys when it authenticates by them."""
         storage = self._context.storage
         if public_keys:
             audit = audit_event(
@@ -125,10 +138,9 @@ class KeyAdmin:
             )
             stored = [public_key_record(record.id, key, now) for key in public_keys]
             await storage.client_keys.create_key(record, stored, audit=audit)
-            return CreatedKey(record=record, secret=None)
+            return
         audit = audit_event("key.created", record.id, actor=actor, request_id=request_id, at=now)
         await storage.keys.add(record, audit=audit)
-        return CreatedKey(record=record, secret=secret.value)
 
     async def register(
         self,
