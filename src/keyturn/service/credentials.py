@@ -125,23 +125,28 @@ class Credentials:
             raise error(BAD_KEY)
 
     async def find_refresh_token(
-        self, token: str, *, accept_legacy: bool = False
+        self, token: str
     ) -> tuple[RefreshTokenRecord, ApiKeyRecord | None] | None:
         """Find a refresh token by its secret, with the key it was issued to (if any).
 
-        ``accept_legacy`` also accepts an imported JWThenticator token (128 hex digits,
-        stored peppered like Keyturn's own).
+        A token imported from JWThenticator (128 hex digits) is stored peppered like
+        Keyturn's own and found the same way.
 
         Raises:
             MalformedSecretError: the token cannot be one (it never reaches storage).
         """
-        if accept_legacy and is_legacy_refresh_token(token):
+        if is_legacy_refresh_token(token):
             value = token
         else:
             value = parse_secret(token, SecretKind.REFRESH_TOKEN).value
         return await self._context.storage.refresh_tokens.find_with_key(
             self.hash(value, SecretKind.REFRESH_TOKEN)
         )
+
+    @staticmethod
+    def could_be_refresh_token(token: str) -> bool:
+        """Whether ``token`` has a refresh token's shape (Keyturn's or JWThenticator's)."""
+        return looks_generated(token) or is_legacy_refresh_token(token)
 
     async def _upgrade_imported_key(
         self, value: str, key_hash: bytes, now: datetime

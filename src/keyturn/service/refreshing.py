@@ -112,7 +112,7 @@ class RefreshGrant:
         """The stored refresh token and the usable key or active user it belongs to."""
         observer = self._context.observer
         try:
-            found = await self._credentials.find_refresh_token(refresh_token, accept_legacy=True)
+            found = await self._credentials.find_refresh_token(refresh_token)
         except MalformedSecretError as exc:
             observer.authentication_failed("malformed_refresh_token")
             raise InvalidGrantError(_BAD_REFRESH) from exc

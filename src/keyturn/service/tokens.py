@@ -15,7 +15,6 @@ from keyturn.core.assertions import ClientAssertion
 from keyturn.core.policy import Grant
 from keyturn.core.records import ApiKeyRecord
 from keyturn.core.revocation import REVOCATION_MARGIN
-from keyturn.core.secrets import looks_generated
 from keyturn.core.tokens import TokenVerifier, VerifiedToken
 from keyturn.errors import (
     InsufficientScopeError,
@@ -181,7 +180,7 @@ class TokenService:
                 nothing was revoked.
         """
         now = self._context.clock()
-        if looks_generated(token):
+        if self._credentials.could_be_refresh_token(token):
             try:
                 found = await self._credentials.find_refresh_token(token)
             except MalformedSecretError:
