@@ -12,7 +12,7 @@ from tests.service.conftest import PEPPER, START
 
 from keyturn.core.records import ApiKeyRecord, AuditEvent, RefreshTokenRecord
 from keyturn.core.secrets import SecretKind, legacy_key_hash
-from keyturn.errors import InvalidGrantError
+from keyturn.errors import InvalidGrantError, RevokedTokenError, UnauthorizedClientError
 from keyturn.service import KeyturnService
 from keyturn.storage.base import Storage
 from keyturn.testing import FakeClock
@@ -88,9 +88,7 @@ async def test_re_registering_an_imported_key_renews_it_instead_of_copying_it(
     assert len((await service.list_keys()).keys) == 1
 
 
-async def test_an_imported_refresh_token_refreshes_without_rotating(
-    service: KeyturnService, storage: Storage
-) -> None:
+async def _import_refresh_token(storage: Storage) -> str:
     await _import_key(storage)
     token = hashlib.sha512(uuid.uuid4().bytes).hexdigest()  # JWThenticator's recipe
     await storage.refresh_tokens.add(
@@ -108,6 +106,13 @@ async def test_an_imported_refresh_token_refreshes_without_rotating(
         ),
         audit=AuditEvent(at=START, action="token.imported"),
     )
+    return token
+
+
+async def test_an_imported_refresh_token_refreshes_without_rotating(
+    service: KeyturnService, storage: Storage
+) -> None:
+    token = await _import_refresh_token(storage)
 
     first = await service.refresh(token, identifier=IDENTIFIER)
     second = await service.refresh(token, identifier=IDENTIFIER)
@@ -119,3 +124,31 @@ async def test_an_imported_refresh_token_refreshes_without_rotating(
         await service.refresh(token, identifier=str(uuid.UUID(int=8)))
     with pytest.raises(InvalidGrantError):
         await service.refresh(secrets.token_hex(64), identifier=IDENTIFIER)
+
+
+@pytest.mark.parametrize("operation", ["revoke_token", "logout"])
+async def test_an_imported_refresh_token_can_be_revoked(
+    service: KeyturnService, storage: Storage, operation: str
+) -> None:
+    """RFC 7009 §2.1: a token ``refresh`` accepts, revocation accepts too (one lookup)."""
+    token = await _import_refresh_token(storage)
+    access = (await service.refresh(token, identifier=IDENTIFIER)).access.token
+
+    assert await getattr(service, operation)(token) is True
+
+    with pytest.raises(InvalidGrantError):
+        await service.refresh(token, identifier=IDENTIFIER)
+    with pytest.raises(RevokedTokenError):
+        service.validate(access)
+
+
+async def test_an_imported_refresh_token_is_revoked_only_by_its_own_client(
+    service: KeyturnService, storage: Storage
+) -> None:
+    token = await _import_refresh_token(storage)
+
+    with pytest.raises(UnauthorizedClientError):
+        await service.revoke_token(token, client="another-key")
+
+    assert (await service.refresh(token, identifier=IDENTIFIER)).refresh_token is None
+    assert await service.revoke_token(token, client="jwt1") is True
