@@ -64,6 +64,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger("keyturn.server")
+#: uvicorn's logger: this class replaces ``Server.shutdown``, which logged its line there.
+_uvicorn_logger = logging.getLogger("uvicorn.error")
 
 #: Seconds an idle kept-alive connection stays open after SIGTERM, so a request its
 #: client sends right then is answered (with ``Connection: close``), not reset.
@@ -382,6 +384,7 @@ class ListenerServer(uvicorn.Server):
 
     async def shutdown(self, sockets: Any = None) -> None:
         """Stop accepting, drain, wait for requests, then cancel the stragglers."""
+        _uvicorn_logger.info("Shutting down")  # uvicorn's own line (logged once per process)
         logger.info("%s listener stopping", self.limits.name)
         for server in self.servers:
             server.close()
