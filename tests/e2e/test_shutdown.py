@@ -34,6 +34,7 @@ class RefreshingClient:
     connection; it keeps the newest refresh token it was *answered*."""
 
     base_url: str
+    key: str
     token: str
     answers: list[tuple[int, float]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -43,7 +44,7 @@ class RefreshingClient:
             while not stop.is_set():
                 form = {"grant_type": "refresh_token", "refresh_token": self.token}
                 try:
-                    response = client.post("/v1/token", data=form)
+                    response = client.post("/v1/token", data=form, auth=(self.key, ""))
                 except httpx.TransportError as exc:  # the server is gone
                     self.errors.append(type(exc).__name__)
                     return
@@ -57,11 +58,13 @@ class RefreshingClient:
         return sum(1 for status, _ in self.answers if status == 200)
 
 
-def _families(server: KeyturnServer, count: int) -> list[str]:
+def _families(server: KeyturnServer, count: int) -> tuple[str, list[str]]:
+    """A key and ``count`` refresh-token families of it (the server issues refresh tokens
+    to key clients: KEYTURN_CLIENT_CREDENTIALS_REFRESH_TOKENS)."""
     with httpx.Client(timeout=10) as client:
         key = client.post(f"{server.admin}/v1/admin/keys", json={}).json()["key"]
         form = {"grant_type": "client_credentials"}
-        return [
+        return key, [
             client.post(f"{server.public}/v1/token", data=form, auth=(key, "")).json()[
                 "refresh_token"
             ]
@@ -142,9 +145,11 @@ def test_shutdown_under_load_answers_no_500_and_loses_no_refresh_family(
         "KEYTURN_SHUTDOWN_TIMEOUT": str(int(SHUTDOWN_TIMEOUT)),
         "KEYTURN_SHUTDOWN_WRITE_TIMEOUT": "30",
         "KEYTURN_BODY_TIMEOUT": "60",
+        "KEYTURN_CLIENT_CREDENTIALS_REFRESH_TOKENS": "true",
     }
     server = keyturn_server(env=env)
-    clients = [RefreshingClient(server.public, token) for token in _families(server, CLIENTS)]
+    key, tokens = _families(server, CLIENTS)
+    clients = [RefreshingClient(server.public, key, token) for token in tokens]
     stop = threading.Event()
     threads = [threading.Thread(target=c.run, args=(stop,), daemon=True) for c in clients]
     for thread in threads:
@@ -175,7 +180,7 @@ def test_shutdown_under_load_answers_no_500_and_loses_no_refresh_family(
     with httpx.Client(base_url=restarted.public, timeout=10) as client:
         for c in clients:
             form = {"grant_type": "refresh_token", "refresh_token": c.token}
-            response = client.post("/v1/token", data=form)
+            response = client.post("/v1/token", data=form, auth=(key, ""))
             assert response.status_code == 200, response.text
     # The rotations held past the shutdown timeout were committed *and* answered.
     late = [t for c in clients for status, t in c.answers if status == 200 and t > terminated]
