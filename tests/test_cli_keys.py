@@ -789,7 +789,10 @@ def test_keys_create_with_public_keys_has_no_secret_and_lists_them(
     key_id = document["record"]["id"]
     listed = run_json("keys", "public-keys", key_id)
     assert {k["kid"] for k in listed["keys"]} == {device.kid, other.kid}
-    after = run_json("keys", "remove-public-key", key_id, device.kid)
+    # A kid is base64url and may start with '-': it goes after '--', as documented.
+    removed = invoke("keys", "remove-public-key", "--json", "--", key_id, device.kid)
+    assert removed.exit_code == 0, removed.output
+    after = json.loads(removed.stdout)
     assert [k["kid"] for k in after["keys"]] == [other.kid]
     readded = run_json("keys", "add-public-key", key_id, str(pem))
     assert {k["kid"] for k in readded["keys"]} == {device.kid, other.kid}
