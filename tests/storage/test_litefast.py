@@ -1,6 +1,6 @@
 """The SQLite fast path: hot verbs on the loop's own connection, group commit, fallback.
 
-See `keyturn.storage._litefast`. The hot verbs must not touch the pooled (aiosqlite)
+See `keyturn.storage.sql.hot_sqlite`. The hot verbs must not touch the pooled (aiosqlite)
 path while the database is free, must fall back to it -- and wait there -- when another
 writer holds the file, and a write that fails in a group commit must not take the others
 with it.
@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 from keyturn.errors import ConflictError, StorageUnavailableError
-from keyturn.storage import _litefast, sql
 from keyturn.storage.engine import create_engine, sqlite_file
-from keyturn.storage.sql import SQLStorage
+from keyturn.storage.sql import SQLStorage, hot_sqlite
+from keyturn.storage.sql import storage as sql_storage
 from keyturn.storage.tables import audit_events, refresh_tokens
 
 from .factories import NOW, api_key, audit_actions, count_rows, event, hash_of, refresh_token
@@ -40,13 +40,13 @@ async def lite_storage(sqlite_database_url: str) -> AsyncIterator[SQLStorage]:
 def pooled_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """What the pooled (aiosqlite) path was asked to do, in order."""
     calls: list[str] = []
-    original = sql._Repository._run
+    original = sql_storage._Repository._run
 
-    async def run(self: sql._Repository, doing: str, *args: Any, **kwargs: Any) -> Any:
+    async def run(self: sql_storage._Repository, doing: str, *args: Any, **kwargs: Any) -> Any:
         calls.append(doing)
         return await original(self, doing, *args, **kwargs)
 
-    monkeypatch.setattr(sql._Repository, "_run", run)
+    monkeypatch.setattr(sql_storage._Repository, "_run", run)
     return calls
 
 
@@ -202,8 +202,8 @@ async def test_checkpoints_run_off_the_loop_every_so_many_commits(
     lite_storage: SQLStorage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     checkpointed: list[str] = []
-    monkeypatch.setattr(_litefast, "CHECKPOINT_EVERY", 2)
-    monkeypatch.setattr(_litefast, "_checkpoint", checkpointed.append)
+    monkeypatch.setattr(hot_sqlite, "CHECKPOINT_EVERY", 2)
+    monkeypatch.setattr(hot_sqlite, "_checkpoint", checkpointed.append)
 
     for n in range(5):
         await lite_storage.refresh_tokens.add(refresh_token(f"t{n}"), audit=event("x"))
@@ -221,7 +221,7 @@ def test_a_checkpoint_moves_the_wal_into_the_database(tmp_path: Path) -> None:
     writer.execute("INSERT INTO t VALUES (1)")
     before = Path(path).stat().st_size  # the table's pages are only in the WAL
 
-    _litefast._checkpoint(path)
+    hot_sqlite._checkpoint(path)
 
     after = Path(path).stat().st_size
     writer.close()
@@ -235,7 +235,7 @@ async def test_a_broken_file_is_unavailable_and_the_connection_is_replaced(
     lite = lite_storage._lite
     assert lite is not None
 
-    def broken(conn: _litefast.LiteConnection) -> None:
+    def broken(conn: hot_sqlite.LiteConnection) -> None:
         raise sqlite3.DatabaseError("database disk image is malformed")
 
     with pytest.raises(StorageUnavailableError, match="store it"):
@@ -252,10 +252,10 @@ async def test_a_database_not_in_wal_mode_gets_no_fast_path(
 ) -> None:
     path = tmp_path / "rollback.db"
     sqlite3.connect(path).close()
-    lite = _litefast.LitePath(str(path), create_engine(f"sqlite:///{path}").dialect)
-    read: Callable[[_litefast.LiteConnection], None] = lambda conn: None  # noqa: E731
+    lite = hot_sqlite.LitePath(str(path), create_engine(f"sqlite:///{path}").dialect)
+    read: Callable[[hot_sqlite.LiteConnection], None] = lambda conn: None  # noqa: E731
 
-    with pytest.raises(_litefast.Busy):
+    with pytest.raises(hot_sqlite.Busy):
         lite.read("read it", read)
     await lite.close()
 

@@ -25,8 +25,8 @@ from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.util import await_only, greenlet_spawn
 
 from keyturn.storage._errors import driver_error, storage_error
-from keyturn.storage._pgbatch import Batcher
-from keyturn.storage._prebuilt import PrebuiltStatement
+from keyturn.storage.sql._batch import Batcher
+from keyturn.storage.sql._prebuilt import PrebuiltStatement
 
 __all__ = ["FastPath", "FastStatement", "lease_limit"]
 

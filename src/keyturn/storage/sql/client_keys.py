@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Final
 import sqlalchemy as sa
 
 from keyturn.core.records import ApiKeyRecord, AuditEvent, ClientPublicKeyRecord
-from keyturn.storage.sql import (
+from keyturn.storage.sql.storage import (
     _INSERT_API_KEY,
     _INSERT_AUDIT_EVENT,
     _api_key_values,

@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
 from keyturn.errors import ConflictError, StorageUnavailableError
-from keyturn.storage._prebuilt import PrebuiltStatement
+from keyturn.storage.sql._prebuilt import PrebuiltStatement
 
 __all__ = ["CHECKPOINT_EVERY", "Busy", "LiteConnection", "LitePath", "LiteStatement"]
 

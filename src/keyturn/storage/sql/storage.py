@@ -13,10 +13,10 @@ finds them compiled without building them or their cache keys again; and each ve
 all its statements on one connection in a single greenlet (`_Repository`). On PostgreSQL
 the hot verbs (`find_by_hash`, `mark_used`, and the refresh tokens' `add`,
 `find_with_key` and `rotate`) skip SQLAlchemy's execution layer: the same statements,
-rendered once, run on asyncpg connections leased from the pool (`keyturn.storage._pgfast`). On a
-SQLite file the same verbs run on the event loop's own ``sqlite3`` connection, falling
-back to the pooled path when another writer holds the database
-(`keyturn.storage._litefast`).
+rendered once, run on asyncpg connections leased from the pool
+(`keyturn.storage.sql.hot_postgres`). On a SQLite file the same verbs run on the event
+loop's own ``sqlite3`` connection, falling back to the pooled path when another writer
+holds the database (`keyturn.storage.sql.hot_sqlite`).
 
 Errors: a database that cannot be reached (refused or dropped connection, pool timeout,
 locked or read-only SQLite file) raises `StorageUnavailableError`, a clash with a unique
@@ -50,7 +50,6 @@ from keyturn.core.records import (
 from keyturn.core.revocation import family_entry
 from keyturn.errors import ConflictError
 from keyturn.storage._errors import storage_error, translate_errors
-from keyturn.storage._litefast import Busy, LiteConnection, LitePath, LiteStatement
 from keyturn.storage.base import RevocationSnapshot, Storage, StoredAuditEvent
 from keyturn.storage.engine import (
     autocommit,
@@ -61,6 +60,7 @@ from keyturn.storage.engine import (
 )
 from keyturn.storage.migrate import upgrade_engine
 from keyturn.storage.schema import DEFAULT_SCHEMA, SchemaMissingError, find_schema, is_postgresql
+from keyturn.storage.sql.hot_sqlite import Busy, LiteConnection, LitePath, LiteStatement
 from keyturn.storage.tables import (
     UTCDateTime,
     api_keys,
@@ -129,7 +129,7 @@ class _Repository:
         self._queue_timeout: float | None = timeout() if callable(timeout) else None
         self._fast = fast
         if self._postgresql and fast is None:  # on its own: no leased connections
-            from keyturn.storage._pgfast import FastPath  # noqa: PLC0415 -- asyncpg is optional
+            from keyturn.storage.sql.hot_postgres import FastPath  # noqa: PLC0415 -- asyncpg is optional
 
             self._fast = FastPath(self._engine, limit=0)
 
@@ -549,7 +549,7 @@ def _rotate_with_successor_and_audit() -> sa.Select[tuple[int]]:
 # PostgreSQL: one statement, one round trip.
 _ROTATE_WITH_SUCCESSOR_AND_AUDIT: Final = _rotate_with_successor_and_audit()
 
-# PostgreSQL, for `keyturn.storage._pgbatch`: the calls of one event-loop turn in one
+# PostgreSQL, for `keyturn.storage.sql._batch`: the calls of one event-loop turn in one
 # statement. Each single-row statement's parameter ``p`` becomes an array ``each_p``, the
 # arrays are unnested in step into numbered rows, and a lookup answers row ``n`` through
 # a LATERAL join (so ``LIMIT 1`` still applies per call).
@@ -1499,7 +1499,7 @@ class SQLStorage:
         self._lite = None if path is None else LitePath(path, engine.dialect, write_lock=lock)
         self._fast: FastPath | None = None
         if engine.dialect.name == "postgresql":
-            from keyturn.storage._pgfast import FastPath  # noqa: PLC0415 -- asyncpg is optional
+            from keyturn.storage.sql.hot_postgres import FastPath  # noqa: PLC0415 -- asyncpg is optional
 
             self._fast = FastPath(engine.sync_engine)
         self._keys = SQLKeyRepository(engine, write_lock=lock, lite=self._lite, fast=self._fast)
@@ -1512,7 +1512,7 @@ class SQLStorage:
         self._audit = SQLAuditRepository(engine, write_lock=lock)
         self._settings = _SQLServerSettings(engine, write_lock=lock)
         # keyless builds on this module's plumbing, so it is imported here.
-        from keyturn.storage.keyless import (  # noqa: PLC0415
+        from keyturn.storage.sql.client_keys import (  # noqa: PLC0415
             SQLClientKeyRepository,
             SQLReplayRepository,
         )
@@ -1639,8 +1639,8 @@ class SQLStorage:
 
 
 if TYPE_CHECKING:
-    from keyturn.storage._pgbatch import Batcher
-    from keyturn.storage._pgfast import FastPath, FastStatement
-    from keyturn.storage.keyless import SQLClientKeyRepository, SQLReplayRepository
+    from keyturn.storage.sql._batch import Batcher
+    from keyturn.storage.sql.client_keys import SQLClientKeyRepository, SQLReplayRepository
+    from keyturn.storage.sql.hot_postgres import FastPath, FastStatement
 
     _conforms: type[Storage] = SQLStorage  # mypy checks SQLStorage against the Protocol
