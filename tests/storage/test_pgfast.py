@@ -26,8 +26,8 @@ pytestmark = pytest.mark.postgresql
 
 
 def _without_fast_path(storage: SQLStorage) -> SQLStorage:
-    storage.keys._fast = None
-    storage.refresh_tokens._fast = None
+    storage.keys._hot = None
+    storage.refresh_tokens._hot = None
     return storage
 
 
