@@ -44,18 +44,20 @@ async def test_adding_past_the_limit_writes_nothing(storage: SQLStorage) -> None
     assert await audit_actions(storage) == ["key.created", "key.public_keys_added"]
 
 
-async def test_removing_a_public_key_and_deleting_its_api_key(storage: SQLStorage) -> None:
-    await storage.client_keys.create_key(
+async def test_removing_a_public_key_and_deleting_its_api_key(sql_storage: SQLStorage) -> None:
+    await sql_storage.client_keys.create_key(
         api_key(), [public_key("a"), public_key("b")], audit=event("key.created")
     )
 
-    assert await storage.client_keys.remove("k1", "a", audit=event("key.public_key_removed"))
-    assert not await storage.client_keys.remove("k1", "a", audit=event("key.public_key_removed"))
-    assert [k.kid for k in await storage.client_keys.list("k1")] == ["b"]
-    assert await audit_actions(storage) == ["key.created", "key.public_key_removed"]
-    async with storage.engine.begin() as conn:
+    assert await sql_storage.client_keys.remove("k1", "a", audit=event("key.public_key_removed"))
+    assert not await sql_storage.client_keys.remove(
+        "k1", "a", audit=event("key.public_key_removed")
+    )
+    assert [k.kid for k in await sql_storage.client_keys.list("k1")] == ["b"]
+    assert await audit_actions(sql_storage) == ["key.created", "key.public_key_removed"]
+    async with sql_storage.engine.begin() as conn:
         await conn.execute(api_keys.delete())
-    assert await storage.client_keys.list("k1") == []  # ON DELETE CASCADE
+    assert await sql_storage.client_keys.list("k1") == []  # ON DELETE CASCADE
 
 
 async def test_a_replay_id_is_claimed_once_until_it_expires(storage: SQLStorage) -> None:
