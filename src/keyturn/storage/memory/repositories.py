@@ -1,25 +1,11 @@
-"""`InMemoryStorage`: the storage `Protocol`s (`keyturn.storage.base`) kept in dicts.
-
-The second implementation of the storage interface, for tests of code built on
-`keyturn.service.KeyturnService` (it ships as `keyturn.testing.InMemoryStorage`): no
-database, no files, nothing to clean up. It keeps the same rules as the SQL storage and
-runs the same contract tests (``tests/storage/``): lookups by hash, unique ids, hashes and
-emails (`ConflictError`), an audit row with each change, and atomic verbs. Each verb
-checks everything before it changes anything and never awaits in between, so concurrent
-callers on one event loop see it whole or not at all, as a transaction would give them.
-
-It lives in one process: it is not shared between workers and forgets everything when
-the process ends. Records are frozen; they are stored and returned as they are.
-"""
+"""The repositories of `InMemoryStorage`, one class per storage `Protocol`."""
 
 from __future__ import annotations
 
 import builtins
-import dataclasses
 import math
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, TypeVar
 
 from keyturn.core.records import (
     ApiKeyRecord,
@@ -33,6 +19,7 @@ from keyturn.core.records import (
 from keyturn.core.revocation import family_entry
 from keyturn.errors import ConflictError
 from keyturn.storage.base import RevocationSnapshot, StoredAuditEvent
+from keyturn.storage.memory._tables import Repository, page, replace, utc
 
 __all__ = [
     "InMemoryAuditRepository",
@@ -42,89 +29,17 @@ __all__ = [
     "InMemoryReplayRepository",
     "InMemoryRevocationRepository",
     "InMemorySigningKeyRepository",
-    "InMemoryStorage",
     "InMemoryUserRepository",
 ]
 
 
-_R = TypeVar("_R")
-_D = TypeVar("_D")
-
-
-def _utc(record: _D) -> _D:
-    """``record`` with its times in UTC, as a database gives them back (the same instants)."""
-    times = {
-        field.name: value.astimezone(UTC)
-        for field in dataclasses.fields(record)  # type: ignore[arg-type]
-        if isinstance(value := getattr(record, field.name), datetime)
-    }
-    return dataclasses.replace(record, **times) if times else record  # type: ignore[type-var]
-
-
-def _replace(record: _D, **changes: object) -> _D:
-    """``dataclasses.replace``, times in UTC."""
-    return _utc(dataclasses.replace(record, **changes))  # type: ignore[type-var]
-
-
-class _Tables:
-    """Every aggregate's rows, shared by the repositories of one `InMemoryStorage`."""
-
-    def __init__(self) -> None:
-        self.keys: dict[str, ApiKeyRecord] = {}
-        self.refresh_tokens: dict[str, RefreshTokenRecord] = {}
-        self.users: dict[str, UserRecord] = {}
-        self.signing_keys: dict[str, SigningKeyRecord] = {}
-        self.revoked_tokens: dict[str, datetime] = {}
-        self.settings: dict[str, str] = {}
-        self.client_keys: dict[tuple[str, str], ClientPublicKeyRecord] = {}
-        self.replays: dict[str, datetime] = {}
-        self.audit: list[StoredAuditEvent] = []
-
-    def record(self, event: AuditEvent) -> None:
-        self.audit.append(StoredAuditEvent(id=len(self.audit) + 1, event=event))
-
-    def revoke_tokens(
-        self, at: datetime, *, key_id: str | None = None, user_id: str | None = None
-    ) -> None:
-        """Revoke the live refresh tokens of an API key or a user."""
-        for token in builtins.list(self.refresh_tokens.values()):
-            mine = token.key_id == key_id if key_id is not None else token.user_id == user_id
-            if mine and token.revoked_at is None:
-                self.refresh_tokens[token.id] = _replace(token, revoked_at=at)
-
-    def deny(self, jti: str, expires_at: datetime) -> bool:
-        """Refuse ``jti`` until ``expires_at`` (or later); whether anything changed."""
-        stored = self.revoked_tokens.get(jti)
-        if stored is not None and stored >= expires_at:
-            return False
-        self.revoked_tokens[jti] = expires_at.astimezone(UTC)
-        return True
-
-    def check_new_key(self, key: ApiKeyRecord) -> None:
-        if key.id in self.keys or self.key_with_hash(key.key_hash) is not None:
-            raise ConflictError("cannot store the API key: it clashes with a stored record")
-
-    def key_with_hash(self, key_hash: bytes) -> ApiKeyRecord | None:
-        return next((k for k in self.keys.values() if k.key_hash == key_hash), None)
-
-
-def _page(records: Iterable[_R], key: str, after: str | None, limit: int) -> list[_R]:
-    ordered = sorted(records, key=lambda record: getattr(record, key))
-    return [r for r in ordered if after is None or getattr(r, key) > after][:limit]
-
-
-class _Repository:
-    def __init__(self, tables: _Tables) -> None:
-        self._tables = tables
-
-
-class InMemoryKeyRepository(_Repository):
+class InMemoryKeyRepository(Repository):
     """API keys (`keyturn.storage.base.KeyRepository`)."""
 
     async def add(self, key: ApiKeyRecord, *, audit: AuditEvent) -> None:
         """Store a new key; `ConflictError` if its id or hash is taken."""
         self._tables.check_new_key(key)
-        self._tables.keys[key.id] = _utc(key)
+        self._tables.keys[key.id] = utc(key)
         self._tables.record(audit)
 
     async def register_legacy(self, key: ApiKeyRecord, *, audit: AuditEvent) -> ApiKeyRecord:
@@ -133,15 +48,15 @@ class InMemoryKeyRepository(_Repository):
         stored = tables.key_with_hash(key.key_hash)
         if stored is None:
             tables.check_new_key(key)
-            tables.keys[key.id] = _utc(key)
+            tables.keys[key.id] = utc(key)
             tables.record(audit)
             return key
         if stored.identifier != key.identifier or stored.revoked_at is not None:
             raise ConflictError("this key is registered to another identifier, or was revoked")
-        stored = _replace(stored, expires_at=key.expires_at)
+        stored = replace(stored, expires_at=key.expires_at)
         tables.keys[stored.id] = stored
         if stored.id != key.id and audit.target_id == key.id:
-            audit = _replace(audit, target_id=stored.id)
+            audit = replace(audit, target_id=stored.id)
         tables.record(audit)
         return stored
 
@@ -175,7 +90,7 @@ class InMemoryKeyRepository(_Repository):
             if (identifier is None or key.identifier == identifier)
             and (include_revoked or key.revoked_at is None)
         ]
-        return _page(keys, "id", after, limit)
+        return page(keys, "id", after, limit)
 
     async def revoke(
         self, key_id: str, *, at: datetime, reason: str, audit: AuditEvent
@@ -184,7 +99,7 @@ class InMemoryKeyRepository(_Repository):
         key = self._tables.keys.get(key_id)
         if key is None or key.revoked_at is not None:
             return key
-        key = _replace(key, revoked_at=at, revoked_reason=reason)
+        key = replace(key, revoked_at=at, revoked_reason=reason)
         self._tables.keys[key_id] = key
         self._tables.revoke_tokens(at, key_id=key_id)
         self._tables.record(audit)
@@ -227,7 +142,7 @@ class InMemoryKeyRepository(_Repository):
         """Record ``last_used_at`` (never moves it backwards)."""
         key = self._tables.keys.get(key_id)
         if key is not None and (key.last_used_at is None or key.last_used_at < at):
-            self._tables.keys[key_id] = _replace(key, last_used_at=at)
+            self._tables.keys[key_id] = replace(key, last_used_at=at)
 
     def _change(self, key: ApiKeyRecord, audit: AuditEvent, **values: object) -> ApiKeyRecord:
         new_hash = values.get("key_hash")
@@ -235,13 +150,13 @@ class InMemoryKeyRepository(_Repository):
             holder = self._tables.key_with_hash(new_hash)
             if holder is not None and holder.id != key.id:
                 raise ConflictError("cannot change the API key: it clashes with a stored record")
-        changed = _replace(key, **values)
+        changed = replace(key, **values)
         self._tables.keys[key.id] = changed
         self._tables.record(audit)
         return changed
 
 
-class InMemoryRefreshTokenRepository(_Repository):
+class InMemoryRefreshTokenRepository(Repository):
     """Refresh tokens (`keyturn.storage.base.RefreshTokenRepository`)."""
 
     async def add(self, token: RefreshTokenRecord, *, audit: AuditEvent) -> bool:
@@ -274,7 +189,7 @@ class InMemoryRefreshTokenRepository(_Repository):
         if token.expires_at <= now:
             return False
         self._store(successor)
-        used = _replace(token, used_at=now, replaced_by=successor.id)
+        used = replace(token, used_at=now, replaced_by=successor.id)
         self._tables.refresh_tokens[token_id] = used
         self._tables.record(audit)
         return True
@@ -291,7 +206,7 @@ class InMemoryRefreshTokenRepository(_Repository):
         tokens = self._tables.refresh_tokens
         revoked = [t for t in tokens.values() if t.family_id == family_id and t.revoked_at is None]
         for token in revoked:
-            tokens[token.id] = _replace(token, revoked_at=at)
+            tokens[token.id] = replace(token, revoked_at=at)
         if revoked:
             self._tables.record(audit)
         if access_tokens_until is not None:
@@ -313,10 +228,10 @@ class InMemoryRefreshTokenRepository(_Repository):
         )
         if clash or (token.key_id is not None and token.key_id not in tables.keys):
             raise ConflictError("cannot store the refresh token: it clashes with a stored record")
-        tables.refresh_tokens[token.id] = _utc(token)
+        tables.refresh_tokens[token.id] = utc(token)
 
 
-class InMemoryUserRepository(_Repository):
+class InMemoryUserRepository(Repository):
     """Users (`keyturn.storage.base.UserRepository`)."""
 
     async def add(self, user: UserRecord, *, audit: AuditEvent) -> None:
@@ -324,7 +239,7 @@ class InMemoryUserRepository(_Repository):
         users = self._tables.users
         if user.id in users or any(u.email_key == user.email_key for u in users.values()):
             raise ConflictError("cannot store the user: it clashes with a stored record")
-        users[user.id] = _utc(user)
+        users[user.id] = utc(user)
         self._tables.record(audit)
 
     async def get(self, user_id: str) -> UserRecord | None:
@@ -342,7 +257,7 @@ class InMemoryUserRepository(_Repository):
         users = [
             u for u in self._tables.users.values() if include_disabled or u.disabled_at is None
         ]
-        return _page(users, "id", after, limit)
+        return page(users, "id", after, limit)
 
     async def set_disabled(
         self, user_id: str, *, disabled_at: datetime | None, reason: str | None, audit: AuditEvent
@@ -352,9 +267,9 @@ class InMemoryUserRepository(_Repository):
         if user is None or (user.disabled_at is None) == (disabled_at is None):
             return user  # unknown, or already in that state: nothing changes
         if disabled_at is None:
-            user = _replace(user, disabled_at=None, disabled_reason=reason)
+            user = replace(user, disabled_at=None, disabled_reason=reason)
         else:
-            user = _replace(
+            user = replace(
                 user, disabled_at=disabled_at, disabled_reason=reason, tokens_revoked_at=disabled_at
             )
             self._tables.revoke_tokens(audit.at, user_id=user_id)
@@ -369,7 +284,7 @@ class InMemoryUserRepository(_Repository):
         user = self._tables.users.get(user_id)
         if user is None:
             return None
-        user = _replace(
+        user = replace(
             user,
             password_hash=password_hash,
             password_changed_at=at,
@@ -392,7 +307,7 @@ class InMemoryUserRepository(_Repository):
         """Set ``last_login_at``, clear failures, store a rehashed password; audit it."""
         user = self._tables.users.get(user_id)
         if user is not None:
-            user = _replace(
+            user = replace(
                 user,
                 last_login_at=at,
                 failed_logins=0,
@@ -406,13 +321,13 @@ class InMemoryUserRepository(_Repository):
         """Count a wrong password and audit it."""
         user = self._tables.users.get(user_id)
         if user is not None:
-            self._tables.users[user_id] = _replace(
+            self._tables.users[user_id] = replace(
                 user, failed_logins=user.failed_logins + 1, last_failed_login_at=at
             )
         self._tables.record(audit)
 
 
-class InMemorySigningKeyRepository(_Repository):
+class InMemorySigningKeyRepository(Repository):
     """Signing keys (`keyturn.storage.base.SigningKeyRepository`)."""
 
     async def list(self) -> builtins.list[SigningKeyRecord]:
@@ -426,7 +341,7 @@ class InMemorySigningKeyRepository(_Repository):
             return False
         if key.kid in keys:
             raise ConflictError("cannot store the signing key: it clashes with a stored record")
-        keys[key.kid] = _utc(key)
+        keys[key.kid] = utc(key)
         self._tables.record(audit)
         return True
 
@@ -440,13 +355,13 @@ class InMemorySigningKeyRepository(_Repository):
             return False
         active = self._active()
         if active is not None:
-            keys[active.kid] = _replace(
+            keys[active.kid] = replace(
                 active,
                 state=SigningKeyState.RETIRED,
                 retired_at=at,
                 publish_until=retired_publish_until,
             )
-        keys[kid] = _replace(key, state=SigningKeyState.ACTIVE, activated_at=at)
+        keys[kid] = replace(key, state=SigningKeyState.ACTIVE, activated_at=at)
         self._tables.record(audit)
         return True
 
@@ -471,7 +386,7 @@ class InMemorySigningKeyRepository(_Repository):
         )
 
 
-class InMemoryRevocationRepository(_Repository):
+class InMemoryRevocationRepository(Repository):
     """Revoked access tokens (`keyturn.storage.base.RevocationRepository`)."""
 
     async def revoke_access_token(
@@ -505,7 +420,7 @@ class InMemoryRevocationRepository(_Repository):
         return RevocationSnapshot(tokens=tokens, subjects=subjects)
 
 
-class InMemoryAuditRepository(_Repository):
+class InMemoryAuditRepository(Repository):
     """The audit trail (`keyturn.storage.base.AuditRepository`)."""
 
     async def record(self, event: AuditEvent) -> None:
@@ -531,7 +446,7 @@ class InMemoryAuditRepository(_Repository):
         return events[:limit]
 
 
-class InMemoryClientKeyRepository(_Repository):
+class InMemoryClientKeyRepository(Repository):
     """Public keys of clients (`keyturn.storage.base.ClientKeyRepository`)."""
 
     async def create_key(
@@ -546,9 +461,9 @@ class InMemoryClientKeyRepository(_Repository):
         pairs = [(k.key_id, k.kid) for k in public_keys]
         if len(set(pairs)) != len(pairs) or any(k.key_id != key.id for k in public_keys):
             raise ConflictError("cannot store the API key: it clashes with a stored record")
-        self._tables.keys[key.id] = _utc(key)
+        self._tables.keys[key.id] = utc(key)
         for public_key in public_keys:
-            self._tables.client_keys[(public_key.key_id, public_key.kid)] = _utc(public_key)
+            self._tables.client_keys[(public_key.key_id, public_key.kid)] = utc(public_key)
         self._tables.record(audit)
 
     async def add(
@@ -591,7 +506,7 @@ class InMemoryClientKeyRepository(_Repository):
         return sorted((k for k in keys if k.key_id == key_id), key=lambda k: (k.created_at, k.kid))
 
 
-class InMemoryReplayRepository(_Repository):
+class InMemoryReplayRepository(Repository):
     """Single-use ids (`keyturn.storage.base.ReplayRepository`)."""
 
     async def claim(self, replay_id: str, *, expires_at: datetime, now: datetime) -> bool:
@@ -609,84 +524,3 @@ class InMemoryReplayRepository(_Repository):
         for name in gone:
             del replays[name]
         return len(gone)
-
-
-class InMemoryStorage:
-    """`keyturn.storage.base.Storage` in this process's memory, for tests.
-
-    Pass it as ``storage=`` to `keyturn.service.KeyturnService`; a fresh instance is an
-    empty database.
-    """
-
-    def __init__(self) -> None:
-        tables = _Tables()
-        self._tables = tables
-        self._keys = InMemoryKeyRepository(tables)
-        self._refresh_tokens = InMemoryRefreshTokenRepository(tables)
-        self._users = InMemoryUserRepository(tables)
-        self._signing_keys = InMemorySigningKeyRepository(tables)
-        self._revocations = InMemoryRevocationRepository(tables)
-        self._audit = InMemoryAuditRepository(tables)
-        self._client_keys = InMemoryClientKeyRepository(tables)
-        self._replays = InMemoryReplayRepository(tables)
-
-    @property
-    def keys(self) -> InMemoryKeyRepository:
-        """API keys."""
-        return self._keys
-
-    @property
-    def refresh_tokens(self) -> InMemoryRefreshTokenRepository:
-        """Refresh tokens."""
-        return self._refresh_tokens
-
-    @property
-    def users(self) -> InMemoryUserRepository:
-        """People who log in with a password."""
-        return self._users
-
-    @property
-    def signing_keys(self) -> InMemorySigningKeyRepository:
-        """Signing keys."""
-        return self._signing_keys
-
-    @property
-    def revocations(self) -> InMemoryRevocationRepository:
-        """Revoked access tokens and revocation snapshots."""
-        return self._revocations
-
-    @property
-    def audit(self) -> InMemoryAuditRepository:
-        """The audit trail."""
-        return self._audit
-
-    @property
-    def client_keys(self) -> InMemoryClientKeyRepository:
-        """Public keys of clients (``private_key_jwt``)."""
-        return self._client_keys
-
-    @property
-    def replays(self) -> InMemoryReplayRepository:
-        """Single-use ids (client assertion ``jti``s)."""
-        return self._replays
-
-    async def claim_setting(self, name: str, value: str, *, at: datetime, audit: AuditEvent) -> str:
-        """Store server setting ``name`` as ``value`` unless it is set; return the stored value."""
-        settings = self._tables.settings
-        if name in settings:
-            return settings[name]
-        settings[name] = value
-        self._tables.record(audit)
-        return value
-
-    async def ping(self) -> None:
-        """Always reachable."""
-
-    async def close(self) -> None:
-        """Nothing to release."""
-
-
-if TYPE_CHECKING:
-    from keyturn.storage.base import Storage
-
-    _conforms: type[Storage] = InMemoryStorage  # mypy checks it against the Protocol
