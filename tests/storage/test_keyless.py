@@ -44,19 +44,25 @@ async def test_adding_past_the_limit_writes_nothing(storage: SQLStorage) -> None
     assert await audit_actions(storage) == ["key.created", "key.public_keys_added"]
 
 
-async def test_removing_a_public_key_and_deleting_its_api_key(sql_storage: SQLStorage) -> None:
+async def test_removing_a_public_key(storage: SQLStorage) -> None:
+    await storage.client_keys.create_key(
+        api_key(), [public_key("a"), public_key("b")], audit=event("key.created")
+    )
+
+    assert await storage.client_keys.remove("k1", "a", audit=event("key.public_key_removed"))
+    assert not await storage.client_keys.remove("k1", "a", audit=event("key.public_key_removed"))
+    assert [k.kid for k in await storage.client_keys.list("k1")] == ["b"]
+    assert await audit_actions(storage) == ["key.created", "key.public_key_removed"]
+
+
+async def test_deleting_an_api_key_deletes_its_public_keys(sql_storage: SQLStorage) -> None:
     await sql_storage.client_keys.create_key(
         api_key(), [public_key("a"), public_key("b")], audit=event("key.created")
     )
 
-    assert await sql_storage.client_keys.remove("k1", "a", audit=event("key.public_key_removed"))
-    assert not await sql_storage.client_keys.remove(
-        "k1", "a", audit=event("key.public_key_removed")
-    )
-    assert [k.kid for k in await sql_storage.client_keys.list("k1")] == ["b"]
-    assert await audit_actions(sql_storage) == ["key.created", "key.public_key_removed"]
     async with sql_storage.engine.begin() as conn:
         await conn.execute(api_keys.delete())
+
     assert await sql_storage.client_keys.list("k1") == []  # ON DELETE CASCADE
 
 
