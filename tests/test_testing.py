@@ -6,6 +6,8 @@ this checks the use the module is for: a `KeyturnService` with no database.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime
 
 import pytest
@@ -65,3 +67,16 @@ async def test_a_revoked_key_no_longer_authenticates(service: KeyturnService) ->
         await service.authenticate(created.secret)
     actions = [stored.event.action for stored in await service.storage.audit.list(limit=10)]
     assert "key.revoked" in actions
+
+
+def test_importing_keyturn_testing_loads_no_database_driver() -> None:
+    """The in-memory storage is for tests without a database: no SQL stack comes with it."""
+    script = (
+        "import sys, keyturn.testing; "
+        "print(sorted(m for m in ('sqlalchemy', 'asyncpg', 'aiosqlite') if m in sys.modules))"
+    )
+    result = subprocess.run(  # noqa: S603 -- our own interpreter and a fixed script
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+
+    assert result.stdout.strip() == "[]"
