@@ -28,9 +28,9 @@ import asyncpg
 import load_rows  # type: ignore[import-not-found]  # bench/load_rows.py, beside this file
 
 from keyturn.core.records import ApiKeyRecord, AuditEvent, RefreshTokenRecord
-from keyturn.storage import _pgfast
 from keyturn.storage.migrate import upgrade
 from keyturn.storage.sql import SQLStorage
+from keyturn.storage.sql import hot_postgres as _pgfast
 
 ADMIN_DSN = os.environ.get(
     "KEYTURN_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -1,14 +1,17 @@
-"""Helpers for testing code that uses Keyturn: a controllable clock.
+"""Helpers for testing code that uses Keyturn: a controllable clock and an in-memory storage.
 
 Public on purpose (as ``structlog.testing`` is): applications testing their own token
-handling can move time instead of sleeping.
+handling can move time instead of sleeping, and run `keyturn.service.KeyturnService` on
+`InMemoryStorage` (`keyturn.storage.memory`) without a database.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-__all__ = ["FakeClock"]
+from keyturn.storage.memory import InMemoryStorage
+
+__all__ = ["FakeClock", "InMemoryStorage"]
 
 
 class FakeClock:

@@ -19,7 +19,20 @@ from keyturn.core.records import (
 )
 from keyturn.storage.engine import autocommit
 from keyturn.storage.sql import SQLStorage
+from keyturn.testing import InMemoryStorage
 
+#: The `InMemoryStorage` collection that holds each table's rows.
+_IN_MEMORY = {
+    "api_keys": "keys",
+    "refresh_tokens": "refresh_tokens",
+    "users": "users",
+    "signing_keys": "signing_keys",
+    "revoked_tokens": "revoked_tokens",
+    "audit_events": "audit",
+    "server_settings": "settings",
+    "client_public_keys": "client_keys",
+    "replay_guard": "replays",
+}
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 LATER = NOW + timedelta(days=30)
 
@@ -77,8 +90,10 @@ def event(action: str, target_id: str | None = None, **fields: Any) -> AuditEven
     return AuditEvent(at=fields.pop("at", NOW), action=action, target_id=target_id, **fields)
 
 
-async def count_rows(storage: SQLStorage, table: sa.Table) -> int:
-    """How many rows ``table`` holds."""
+async def count_rows(storage: SQLStorage | InMemoryStorage, table: sa.Table) -> int:
+    """How many rows ``table`` holds (in memory: how many records stand for its rows)."""
+    if isinstance(storage, InMemoryStorage):
+        return len(getattr(storage._tables, _IN_MEMORY[table.name]))
     async with autocommit(storage.engine).connect() as conn:
         query = sa.select(sa.func.count()).select_from(table)
         return int((await conn.execute(query)).scalar_one())

@@ -74,12 +74,12 @@ VERBS: dict[str, Verb] = {
 
 @pytest.mark.parametrize("verb", list(VERBS.values()), ids=list(VERBS))
 async def test_a_failure_mid_verb_leaves_every_table_unchanged(
-    storage: SQLStorage, verb: Verb
+    sql_storage: SQLStorage, verb: Verb
 ) -> None:
-    await _seed(storage)
-    before = await _snapshot(storage)
+    await _seed(sql_storage)
+    before = await _snapshot(sql_storage)
 
     with pytest.raises(sa.exc.StatementError):
-        await verb(storage, BROKEN)
+        await verb(sql_storage, BROKEN)
 
-    assert await _snapshot(storage) == before
+    assert await _snapshot(sql_storage) == before

@@ -20,6 +20,7 @@ from sqlalchemy.engine import make_url
 
 from keyturn.errors import StorageUnavailableError
 from keyturn.storage.sql import SQLStorage
+from keyturn.storage.sql.hot_postgres import PostgresHotPath
 from tests.blackhole import BlackHoleProxy
 
 from .factories import NOW, api_key, event, hash_of, refresh_token
@@ -142,8 +143,8 @@ async def test_a_database_that_stops_answering_fails_fast_twice_then_recovers(
             assert took < CALL_BOUND
         # Nothing leaked: every connection came back or was discarded (the fast path
         # keeps the connections it leases checked out; it drops those that failed).
-        assert storage._fast is not None
-        assert _checked_out(storage) == storage._fast.leased
+        assert isinstance(storage._hot, PostgresHotPath)
+        assert _checked_out(storage) == storage._hot.fast.leased
 
         proxy.black_hole = False
 

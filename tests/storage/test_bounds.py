@@ -25,7 +25,7 @@ async def test_sqlite_writers_queue_no_longer_than_the_pool_timeout(
 ) -> None:
     """A writer behind this process's writer queue fails with a 503 instead of waiting."""
     storage = SQLStorage(create_engine(sqlite_database_url, pool_timeout=0.2))
-    lock = storage.audit._write_lock
+    lock = storage.audit._pooled._write_lock
     assert lock is not None
     try:
         await lock.acquire()  # a writer holds the database for longer than the bound

@@ -112,6 +112,6 @@ async def test_sqlite_engines_from_elsewhere_are_refused(tmp_path: Path) -> None
         await engine.dispose()
 
 
-async def test_storage_exposes_a_working_engine(storage: SQLStorage) -> None:
-    async with storage.engine.connect() as conn:
+async def test_storage_exposes_a_working_engine(sql_storage: SQLStorage) -> None:
+    async with sql_storage.engine.connect() as conn:
         assert (await conn.execute(sa.text("SELECT 1"))).scalar() == 1

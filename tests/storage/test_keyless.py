@@ -44,7 +44,7 @@ async def test_adding_past_the_limit_writes_nothing(storage: SQLStorage) -> None
     assert await audit_actions(storage) == ["key.created", "key.public_keys_added"]
 
 
-async def test_removing_a_public_key_and_deleting_its_api_key(storage: SQLStorage) -> None:
+async def test_removing_a_public_key(storage: SQLStorage) -> None:
     await storage.client_keys.create_key(
         api_key(), [public_key("a"), public_key("b")], audit=event("key.created")
     )
@@ -53,9 +53,17 @@ async def test_removing_a_public_key_and_deleting_its_api_key(storage: SQLStorag
     assert not await storage.client_keys.remove("k1", "a", audit=event("key.public_key_removed"))
     assert [k.kid for k in await storage.client_keys.list("k1")] == ["b"]
     assert await audit_actions(storage) == ["key.created", "key.public_key_removed"]
-    async with storage.engine.begin() as conn:
+
+
+async def test_deleting_an_api_key_deletes_its_public_keys(sql_storage: SQLStorage) -> None:
+    await sql_storage.client_keys.create_key(
+        api_key(), [public_key("a"), public_key("b")], audit=event("key.created")
+    )
+
+    async with sql_storage.engine.begin() as conn:
         await conn.execute(api_keys.delete())
-    assert await storage.client_keys.list("k1") == []  # ON DELETE CASCADE
+
+    assert await sql_storage.client_keys.list("k1") == []  # ON DELETE CASCADE
 
 
 async def test_a_replay_id_is_claimed_once_until_it_expires(storage: SQLStorage) -> None:

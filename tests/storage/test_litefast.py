@@ -1,6 +1,6 @@
 """The SQLite fast path: hot verbs on the loop's own connection, group commit, fallback.
 
-See `keyturn.storage._litefast`. The hot verbs must not touch the pooled (aiosqlite)
+See `keyturn.storage.sql.hot_sqlite`. The hot verbs must not touch the pooled (aiosqlite)
 path while the database is free, must fall back to it -- and wait there -- when another
 writer holds the file, and a write that fails in a group commit must not take the others
 with it.
@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 from keyturn.errors import ConflictError, StorageUnavailableError
-from keyturn.storage import _litefast, sql
 from keyturn.storage.engine import create_engine, sqlite_file
-from keyturn.storage.sql import SQLStorage
+from keyturn.storage.sql import SQLStorage, hot_sqlite
+from keyturn.storage.sql.pooled import PooledExecutor
 from keyturn.storage.tables import audit_events, refresh_tokens
 
 from .factories import NOW, api_key, audit_actions, count_rows, event, hash_of, refresh_token
@@ -40,14 +40,20 @@ async def lite_storage(sqlite_database_url: str) -> AsyncIterator[SQLStorage]:
 def pooled_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """What the pooled (aiosqlite) path was asked to do, in order."""
     calls: list[str] = []
-    original = sql._Repository._run
+    original = PooledExecutor._run
 
-    async def run(self: sql._Repository, doing: str, *args: Any, **kwargs: Any) -> Any:
+    async def run(self: PooledExecutor, doing: str, *args: Any, **kwargs: Any) -> Any:
         calls.append(doing)
         return await original(self, doing, *args, **kwargs)
 
-    monkeypatch.setattr(sql._Repository, "_run", run)
+    monkeypatch.setattr(PooledExecutor, "_run", run)
     return calls
+
+
+def _lite(storage: SQLStorage) -> hot_sqlite.LitePath:
+    """The loop's connection that the storage's hot path runs on."""
+    assert isinstance(storage._hot, hot_sqlite.SqliteHotPath)
+    return storage._hot.lite
 
 
 def _database_path(storage: SQLStorage) -> str:
@@ -121,7 +127,7 @@ async def test_a_locked_database_falls_back_to_the_pooled_path_and_waits(
 async def test_writers_queued_in_this_process_keep_their_order(
     lite_storage: SQLStorage, pooled_calls: list[str]
 ) -> None:
-    lock = lite_storage.refresh_tokens._write_lock
+    lock = lite_storage.refresh_tokens._pooled._write_lock
     assert lock is not None
     async with lock:  # a pooled-path writer is in the middle of a transaction
         write = asyncio.create_task(
@@ -141,8 +147,7 @@ async def test_writers_queued_in_this_process_keep_their_order(
 async def test_concurrent_writes_share_one_commit_and_a_failure_stays_its_own(
     lite_storage: SQLStorage,
 ) -> None:
-    lite = lite_storage._lite
-    assert lite is not None
+    lite = _lite(lite_storage)
     await lite_storage.refresh_tokens.add(refresh_token("t0"), audit=event("refresh.issued"))
     commits = lite._commits
     writes = [
@@ -202,8 +207,8 @@ async def test_checkpoints_run_off_the_loop_every_so_many_commits(
     lite_storage: SQLStorage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     checkpointed: list[str] = []
-    monkeypatch.setattr(_litefast, "CHECKPOINT_EVERY", 2)
-    monkeypatch.setattr(_litefast, "_checkpoint", checkpointed.append)
+    monkeypatch.setattr(hot_sqlite, "CHECKPOINT_EVERY", 2)
+    monkeypatch.setattr(hot_sqlite, "_checkpoint", checkpointed.append)
 
     for n in range(5):
         await lite_storage.refresh_tokens.add(refresh_token(f"t{n}"), audit=event("x"))
@@ -221,7 +226,7 @@ def test_a_checkpoint_moves_the_wal_into_the_database(tmp_path: Path) -> None:
     writer.execute("INSERT INTO t VALUES (1)")
     before = Path(path).stat().st_size  # the table's pages are only in the WAL
 
-    _litefast._checkpoint(path)
+    hot_sqlite._checkpoint(path)
 
     after = Path(path).stat().st_size
     writer.close()
@@ -232,10 +237,9 @@ def test_a_checkpoint_moves_the_wal_into_the_database(tmp_path: Path) -> None:
 async def test_a_broken_file_is_unavailable_and_the_connection_is_replaced(
     lite_storage: SQLStorage,
 ) -> None:
-    lite = lite_storage._lite
-    assert lite is not None
+    lite = _lite(lite_storage)
 
-    def broken(conn: _litefast.LiteConnection) -> None:
+    def broken(conn: hot_sqlite.LiteConnection) -> None:
         raise sqlite3.DatabaseError("database disk image is malformed")
 
     with pytest.raises(StorageUnavailableError, match="store it"):
@@ -252,10 +256,10 @@ async def test_a_database_not_in_wal_mode_gets_no_fast_path(
 ) -> None:
     path = tmp_path / "rollback.db"
     sqlite3.connect(path).close()
-    lite = _litefast.LitePath(str(path), create_engine(f"sqlite:///{path}").dialect)
-    read: Callable[[_litefast.LiteConnection], None] = lambda conn: None  # noqa: E731
+    lite = hot_sqlite.LitePath(str(path), create_engine(f"sqlite:///{path}").dialect)
+    read: Callable[[hot_sqlite.LiteConnection], None] = lambda conn: None  # noqa: E731
 
-    with pytest.raises(_litefast.Busy):
+    with pytest.raises(hot_sqlite.Busy):
         lite.read("read it", read)
     await lite.close()
 
@@ -263,6 +267,6 @@ async def test_a_database_not_in_wal_mode_gets_no_fast_path(
 async def test_memory_databases_have_no_fast_path() -> None:
     store = SQLStorage(create_engine("sqlite://"))
     try:
-        assert store._lite is None
+        assert store._hot is None
     finally:
         await store.close()

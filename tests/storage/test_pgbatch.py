@@ -1,6 +1,6 @@
 """Concurrent hot statements on PostgreSQL go as one statement, with each call's own answer.
 
-`keyturn.storage._pgbatch.Batcher` is exercised alone (no database), then through the
+`keyturn.storage.sql._batch.Batcher` is exercised alone (no database), then through the
 repositories: calls gathered in one event-loop turn must return and store exactly what
 the same calls made one after another do, in one round trip.
 """
@@ -17,10 +17,9 @@ import pytest
 import sqlalchemy as sa
 
 from keyturn.errors import ConflictError, StorageUnavailableError
-from keyturn.storage import _pgfast
-from keyturn.storage._pgbatch import MAX_BATCH, Batcher
 from keyturn.storage.engine import create_engine
-from keyturn.storage.sql import SQLStorage
+from keyturn.storage.sql import SQLStorage, hot_postgres
+from keyturn.storage.sql._batch import MAX_BATCH, Batcher
 
 from .factories import LATER, NOW, api_key, event, hash_of, refresh_token
 from .test_pgfast import _clear, _tables
@@ -158,13 +157,13 @@ async def pg_storage(postgresql_database_url: str) -> Any:
 def round_trips(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The SQL of every fast-path statement sent from now on."""
     sent: list[str] = []
-    send = _pgfast.send
+    send = hot_postgres.send
 
     async def _counted(connection: asyncpg.Connection, sql: str, arguments: Any, **kw: Any) -> Any:
         sent.append(sql)
         return await send(connection, sql, arguments, **kw)
 
-    monkeypatch.setattr(_pgfast, "send", _counted)
+    monkeypatch.setattr(hot_postgres, "send", _counted)
     return sent
 
 
@@ -322,7 +321,7 @@ async def test_a_connection_lost_under_a_batch_fails_every_call_once(
     pg_storage: SQLStorage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await _seed_keys(pg_storage)
-    send = _pgfast.send
+    send = hot_postgres.send
 
     async def _lose_batches(
         connection: asyncpg.Connection, sql: str, arguments: Any, **kw: Any
@@ -331,7 +330,7 @@ async def test_a_connection_lost_under_a_batch_fails_every_call_once(
             raise ConnectionResetError("connection reset by peer")
         return await send(connection, sql, arguments, **kw)
 
-    monkeypatch.setattr(_pgfast, "send", _lose_batches)
+    monkeypatch.setattr(hot_postgres, "send", _lose_batches)
     results = await asyncio.gather(
         *(
             pg_storage.refresh_tokens.add(refresh_token(f"t{n}"), audit=event("x"))
@@ -341,6 +340,6 @@ async def test_a_connection_lost_under_a_batch_fails_every_call_once(
     )
 
     assert all(isinstance(result, StorageUnavailableError) for result in results)
-    monkeypatch.setattr(_pgfast, "send", send)
+    monkeypatch.setattr(hot_postgres, "send", send)
     assert await pg_storage.refresh_tokens.find_with_key(hash_of("t0")) is None
     await pg_storage.refresh_tokens.add(refresh_token("t0"), audit=event("x"))  # recovered

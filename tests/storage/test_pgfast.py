@@ -1,6 +1,6 @@
 """The PostgreSQL fast path returns and writes exactly what the SQLAlchemy path does.
 
-The same verbs run once through `keyturn.storage._pgfast` and once through SQLAlchemy
+The same verbs run once through `keyturn.storage.sql.hot_postgres` and once through SQLAlchemy
 (the fast path switched off on the repositories) over the same rows; their results and
 the tables they leave behind must be identical.
 """
@@ -16,9 +16,8 @@ import pytest
 import sqlalchemy as sa
 
 from keyturn.errors import ConflictError, StorageUnavailableError
-from keyturn.storage import _pgfast
 from keyturn.storage.engine import autocommit, create_engine
-from keyturn.storage.sql import SQLStorage
+from keyturn.storage.sql import SQLStorage, hot_postgres
 from keyturn.storage.tables import metadata
 
 from .factories import LATER, NOW, api_key, end_other_sessions, event, hash_of, refresh_token
@@ -27,8 +26,8 @@ pytestmark = pytest.mark.postgresql
 
 
 def _without_fast_path(storage: SQLStorage) -> SQLStorage:
-    storage.keys._fast = None
-    storage.refresh_tokens._fast = None
+    storage.keys._hot = None
+    storage.refresh_tokens._hot = None
     return storage
 
 
@@ -223,7 +222,7 @@ async def test_a_leased_connection_lost_mid_statement_fails_once_and_is_dropped(
     postgresql_database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     storage = SQLStorage(create_engine(postgresql_database_url, pool_size=4, max_overflow=0))
-    send = _pgfast.send
+    send = hot_postgres.send
     lost: list[asyncpg.Connection] = []
 
     async def _lose_once(
@@ -236,7 +235,7 @@ async def test_a_leased_connection_lost_mid_statement_fails_once_and_is_dropped(
 
     try:
         await storage.keys.add(api_key("k1"), audit=event("key.registered"))
-        monkeypatch.setattr(_pgfast, "send", _lose_once)
+        monkeypatch.setattr(hot_postgres, "send", _lose_once)
 
         with pytest.raises(StorageUnavailableError) as exc_info:
             await storage.keys.find_by_hash(hash_of("k1"), now=NOW)

@@ -21,8 +21,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from keyturn.storage import _pgfast
 from keyturn.storage.sql import SQLStorage
+from keyturn.storage.sql import hot_postgres as _pgfast
 
 from .factories import NOW, api_key, event, hash_of, refresh_token
 

@@ -175,7 +175,6 @@ async def test_rotate_to_a_taken_hash_rolls_everything_back(storage: SQLStorage)
     assert await audit_actions(storage) == ["key.registered", "refresh.issued"]
 
 
-@pytest.mark.usefixtures("key_k1")
 async def test_fifty_concurrent_rotations_let_exactly_one_through(database_url: str) -> None:
     """T-RT-03: one token presented 50 times at once, on 50 connections of 5 instances.
 
@@ -186,6 +185,7 @@ async def test_fifty_concurrent_rotations_let_exactly_one_through(database_url: 
         SQLStorage(create_engine(database_url, pool_size=10, max_overflow=0)) for _ in range(5)
     ]
     try:
+        await instances[0].keys.add(api_key("k1"), audit=event("key.registered", "k1"))
         await instances[0].refresh_tokens.add(refresh_token("t1"), audit=event("refresh.issued"))
         successors = [refresh_token(f"s{i}", parent_id="t1") for i in range(50)]
 

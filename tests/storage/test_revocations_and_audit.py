@@ -137,7 +137,7 @@ async def test_audit_list_filters_by_action_and_target(storage: SQLStorage) -> N
 
 
 async def test_every_state_change_is_audited_and_no_audit_row_holds_a_secret(
-    storage: SQLStorage,
+    sql_storage: SQLStorage,
 ) -> None:
     """Invariant 3 of security.md §4.1: one audit row per change, none with a secret."""
     pepper = Pepper.generate()
@@ -150,33 +150,37 @@ async def test_every_state_change_is_audited_and_no_audit_row_holds_a_secret(
     private_pem = b"-----BEGIN PRIVATE KEY-----\nnot-a-real-key\n-----END PRIVATE KEY-----\n"
     sealed = wrapper.seal("kid1", private_pem)
 
-    await storage.keys.add(api_key("k1", key_hash=hashes[0]), audit=event("key.registered", "k1"))
-    await storage.keys.rotate(
+    await sql_storage.keys.add(
+        api_key("k1", key_hash=hashes[0]), audit=event("key.registered", "k1")
+    )
+    await sql_storage.keys.rotate(
         "k1", new_hash=hashes[1], grace_until=NOW, audit=event("key.rotated", "k1")
     )
-    await storage.keys.set_expiry("k1", expires_at=NOW, audit=event("key.expired", "k1"))
-    await storage.refresh_tokens.add(
+    await sql_storage.keys.set_expiry("k1", expires_at=NOW, audit=event("key.expired", "k1"))
+    await sql_storage.refresh_tokens.add(
         refresh_token("t1", token_hash=hashes[2]), audit=event("refresh.issued", "t1")
     )
-    await storage.refresh_tokens.rotate(
+    await sql_storage.refresh_tokens.rotate(
         "t1",
         refresh_token("t2", token_hash=hashes[3], parent_id="t1"),
         now=NOW,
         audit=event("refresh.rotated", "t1"),
     )
-    await storage.refresh_tokens.revoke_family("f1", at=NOW, audit=event("refresh.revoked", "f1"))
-    await storage.signing_keys.add(
+    await sql_storage.refresh_tokens.revoke_family(
+        "f1", at=NOW, audit=event("refresh.revoked", "f1")
+    )
+    await sql_storage.signing_keys.add(
         signing_key("kid1", sealed_private_key=sealed), audit=event("signing_key.created", "kid1")
     )
-    await storage.signing_keys.activate(
+    await sql_storage.signing_keys.activate(
         "kid1", at=NOW, retired_publish_until=NOW, audit=event("signing_key.activated", "kid1")
     )
-    await storage.revocations.revoke_access_token(
+    await sql_storage.revocations.revoke_access_token(
         "jti-1", expires_at=NOW, audit=event("token.revoked", "jti-1")
     )
-    await storage.keys.revoke("k1", at=NOW, reason="done", audit=event("key.revoked", "k1"))
+    await sql_storage.keys.revoke("k1", at=NOW, reason="done", audit=event("key.revoked", "k1"))
 
-    assert await audit_actions(storage) == [
+    assert await audit_actions(sql_storage) == [
         "key.registered",
         "key.rotated",
         "key.expired",
@@ -188,12 +192,12 @@ async def test_every_state_change_is_audited_and_no_audit_row_holds_a_secret(
         "token.revoked",
         "key.revoked",
     ]
-    assert [key.state for key in await storage.signing_keys.list()] == [SigningKeyState.ACTIVE]
+    assert [key.state for key in await sql_storage.signing_keys.list()] == [SigningKeyState.ACTIVE]
     secrets_as_text = [api_secret.value, new_api_secret.value]
     secrets_as_text += [secret.value for secret in refresh_secrets]
     for blob in [*hashes, sealed, private_pem]:
         secrets_as_text += [blob.hex(), base64.b64encode(blob).decode(), repr(blob)]
-    async with autocommit(storage.engine).connect() as conn:
+    async with autocommit(sql_storage.engine).connect() as conn:
         rows = (await conn.execute(sa.select(audit_events))).all()
     for row in rows:
         text = repr(tuple(row))

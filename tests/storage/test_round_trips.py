@@ -1,8 +1,8 @@
 """The hot paths cost one statement on PostgreSQL, sent outside any BEGIN/COMMIT.
 
-Most of them take the asyncpg fast path (`keyturn.storage._pgfast`), which bypasses
+Most of them take the asyncpg fast path (`keyturn.storage.sql.hot_postgres`), which bypasses
 SQLAlchemy's execution events: statements are counted at both layers, SQLAlchemy's
-``before_cursor_execute`` and `keyturn.storage._pgfast.send`, through which every
+``before_cursor_execute`` and `keyturn.storage.sql.hot_postgres.send`, through which every
 fast-path statement reaches the server.
 """
 
@@ -15,9 +15,8 @@ import asyncpg
 import pytest
 import sqlalchemy as sa
 
-from keyturn.storage import _pgfast
 from keyturn.storage.engine import create_engine
-from keyturn.storage.sql import SQLStorage
+from keyturn.storage.sql import SQLStorage, hot_postgres
 
 from .factories import NOW, api_key, event, hash_of, refresh_token
 
@@ -59,7 +58,7 @@ async def test_hot_path_is_one_autocommit_statement(
     def _record(conn: sa.Connection, *args: Any) -> None:
         sent.append(("sqlalchemy", conn.get_execution_options().get("isolation_level")))
 
-    send = _pgfast.send
+    send = hot_postgres.send
 
     async def _counted_send(
         connection: asyncpg.Connection, sql: str, arguments: Sequence[Any], **options: Any
@@ -72,7 +71,7 @@ async def test_hot_path_is_one_autocommit_statement(
         await storage.keys.add(api_key("k1"), audit=event("key.registered"))
         await storage.refresh_tokens.add(refresh_token("t1"), audit=event("refresh.issued"))
         sa.event.listen(storage.engine.sync_engine, "before_cursor_execute", _record)
-        monkeypatch.setattr(_pgfast, "send", _counted_send)
+        monkeypatch.setattr(hot_postgres, "send", _counted_send)
 
         await verb(storage)
 

@@ -61,7 +61,7 @@ def storage_error(exc: BaseException, doing: str) -> Exception | None:
 def driver_error(exc: BaseException, doing: str) -> Exception | None:
     """Like `storage_error`, for asyncpg's own exceptions from a statement it ran.
 
-    The PostgreSQL fast path (`keyturn.storage._pgfast`) runs statements on the pooled
+    The PostgreSQL fast path (`keyturn.storage.sql.hot_postgres`) runs statements on the pooled
     asyncpg connection directly, so its errors reach us unwrapped; they map as SQLAlchemy
     would have wrapped them: a constraint violation (SQLSTATE class 23) is a conflict, a
     retryable SQLSTATE, a lost connection or a timeout means unavailable.

@@ -129,6 +129,23 @@ def create_engine(
         busy = _SQLITE_BUSY_TIMEOUT if statement_timeout is None else statement_timeout
         _install_sqlite_hooks(engine, parsed, busy_timeout=busy)
         return engine
+    options |= {
+        "pool_size": pool_size,
+        "max_overflow": max_overflow,
+        "pool_timeout": pool_timeout,
+        "pool_pre_ping": pool_pre_ping,
+        "connect_args": _postgresql_connect_args(connect_timeout, statement_timeout, schema),
+    }
+    engine = create_async_engine(parsed, **options)
+    event.listen(engine.sync_engine, "connect", _keep_alive)
+    event.listen(engine.sync_engine, "close", _close_at_once)
+    return engine
+
+
+def _postgresql_connect_args(
+    connect_timeout: float, statement_timeout: float | None, schema: str
+) -> dict[str, Any]:
+    """asyncpg's connect arguments: timeouts, keepalives and the ``search_path``."""
     connect_args: dict[str, Any] = {"timeout": connect_timeout}
     settings = {
         # Sent in the startup packet: Keyturn's tables, and only they, resolve unqualified.
@@ -145,17 +162,7 @@ def create_engine(
         }
         connect_args["command_timeout"] = statement_timeout + _CLIENT_MARGIN
     connect_args["server_settings"] = settings
-    options |= {
-        "pool_size": pool_size,
-        "max_overflow": max_overflow,
-        "pool_timeout": pool_timeout,
-        "pool_pre_ping": pool_pre_ping,
-        "connect_args": connect_args,
-    }
-    engine = create_async_engine(parsed, **options)
-    event.listen(engine.sync_engine, "connect", _keep_alive)
-    event.listen(engine.sync_engine, "close", _close_at_once)
-    return engine
+    return connect_args
 
 
 def autocommit(engine: AsyncEngine) -> AsyncEngine:

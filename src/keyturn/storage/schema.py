@@ -4,8 +4,8 @@ Keyturn shares a PostgreSQL database with other applications safely (JWThenticat
 ``keys`` and ``refresh_tokens`` in ``public``, for one): every connection of Keyturn's
 engines (`keyturn.storage.engine.create_engine`, argument ``schema``) runs with
 ``search_path`` set to Keyturn's schema alone, so the SQLAlchemy
-statements, the raw SQL of the fast paths (`keyturn.storage._pgfast`,
-`keyturn.storage._pgbatch`) and Alembic's scripts and ``alembic_version`` all land there
+statements, the raw SQL of the fast paths (`keyturn.storage.sql.hot_postgres`,
+`keyturn.storage.sql._batch`) and Alembic's scripts and ``alembic_version`` all land there
 without naming it. ``search_path`` is sent as a startup parameter of the connection (no
 extra round trip).
 

@@ -2,8 +2,8 @@
 
 `PrebuiltStatement` compiles a statement for a dialect with a positional paramstyle and
 keeps its SQL text and, in placeholder order, each parameter's name, bind processor and
-literal default (``LIMIT 1``). `keyturn.storage._pgfast` (asyncpg) and
-`keyturn.storage._litefast` (sqlite3) send that text to the driver themselves.
+literal default (``LIMIT 1``). `keyturn.storage.sql.hot_postgres` (asyncpg) and
+`keyturn.storage.sql.hot_sqlite` (sqlite3) send that text to the driver themselves.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ datetimes, and JSON decoded by the codec SQLAlchemy installs on every connection
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 import asyncpg
 import sqlalchemy as sa
@@ -30,10 +30,20 @@ from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.util import await_only, greenlet_spawn
 
 from keyturn.storage._errors import driver_error, storage_error
-from keyturn.storage._pgbatch import Batcher
-from keyturn.storage._prebuilt import PrebuiltStatement
+from keyturn.storage.sql._batch import Batcher
+from keyturn.storage.sql._prebuilt import PrebuiltStatement
+from keyturn.storage.sql.statements import (
+    ADD_REFRESH_TOKEN_WITH_AUDIT,
+    ADD_REFRESH_TOKENS_WITH_AUDIT,
+    FIND_KEY_BY_HASH,
+    FIND_KEYS_BY_HASH,
+    FIND_REFRESH_TOKEN_WITH_KEY,
+    FIND_REFRESH_TOKENS_WITH_KEY,
+    MARK_KEY_USED,
+    ROTATE_WITH_SUCCESSOR_AND_AUDIT,
+)
 
-__all__ = ["FastPath", "FastStatement", "custom_plans", "lease_limit"]
+__all__ = ["FastPath", "FastStatement", "PostgresHotPath", "custom_plans", "lease_limit"]
 
 #: The setting that makes PostgreSQL plan every execution of a prepared statement with
 #: its parameters and the tables' current size, never from a cached generic plan.
@@ -283,3 +293,58 @@ class FastPath:
         self._closed = True
         while self._free:
             await self._drop(self._free.pop())
+
+
+class PostgresHotPath:
+    """The hot verbs on PostgreSQL (`keyturn.storage.sql.hot.HotPath`), through `FastPath`.
+
+    Lookups and stores of refresh tokens are batched per event-loop turn; storing a
+    refresh token and rotating one are one data-modifying CTE each (the token, its audit
+    row, and for a rotation the compare-and-set), hence one round trip.
+    """
+
+    __slots__ = ("_add_token", "_find_key", "_find_token", "_mark_key_used", "_rotate", "fast")
+
+    def __init__(self, fast: FastPath) -> None:
+        self.fast: Final = fast
+        self._find_key: Final = fast.batched_lookups(
+            "look up the API key", FIND_KEY_BY_HASH, FIND_KEYS_BY_HASH
+        )
+        self._mark_key_used: Final = fast.prepare(MARK_KEY_USED)
+        self._add_token: Final = fast.batched_lookups(
+            "store the refresh token", ADD_REFRESH_TOKEN_WITH_AUDIT, ADD_REFRESH_TOKENS_WITH_AUDIT
+        )
+        self._find_token: Final = fast.batched_lookups(
+            "look up the refresh token", FIND_REFRESH_TOKEN_WITH_KEY, FIND_REFRESH_TOKENS_WITH_KEY
+        )
+        self._rotate: Final = fast.prepare(ROTATE_WITH_SUCCESSOR_AND_AUDIT)
+
+    async def find_key_by_hash(self, params: Mapping[str, Any]) -> Sequence[Any] | None:
+        """The key's row, batched with the lookups of the same turn."""
+        row: Sequence[Any] | None = await self._find_key(params)
+        return row
+
+    async def mark_key_used(self, params: Mapping[str, Any]) -> None:
+        """Record the key's use (never moves ``last_used_at`` backwards)."""
+        await self.fast.fetchrow("record the API key's use", self._mark_key_used, params)
+
+    async def add_refresh_token(self, token: Mapping[str, Any], audit: Mapping[str, Any]) -> bool:
+        """Store the token and its audit row in one statement, unless its key is revoked."""
+        return await self._add_token({**token, **audit}) is not None
+
+    async def find_refresh_token(self, params: Mapping[str, Any]) -> Sequence[Any] | None:
+        """The token's row joined to its key's, batched with the same turn's lookups."""
+        row: Sequence[Any] | None = await self._find_token(params)
+        return row
+
+    async def rotate_refresh_token(
+        self, used: Mapping[str, Any], successor: Mapping[str, Any], audit: Mapping[str, Any]
+    ) -> bool:
+        """The compare-and-set, the successor and the audit row in one statement."""
+        params = {**used, **successor, **audit}
+        row = await self.fast.fetchrow("rotate the refresh token", self._rotate, params)
+        return bool(row[0])
+
+    async def close(self) -> None:
+        """Give the leased connections back to the pool."""
+        await self.fast.close()

@@ -29,9 +29,26 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
 from keyturn.errors import ConflictError, StorageUnavailableError
-from keyturn.storage._prebuilt import PrebuiltStatement
+from keyturn.storage.sql._prebuilt import PrebuiltStatement
+from keyturn.storage.sql.hot import Busy
+from keyturn.storage.sql.statements import (
+    FIND_KEY_BY_HASH,
+    FIND_REFRESH_TOKEN_WITH_KEY,
+    INSERT_AUDIT_EVENT,
+    INSERT_REFRESH_TOKEN,
+    KEY_IS_LIVE,
+    MARK_KEY_USED,
+    MARK_REFRESH_TOKEN_USED,
+)
 
-__all__ = ["CHECKPOINT_EVERY", "Busy", "LiteConnection", "LitePath", "LiteStatement"]
+__all__ = [
+    "CHECKPOINT_EVERY",
+    "Busy",
+    "LiteConnection",
+    "LitePath",
+    "LiteStatement",
+    "SqliteHotPath",
+]
 
 #: Commits on the fast connection between two passive WAL checkpoints (SQLite's own
 #: automatic checkpoint runs at 1000 WAL pages; a hot commit writes about three).
@@ -44,10 +61,6 @@ _PRAGMAS: Final = (
 )
 
 _T = TypeVar("_T")
-
-
-class Busy(Exception):  # noqa: N818 -- a signal to fall back, not an error
-    """Another connection holds the write lock: run the verb on the pooled path instead."""
 
 
 class LiteStatement(PrebuiltStatement):
@@ -306,3 +319,77 @@ def _checkpoint(path: str) -> None:
             connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
         finally:
             connection.close()
+
+
+class SqliteHotPath:
+    """The hot verbs on a SQLite file (`keyturn.storage.sql.hot.HotPath`), through `LitePath`.
+
+    Every call raises `Busy` when the loop's connection cannot run it now (another
+    writer holds the file, or it is not in WAL mode): the verb then runs pooled.
+    """
+
+    __slots__ = (
+        "_find_key",
+        "_find_token",
+        "_insert_audit",
+        "_insert_token",
+        "_key_is_live",
+        "_mark_key_used",
+        "_mark_token_used",
+        "lite",
+    )
+
+    def __init__(self, lite: LitePath) -> None:
+        self.lite: Final = lite
+        self._find_key: Final = lite.prepare(FIND_KEY_BY_HASH)
+        self._mark_key_used: Final = lite.prepare(MARK_KEY_USED)
+        self._find_token: Final = lite.prepare(FIND_REFRESH_TOKEN_WITH_KEY)
+        self._key_is_live: Final = lite.prepare(KEY_IS_LIVE)
+        self._mark_token_used: Final = lite.prepare(MARK_REFRESH_TOKEN_USED)
+        self._insert_token: Final = lite.prepare(INSERT_REFRESH_TOKEN)
+        self._insert_audit: Final = lite.prepare(INSERT_AUDIT_EVENT)
+
+    async def find_key_by_hash(self, params: Mapping[str, Any]) -> Sequence[Any] | None:
+        """The key's row, read on the loop's connection."""
+        find = self._find_key
+        return self.lite.read("look up the API key", lambda conn: conn.first(find, params))
+
+    async def mark_key_used(self, params: Mapping[str, Any]) -> None:
+        """Record the key's use, in the next group commit."""
+        mark = self._mark_key_used
+        await self.lite.write("record the API key's use", lambda conn: conn.execute(mark, params))
+
+    async def add_refresh_token(self, token: Mapping[str, Any], audit: Mapping[str, Any]) -> bool:
+        """Store the token and its audit row, unless its key is revoked."""
+
+        def store(conn: LiteConnection) -> bool:
+            if conn.first(self._key_is_live, token) is None:
+                return False
+            conn.execute(self._insert_token, token)
+            conn.execute(self._insert_audit, audit)
+            return True
+
+        return await self.lite.write("store the refresh token", store)
+
+    async def find_refresh_token(self, params: Mapping[str, Any]) -> Sequence[Any] | None:
+        """The token's row joined to its key's, read on the loop's connection."""
+        find = self._find_token
+        return self.lite.read("look up the refresh token", lambda conn: conn.first(find, params))
+
+    async def rotate_refresh_token(
+        self, used: Mapping[str, Any], successor: Mapping[str, Any], audit: Mapping[str, Any]
+    ) -> bool:
+        """The compare-and-set, the successor and the audit row, in one group commit."""
+
+        def rotate(conn: LiteConnection) -> bool:
+            if conn.first(self._mark_token_used, used) is None:
+                return False
+            conn.execute(self._insert_token, successor)
+            conn.execute(self._insert_audit, audit)
+            return True
+
+        return await self.lite.write("rotate the refresh token", rotate)
+
+    async def close(self) -> None:
+        """Wait for running checkpoints, then close the loop's connection."""
+        await self.lite.close()

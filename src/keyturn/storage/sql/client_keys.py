@@ -16,13 +16,9 @@ from typing import TYPE_CHECKING, Any, Final
 import sqlalchemy as sa
 
 from keyturn.core.records import ApiKeyRecord, AuditEvent, ClientPublicKeyRecord
-from keyturn.storage.sql import (
-    _INSERT_API_KEY,
-    _INSERT_AUDIT_EVENT,
-    _api_key_values,
-    _audit_params,
-    _Repository,
-)
+from keyturn.storage.sql.pooled import Repository
+from keyturn.storage.sql.rows import api_key_values, audit_params
+from keyturn.storage.sql.statements import INSERT_API_KEY, INSERT_AUDIT_EVENT
 from keyturn.storage.tables import client_public_keys, replay_guard
 
 if TYPE_CHECKING:
@@ -62,7 +58,7 @@ def _client_key(row: sa.RowMapping) -> ClientPublicKeyRecord:
     )
 
 
-class SQLClientKeyRepository(_Repository):
+class SQLClientKeyRepository(Repository):
     """Public keys of clients (`keyturn.storage.base.ClientKeyRepository`)."""
 
     async def create_key(
@@ -73,16 +69,16 @@ class SQLClientKeyRepository(_Repository):
         audit: AuditEvent,
     ) -> None:
         """Store a new API key with its public keys, in one transaction."""
-        values, event = _api_key_values(key), _audit_params(audit)
+        values, event = api_key_values(key), audit_params(audit)
         rows = [_client_key_values(k) for k in public_keys]
 
         def store(conn: sa.Connection) -> None:
-            conn.execute(_INSERT_API_KEY, values)
+            conn.execute(INSERT_API_KEY, values)
             if rows:
                 conn.execute(_INSERT_CLIENT_KEY, rows)
-            conn.execute(_INSERT_AUDIT_EVENT, event)
+            conn.execute(INSERT_AUDIT_EVENT, event)
 
-        await self._write_transaction("store the API key", store)
+        await self._pooled.write_transaction("store the API key", store)
 
     async def add(
         self,
@@ -99,15 +95,15 @@ class SQLClientKeyRepository(_Repository):
         if not public_keys:
             raise ValueError("no public keys to add")
         key_id = public_keys[0].key_id
-        event = _audit_params(audit)
-        insert = self._insert(client_public_keys)
+        event = audit_params(audit)
+        insert = self._pooled.insert(client_public_keys)
         query = insert.on_conflict_do_nothing(
             index_elements=[client_public_keys.c.key_id, client_public_keys.c.kid]
         )
         rows = [_client_key_values(k) for k in public_keys]
 
         def store(conn: sa.Connection) -> builtins.list[ClientPublicKeyRecord] | None:
-            if self._postgresql:  # serialise adders of one key, so the limit holds
+            if self._pooled.postgresql:  # serialise adders of one key, so the limit holds
                 conn.execute(
                     sa.text("SELECT pg_advisory_xact_lock(hashtext(:key_id))"), {"key_id": key_id}
                 )
@@ -116,17 +112,17 @@ class SQLClientKeyRepository(_Repository):
             stored = [_client_key(row) for row in result]
             if len(stored) > limit:
                 raise _TooManyKeysError  # rolls the transaction back
-            conn.execute(_INSERT_AUDIT_EVENT, event)
+            conn.execute(INSERT_AUDIT_EVENT, event)
             return stored
 
         try:
-            return await self._write_transaction("store the public keys", store)
+            return await self._pooled.write_transaction("store the public keys", store)
         except _TooManyKeysError:
             return None
 
     async def remove(self, key_id: str, kid: str, *, audit: AuditEvent) -> bool:
         """Remove one public key; False (nothing written) when the key has no such one."""
-        event = _audit_params(audit)
+        event = audit_params(audit)
         query = sa.delete(client_public_keys).where(
             client_public_keys.c.key_id == key_id, client_public_keys.c.kid == kid
         )
@@ -134,10 +130,10 @@ class SQLClientKeyRepository(_Repository):
         def delete(conn: sa.Connection) -> bool:
             if conn.execute(query).rowcount == 0:
                 return False
-            conn.execute(_INSERT_AUDIT_EVENT, event)
+            conn.execute(INSERT_AUDIT_EVENT, event)
             return True
 
-        return await self._write_transaction("remove the public key", delete)
+        return await self._pooled.write_transaction("remove the public key", delete)
 
     async def list(self, key_id: str) -> builtins.list[ClientPublicKeyRecord]:
         """The public keys of API key ``key_id``, oldest first."""
@@ -146,10 +142,10 @@ class SQLClientKeyRepository(_Repository):
             result = conn.execute(_LIST_CLIENT_KEYS, {"key_id": key_id}).mappings()
             return [_client_key(row) for row in result]
 
-        return await self._read("read the public keys", read)
+        return await self._pooled.read("read the public keys", read)
 
 
-class SQLReplayRepository(_Repository):
+class SQLReplayRepository(Repository):
     """Single-use ids (`keyturn.storage.base.ReplayRepository`)."""
 
     async def claim(self, replay_id: str, *, expires_at: datetime, now: datetime) -> bool:
@@ -157,19 +153,23 @@ class SQLReplayRepository(_Repository):
 
         An entry that has expired by ``now`` is taken over (its id may be used again).
         """
-        insert = self._insert(replay_guard).values(id=replay_id, expires_at=expires_at)
+        insert = self._pooled.insert(replay_guard).values(id=replay_id, expires_at=expires_at)
         query = insert.on_conflict_do_update(
             index_elements=[replay_guard.c.id],
             set_={"expires_at": insert.excluded.expires_at},
             where=replay_guard.c.expires_at <= now,
         ).returning(replay_guard.c.id)
-        first = await self._write("claim the single-use id", lambda c: c.execute(query).first())
+        first = await self._pooled.write(
+            "claim the single-use id", lambda c: c.execute(query).first()
+        )
         return first is not None
 
     async def delete_expired(self, *, before: datetime) -> int:
         """Forget entries that expired before ``before``; returns how many."""
         query = sa.delete(replay_guard).where(replay_guard.c.expires_at < before)
-        count: int = await self._write("forget used ids", lambda c: c.execute(query).rowcount)
+        count: int = await self._pooled.write(
+            "forget used ids", lambda c: c.execute(query).rowcount
+        )
         return count
 
 

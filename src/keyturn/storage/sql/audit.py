@@ -1,0 +1,57 @@
+"""The audit trail: `SQLAuditRepository`."""
+
+from __future__ import annotations
+
+import builtins
+
+import sqlalchemy as sa
+
+from keyturn.core.records import (
+    AuditEvent,
+)
+from keyturn.storage.base import StoredAuditEvent
+from keyturn.storage.sql.pooled import Repository
+from keyturn.storage.sql.rows import (
+    audit_params,
+    stored_audit_event,
+)
+from keyturn.storage.sql.statements import (
+    INSERT_AUDIT_EVENT,
+)
+from keyturn.storage.tables import (
+    audit_events,
+)
+
+__all__ = ["SQLAuditRepository"]
+
+
+class SQLAuditRepository(Repository):
+    """The audit trail (`keyturn.storage.base.AuditRepository`)."""
+
+    async def record(self, event: AuditEvent) -> None:
+        """Append an event that goes with no other state change."""
+        params = audit_params(event)
+        await self._pooled.write(
+            "record the audit event", lambda conn: conn.execute(INSERT_AUDIT_EVENT, params)
+        )
+
+    async def list(
+        self,
+        *,
+        limit: int,
+        before: int | None = None,
+        action: str | None = None,
+        target_id: str | None = None,
+    ) -> builtins.list[StoredAuditEvent]:
+        """Events newest first, with ids below ``before``, optionally filtered."""
+        query = sa.select(audit_events).order_by(audit_events.c.id.desc()).limit(limit)
+        if before is not None:
+            query = query.where(audit_events.c.id < before)
+        if action is not None:
+            query = query.where(audit_events.c.action == action)
+        if target_id is not None:
+            query = query.where(audit_events.c.target_id == target_id)
+        rows = await self._pooled.read(
+            "read the audit trail", lambda conn: conn.execute(query).mappings().all()
+        )
+        return [stored_audit_event(row) for row in rows]

@@ -1,0 +1,309 @@
+"""Statements built once, at import, with named parameters.
+
+So every execution hits SQLAlchemy's compiled cache without building a statement or its
+cache key again, and the hot paths (`keyturn.storage.sql.hot`) render the same statements
+once for their drivers. Parameter names never equal a column of the table a statement
+writes: SQLAlchemy would take them for its values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from typing import Any, Final
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+from keyturn.storage.sql.rows import (
+    API_KEY_COLUMNS,
+    AUDIT_FIELDS,
+    REFRESH_TOKEN_COLUMNS,
+    REFRESH_TOKEN_FIELDS,
+)
+from keyturn.storage.tables import (
+    UTCDateTime,
+    api_keys,
+    audit_events,
+    refresh_tokens,
+    revoked_tokens,
+    users,
+)
+
+__all__ = [
+    "ADD_REFRESH_TOKENS_WITH_AUDIT",
+    "ADD_REFRESH_TOKEN_WITH_AUDIT",
+    "ALL_REVOCATIONS",
+    "AT",
+    "AUDIT",
+    "FIND_KEYS_BY_HASH",
+    "FIND_KEY_BY_HASH",
+    "FIND_REFRESH_TOKENS_WITH_KEY",
+    "FIND_REFRESH_TOKEN_WITH_KEY",
+    "HASH",
+    "INSERT_API_KEY",
+    "INSERT_AUDIT_EVENT",
+    "INSERT_REFRESH_TOKEN",
+    "KEY_IS_LIVE",
+    "MARK_KEY_USED",
+    "MARK_REFRESH_TOKEN_USED",
+    "NEW_TOKEN",
+    "NOW",
+    "RECENT_REVOCATIONS",
+    "REVOKE_REFRESH_FAMILY",
+    "ROTATE_WITH_SUCCESSOR_AND_AUDIT",
+]
+
+
+def _params(table: sa.Table, prefix: str, names: Iterable[str]) -> dict[str, sa.BindParameter[Any]]:
+    """A parameter per column, named ``prefix + column`` and typed like the column."""
+    return {name: sa.bindparam(prefix + name, type_=table.c[name].type) for name in names}
+
+
+def _typed(table: sa.Table, params: Mapping[str, sa.BindParameter[Any]]) -> list[Any]:
+    """Parameters cast to their columns' types, for ``INSERT ... SELECT``."""
+    return [sa.cast(param, table.c[name].type).label(name) for name, param in params.items()]
+
+
+NOW: Final = sa.bindparam("now", type_=UTCDateTime())
+AT: Final = sa.bindparam("at", type_=UTCDateTime())
+NEW_TOKEN: Final = _params(refresh_tokens, "new_", REFRESH_TOKEN_FIELDS)
+AUDIT: Final = _params(audit_events, "audit_", AUDIT_FIELDS)
+
+INSERT_API_KEY: Final = sa.insert(api_keys)
+INSERT_AUDIT_EVENT: Final = sa.insert(audit_events).values(AUDIT)
+INSERT_REFRESH_TOKEN: Final = sa.insert(refresh_tokens).values(NEW_TOKEN)
+
+
+def _key_live(key_id: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
+    """False for a revoked key (issue 18); a user's token (no key) is always stored.
+
+    An unknown key is left to the foreign key, which refuses it (`ConflictError`).
+    """
+    return ~sa.exists().where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_not(None))
+
+
+def _add_refresh_token_with_audit() -> sa.Select[tuple[str]]:
+    # The token and its audit row in one statement, atomic on its own, unless its key
+    # is revoked by then: a revocation committed before it leaves nothing written (the
+    # statement answers no row), so no token is issued once the revocation is in.
+    typed = _typed(refresh_tokens, NEW_TOKEN)
+    stored = (
+        sa.insert(refresh_tokens)
+        .from_select(list(NEW_TOKEN), sa.select(*typed).where(_key_live(NEW_TOKEN["key_id"])))
+        .returning(refresh_tokens.c.id)
+        .cte("stored_token")
+    )
+    audited = (
+        sa.insert(audit_events)
+        .from_select(list(AUDIT), sa.select(*_typed(audit_events, AUDIT)).select_from(stored))
+        .returning(audit_events.c.id)
+        .cte("audited")
+    )
+    return sa.select(stored.c.id).add_cte(audited)
+
+
+# PostgreSQL: one statement, one round trip; a row when stored.
+ADD_REFRESH_TOKEN_WITH_AUDIT: Final = _add_refresh_token_with_audit()
+# SQLite: the same check, in the storing transaction.
+KEY_IS_LIVE: Final = sa.select(sa.literal(1)).where(_key_live(NEW_TOKEN["key_id"]))
+
+
+def _key_with_hash(
+    hash_: sa.ColumnElement[bytes], now: sa.ColumnElement[datetime]
+) -> sa.Select[Any]:
+    """The key whose current hash, or previous hash still in grace at ``now``, is ``hash_``."""
+    return (
+        sa.select(*API_KEY_COLUMNS)
+        .where(
+            sa.or_(
+                api_keys.c.key_hash == hash_,
+                sa.and_(api_keys.c.previous_hash == hash_, api_keys.c.previous_expires_at > now),
+            )
+        )
+        .limit(1)
+    )
+
+
+def _token_with_hash(hash_: sa.ColumnElement[bytes]) -> sa.Select[Any]:
+    """The refresh token with hash ``hash_``, joined to its API key (if any)."""
+    return (
+        sa.select(*REFRESH_TOKEN_COLUMNS, *API_KEY_COLUMNS)
+        .select_from(refresh_tokens.outerjoin(api_keys, api_keys.c.id == refresh_tokens.c.key_id))
+        .where(refresh_tokens.c.token_hash == hash_)
+    )
+
+
+HASH: Final = sa.bindparam("hash", type_=sa.LargeBinary())
+FIND_KEY_BY_HASH: Final = _key_with_hash(HASH, NOW)
+MARK_KEY_USED: Final = (
+    sa.update(api_keys)
+    .where(
+        api_keys.c.id == sa.bindparam("key"),
+        sa.or_(api_keys.c.last_used_at.is_(None), api_keys.c.last_used_at < AT),
+    )
+    .values(last_used_at=AT)
+)
+
+FIND_REFRESH_TOKEN_WITH_KEY: Final = _token_with_hash(HASH)
+# The compare-and-set of a rotation: only a live token is marked used.
+MARK_REFRESH_TOKEN_USED: Final = (
+    sa.update(refresh_tokens)
+    .where(
+        refresh_tokens.c.id == sa.bindparam("token"),
+        refresh_tokens.c.used_at.is_(None),
+        refresh_tokens.c.revoked_at.is_(None),
+        refresh_tokens.c.expires_at > NOW,
+    )
+    .values(used_at=NOW, replaced_by=NEW_TOKEN["id"])
+    .returning(refresh_tokens.c.id)
+)
+
+
+def _rotate_with_successor_and_audit() -> sa.Select[tuple[int]]:
+    # The compare-and-set and both inserts in one statement: concurrent callers queue
+    # on the token's row lock, and a loser's UPDATE then matches nothing, so its
+    # inserts (which select from the UPDATE's output) write nothing either.
+    used = MARK_REFRESH_TOKEN_USED.cte("used")
+    stored = (
+        sa.insert(refresh_tokens)
+        .from_select(
+            list(NEW_TOKEN), sa.select(*_typed(refresh_tokens, NEW_TOKEN)).select_from(used)
+        )
+        .returning(refresh_tokens.c.id)
+        .cte("stored")
+    )
+    audited = (
+        sa.insert(audit_events)
+        .from_select(list(AUDIT), sa.select(*_typed(audit_events, AUDIT)).select_from(stored))
+        .returning(audit_events.c.id)
+        .cte("audited")
+    )
+    return sa.select(sa.func.count()).select_from(used).add_cte(stored, audited)
+
+
+# PostgreSQL: one statement, one round trip.
+ROTATE_WITH_SUCCESSOR_AND_AUDIT: Final = _rotate_with_successor_and_audit()
+
+# PostgreSQL, for `keyturn.storage.sql._batch`: the calls of one event-loop turn in one
+# statement. Each single-row statement's parameter ``p`` becomes an array ``each_p``, the
+# arrays are unnested in step into numbered rows, and a lookup answers row ``n`` through
+# a LATERAL join (so ``LIMIT 1`` still applies per call).
+
+
+def _each(params: Mapping[str, sa.BindParameter[Any]]) -> sa.TableValuedAlias:
+    """The rows of a batch: ``params`` as arrays, unnested side by side, numbered ``n``.
+
+    Strings are cast without a length: an explicit ``::VARCHAR(64)`` would truncate
+    silently, where storing into the column refuses a value too long, as it does alone.
+    """
+    arrays = [
+        sa.bindparam(
+            f"each_{param.key}",
+            type_=postgresql.ARRAY(
+                sa.String() if isinstance(param.type, sa.String) else param.type,
+                dimensions=1,  # a JSON list is one value, not a dimension of the array
+            ),
+        )
+        for param in params.values()
+    ]
+    return (
+        sa.func.unnest(*arrays)
+        .table_valued(*params, with_ordinality="n")
+        .render_derived(name="each_call")
+    )
+
+
+def _lookups(
+    params: Mapping[str, sa.BindParameter[Any]], lookup: Callable[..., sa.Select[Any]]
+) -> sa.Select[Any]:
+    """``lookup`` for every row of a batch: ``(n, *columns)`` for the rows it finds."""
+    each = _each(params)
+    found = lookup(*(each.c[name] for name in params)).lateral("found")
+    return sa.select(each.c.n, *found.c).select_from(each.join(found, sa.true()))
+
+
+def _inserts(table: sa.Table, params: Mapping[str, sa.BindParameter[Any]]) -> sa.Insert:
+    """``INSERT INTO table SELECT ... FROM unnest(...)``: a row per call of a batch.
+
+    ``params`` maps each column to the single-row statement's parameter for it.
+    """
+    each = _each(params)
+    return sa.insert(table).from_select(list(params), sa.select(*(each.c[name] for name in params)))
+
+
+FIND_KEYS_BY_HASH: Final = _lookups({"hash": HASH, "now": NOW}, _key_with_hash)
+FIND_REFRESH_TOKENS_WITH_KEY: Final = _lookups({"hash": HASH}, _token_with_hash)
+
+
+def _add_refresh_tokens_with_audit() -> sa.Select[tuple[int, str]]:
+    """`ADD_REFRESH_TOKEN_WITH_AUDIT` for a batch: ``(n, id)`` for each call stored."""
+    each = _each(NEW_TOKEN | AUDIT)
+    calls = sa.select(*each.c).select_from(each).cte("calls")
+    stored = (
+        sa.insert(refresh_tokens)
+        .from_select(
+            list(NEW_TOKEN),
+            sa.select(*(calls.c[name] for name in NEW_TOKEN)).where(_key_live(calls.c.key_id)),
+        )
+        .returning(refresh_tokens.c.id)
+        .cte("stored_tokens")
+    )
+    joined = calls.join(stored, stored.c.id == calls.c.id)
+    audited = (
+        sa.insert(audit_events)
+        .from_select(
+            list(AUDIT),
+            sa.select(*(calls.c[name] for name in AUDIT)).select_from(joined).order_by(calls.c.n),
+        )
+        .returning(audit_events.c.id)
+        .cte("audited")
+    )
+    return sa.select(calls.c.n, stored.c.id).select_from(joined).add_cte(audited)
+
+
+ADD_REFRESH_TOKENS_WITH_AUDIT: Final = _add_refresh_tokens_with_audit()
+REVOKE_REFRESH_FAMILY: Final = (
+    sa.update(refresh_tokens)
+    .where(
+        refresh_tokens.c.family_id == sa.bindparam("family"),
+        refresh_tokens.c.revoked_at.is_(None),
+    )
+    .values(revoked_at=AT)
+    .returning(refresh_tokens.c.used_at, refresh_tokens.c.expires_at)
+)
+
+
+def _revocations(*, revoked_since: bool) -> sa.CompoundSelect[tuple[str, str, datetime]]:
+    """Unexpired revoked ``jti``s, revoked keys and disabled users (optionally only lately)."""
+    revoked_keys = sa.select(
+        sa.literal("key").label("kind"),
+        api_keys.c.id.label("name"),
+        api_keys.c.revoked_at.label("at"),
+    ).where(api_keys.c.revoked_at.is_not(None))
+    if revoked_since:
+        revoked_keys = revoked_keys.where(
+            api_keys.c.revoked_at >= sa.bindparam("revoked_since", type_=UTCDateTime())
+        )
+    disabled_users = sa.select(
+        sa.literal("user").label("kind"),
+        users.c.id.label("name"),
+        users.c.tokens_revoked_at.label("at"),
+    ).where(users.c.tokens_revoked_at.is_not(None))
+    if revoked_since:
+        disabled_users = disabled_users.where(
+            users.c.tokens_revoked_at >= sa.bindparam("revoked_since", type_=UTCDateTime())
+        )
+    return sa.union_all(
+        sa.select(
+            sa.literal("token").label("kind"),
+            revoked_tokens.c.jti.label("name"),
+            revoked_tokens.c.expires_at.label("at"),
+        ).where(revoked_tokens.c.expires_at > NOW),
+        revoked_keys,
+        disabled_users,
+    )
+
+
+ALL_REVOCATIONS: Final = _revocations(revoked_since=False)
+RECENT_REVOCATIONS: Final = _revocations(revoked_since=True)
