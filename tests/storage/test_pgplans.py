@@ -21,8 +21,10 @@ from typing import Any
 import asyncpg
 import pytest
 
+from keyturn.storage.schema import DEFAULT_SCHEMA
 from keyturn.storage.sql import SQLStorage
 from keyturn.storage.sql import hot_postgres as _pgfast
+from keyturn.storage.sql.hot_postgres import PostgresHotPath
 
 from .factories import NOW, api_key, event, hash_of, refresh_token
 
@@ -97,7 +99,10 @@ async def watched(
 
 
 async def _grow(url: str) -> None:
-    connection = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    connection = await asyncpg.connect(
+        url.replace("postgresql+asyncpg://", "postgresql://"),
+        server_settings={"search_path": DEFAULT_SCHEMA},  # where Keyturn's tables live
+    )
     try:
         for statement in _GROW:
             await connection.execute(statement, GROWN)
@@ -145,8 +150,9 @@ async def test_hot_statements_read_through_indexes_after_the_tables_grow(
     for n in range(1, 9):  # past the 5 custom plans after which a generic one may stick
         for verb in verbs.values():
             await verb(n)
-    assert storage._fast is not None
-    assert storage._fast.leased == 1
+    hot = storage._hot
+    assert isinstance(hot, PostgresHotPath)
+    assert hot.fast.leased == 1
 
     await _grow(postgresql_database_url)
 
