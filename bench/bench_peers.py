@@ -60,6 +60,7 @@ import load_rows  # type: ignore[import-not-found]
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from keyturn.storage.migrate import upgrade
+from keyturn.storage.schema import DEFAULT_SCHEMA
 
 FORM = "application/x-www-form-urlencoded"
 NODE_SCRIPT = bh.BENCH_DIR / "peers" / "oidc_provider.mjs"
@@ -361,7 +362,10 @@ def run_grow(workdir: Path, args: Any) -> None:
 
 async def _load(database: str | None, args: Any, *, tag: str) -> None:
     url = urlsplit(args.postgres_url)._replace(path=f"/{database}").geturl()
-    engine = create_async_engine(url.replace("postgresql://", "postgresql+asyncpg://", 1))
+    engine = create_async_engine(
+        url.replace("postgresql://", "postgresql+asyncpg://", 1),
+        connect_args={"server_settings": {"search_path": DEFAULT_SCHEMA}},
+    )
     try:
         await load_rows.load(engine, args.grow_rows, tag=tag)
     finally:
@@ -372,7 +376,10 @@ async def _count(database: str | None, args: Any) -> int:
     import asyncpg
 
     parts = urlsplit(args.postgres_url)
-    connection = await asyncpg.connect(parts._replace(path=f"/{database}").geturl())
+    connection = await asyncpg.connect(
+        parts._replace(path=f"/{database}").geturl(),
+        server_settings={"search_path": DEFAULT_SCHEMA},
+    )
     try:
         return int(await connection.fetchval("SELECT count(*) FROM refresh_tokens"))
     finally:
