@@ -487,7 +487,7 @@ def _check_data(settings: Settings, *, create: bool) -> bool:
     Keyturn looked and how to point it elsewhere; nothing is created. Returns whether
     Keyturn's data was found.
     """
-    from keyturn.server_secrets import KEK_FILE_NAME, PEPPER_FILE_NAME  # noqa: PLC0415
+    from keyturn.runtime.secrets import KEK_FILE_NAME, PEPPER_FILE_NAME  # noqa: PLC0415
 
     url = settings.resolved_database_url
     _check_url(url, create=create)

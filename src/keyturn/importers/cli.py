@@ -70,7 +70,7 @@ def import_jwthenticator(
     from keyturn.config import legacy_overrides  # noqa: PLC0415
     from keyturn.errors import KeyturnError, StorageUnavailableError  # noqa: PLC0415
     from keyturn.importers.jwthenticator import ImportRefusedError  # noqa: PLC0415
-    from keyturn.server_secrets import ServerSecretsError  # noqa: PLC0415
+    from keyturn.runtime.secrets import ServerSecretsError  # noqa: PLC0415
 
     settings = _settings()
     url = source or legacy_overrides(os.environ).get("database_url")
@@ -108,7 +108,7 @@ async def _run(
         read_existing,
         read_source,
     )
-    from keyturn.server_secrets import load_server_secrets  # noqa: PLC0415
+    from keyturn.runtime.secrets import load_server_secrets  # noqa: PLC0415
     from keyturn.service import KeyturnService  # noqa: PLC0415
     from keyturn.storage.migrate import current_revision, head_revision, upgrade  # noqa: PLC0415
     from keyturn.storage.sql import SQLStorage  # noqa: PLC0415

@@ -27,7 +27,7 @@ from keyturn.errors import KeyturnError, SigningKeyError
 from keyturn.server.errors import RateLimitedError
 from keyturn.server.metrics import PrometheusObserver, ServerMetrics
 from keyturn.server.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
-from keyturn.server_secrets import load_server_secrets
+from keyturn.runtime.secrets import load_server_secrets
 from keyturn.service import KeyturnService, utc_now
 from keyturn.storage.redis_replay import RedisReplayRepository
 from keyturn.storage.sql import SQLStorage
