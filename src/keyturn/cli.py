@@ -45,7 +45,7 @@ from keyturn.importers.cli import import_app
 if TYPE_CHECKING:
     from keyturn.config import Settings
     from keyturn.core.records import ApiKeyRecord, SigningKeyRecord, UserRecord
-    from keyturn.server.state import KeyturnState
+    from keyturn.runtime import Runtime
     from keyturn.service import CreatedKey, KeyPage, KeyturnService, UserPage
 
 __all__ = ["app", "main"]
@@ -459,13 +459,13 @@ def _actor() -> str:
 
 async def _with_state(
     settings: Settings,
-    operation: Callable[[KeyturnState], Awaitable[_T]],
+    operation: Callable[[Runtime], Awaitable[_T]],
     *,
     create: bool,
 ) -> _T:
-    from keyturn.server.state import KeyturnState  # noqa: PLC0415
+    from keyturn.runtime import Runtime  # noqa: PLC0415
 
-    state = await KeyturnState.open(settings, background=False, create_secrets=create)
+    state = await Runtime.open(settings, create_secrets=create)
     try:
         return await operation(state)
     finally:
@@ -526,10 +526,11 @@ def _check_directory(settings: Settings, *, create: bool = False) -> None:
         _fail_with(exc, settings.resolved_database_url)
 
 
-def _run(operation: Callable[[KeyturnState], Awaitable[_T]], *, create: bool = False) -> _T:
-    """Open Keyturn's state from the environment, run ``operation`` on it, close it.
+def _run(operation: Callable[[Runtime], Awaitable[_T]], *, create: bool = False) -> _T:
+    """Open Keyturn's `Runtime` from the environment, run ``operation`` on it, close it.
 
-    The same storage, secrets and policy the server uses, without its background tasks.
+    The same storage, secrets and policy the server uses, without its rate limiter,
+    metrics and background tasks.
     Only ``create`` commands (`keys create`, `users add`, `signing-keys rotate`) may
     create a database, a data directory or secrets, and they say so on stderr.
     """
@@ -678,7 +679,7 @@ def keys_create(
     _check_each("--identifier", [identifier or ""], _LABEL, "at most 200 characters")
     expiry = None if expires_at is None else _parse_instant(expires_at)
 
-    async def create(state: KeyturnState) -> CreatedKey:
+    async def create(state: Runtime) -> CreatedKey:
         return await state.service.create_key(
             name=name,
             identifier=identifier,
@@ -713,7 +714,7 @@ def keys_list(
 ) -> None:
     """List API keys, ordered by id, one page at a time."""
 
-    async def page(state: KeyturnState) -> KeyPage:
+    async def page(state: Runtime) -> KeyPage:
         return await state.service.list_keys(
             limit=limit, after=after, identifier=identifier, include_revoked=include_revoked
         )
@@ -763,7 +764,7 @@ def keys_list(
 def keys_show(key_id: KeyIdArgument, as_json: JsonOption = False) -> None:
     """Show one API key (never its secret)."""
 
-    async def get(state: KeyturnState) -> ApiKeyRecord:
+    async def get(state: Runtime) -> ApiKeyRecord:
         return await state.service.get_key(key_id)
 
     _print_key(_run(get), as_json)
@@ -777,7 +778,7 @@ def keys_revoke(
 ) -> None:
     """Revoke an API key; its refresh tokens die with it. Revoking twice changes nothing."""
 
-    async def revoke(state: KeyturnState) -> ApiKeyRecord:
+    async def revoke(state: Runtime) -> ApiKeyRecord:
         return await state.service.revoke_key(key_id, reason=reason, actor=_actor())
 
     _print_key(_run(revoke), as_json)
@@ -799,7 +800,7 @@ def keys_rotate(
     """Give an API key a new secret (same id) and print it: the only time it is shown."""
     grace_period = None if grace is None else timedelta(seconds=grace)
 
-    async def rotate(state: KeyturnState) -> CreatedKey:
+    async def rotate(state: Runtime) -> CreatedKey:
         return await state.service.rotate_key(key_id, grace=grace_period, actor=_actor())
 
     _print_created(_run(rotate), as_json)
@@ -867,7 +868,7 @@ def _emit_public_keys(records: list[ClientPublicKeyRecord], as_json: bool) -> No
 def keys_public_keys(key_id: KeyIdArgument, as_json: JsonOption = False) -> None:
     """List the public keys an API key authenticates with (private_key_jwt)."""
 
-    async def read(state: KeyturnState) -> list[ClientPublicKeyRecord]:
+    async def read(state: Runtime) -> list[ClientPublicKeyRecord]:
         return await state.service.list_public_keys(key_id)
 
     _emit_public_keys(_run(read), as_json)
@@ -882,7 +883,7 @@ def keys_add_public_key(
     """Let an API key also authenticate with these public keys (e.g. to rotate a device key)."""
     keys = _read_public_keys(files)
 
-    async def add(state: KeyturnState) -> list[ClientPublicKeyRecord]:
+    async def add(state: Runtime) -> list[ClientPublicKeyRecord]:
         return await state.service.add_public_keys(key_id, keys, actor=_actor())
 
     _emit_public_keys(_run(add), as_json)
@@ -896,7 +897,7 @@ def keys_remove_public_key(
 ) -> None:
     """Stop an API key authenticating with one of its public keys."""
 
-    async def remove(state: KeyturnState) -> list[ClientPublicKeyRecord]:
+    async def remove(state: Runtime) -> list[ClientPublicKeyRecord]:
         await state.service.remove_public_key(key_id, kid, actor=_actor())
         return await state.service.list_public_keys(key_id)
 
@@ -977,7 +978,7 @@ def users_add(
     _check_each("--scope", scope or (), _SCOPE, "RFC 6749 scope characters, no spaces (1-128)")
     password = _read_password(password_stdin)
 
-    async def add(state: KeyturnState) -> UserRecord:
+    async def add(state: Runtime) -> UserRecord:
         return await state.service.create_user(
             email, password, roles=role or (), scopes=scope or None, actor=_actor()
         )
@@ -999,7 +1000,7 @@ def users_list(
 ) -> None:
     """List users, ordered by id, one page at a time."""
 
-    async def page(state: KeyturnState) -> UserPage:
+    async def page(state: Runtime) -> UserPage:
         return await state.service.list_users(
             limit=limit, after=after, include_disabled=include_disabled
         )
@@ -1039,7 +1040,7 @@ def users_disable(
 ) -> None:
     """Disable a user: no more logins or refreshes, and their tokens are revoked."""
 
-    async def disable(state: KeyturnState) -> UserRecord:
+    async def disable(state: Runtime) -> UserRecord:
         found = await _resolve_user(state.service, user)
         return await state.service.disable_user(found.id, reason=reason, actor=_actor())
 
@@ -1050,7 +1051,7 @@ def users_disable(
 def users_enable(user: UserArgument, as_json: JsonOption = False) -> None:
     """Let a disabled user log in again."""
 
-    async def enable(state: KeyturnState) -> UserRecord:
+    async def enable(state: Runtime) -> UserRecord:
         found = await _resolve_user(state.service, user)
         return await state.service.enable_user(found.id, actor=_actor())
 
@@ -1064,7 +1065,7 @@ def users_set_password(
     """Set a user's password (prompted, or --password-stdin); their sessions end."""
     password = _read_password(password_stdin)
 
-    async def set_password(state: KeyturnState) -> UserRecord:
+    async def set_password(state: Runtime) -> UserRecord:
         found = await _resolve_user(state.service, user)
         return await state.service.set_user_password(found.id, password, actor=_actor())
 
@@ -1091,8 +1092,8 @@ def _signing_key_json(record: SigningKeyRecord) -> dict[str, Any]:
 def signing_keys_list(as_json: JsonOption = False) -> None:
     """List the stored signing keys, oldest first: pending, active and retired."""
 
-    async def records(state: KeyturnState) -> list[SigningKeyRecord]:
-        return await state.storage.signing_keys.list()
+    async def records(state: Runtime) -> list[SigningKeyRecord]:
+        return await state.service.list_signing_keys()
 
     found = _run(records)
     if as_json:
@@ -1128,9 +1129,9 @@ def signing_keys_rotate(
 ) -> None:
     """Generate a new signing key: published now, signing once verifiers can know it."""
 
-    async def rotate(state: KeyturnState) -> tuple[SigningKeyRecord, timedelta]:
+    async def rotate(state: Runtime) -> tuple[SigningKeyRecord, timedelta]:
         kid = await state.service.rotate_signing_key(immediately=immediately, actor=_actor())
-        records = await state.storage.signing_keys.list()
+        records = await state.service.list_signing_keys()
         record = next(r for r in records if r.kid == kid)
         return record, state.settings.signing_key_publish_delay
 

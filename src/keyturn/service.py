@@ -72,7 +72,7 @@ from keyturn.errors import (
     UnauthorizedClientError,
 )
 from keyturn.observer import NullObserver, ServiceObserver
-from keyturn.storage.base import ReplayRepository, RevocationSnapshot, Storage
+from keyturn.storage.base import ReplayRepository, RevocationSnapshot, Storage, StoredAuditEvent
 
 __all__ = [
     "LOGIN_CLIENT_ID",
@@ -1721,6 +1721,23 @@ class KeyturnService:
             target_id=target_id,
             request_id=request_id,
             detail=detail,
+        )
+
+    async def list_signing_keys(self) -> list[SigningKeyRecord]:
+        """Every stored signing key with its lifecycle state (no private material)."""
+        return await self.storage.signing_keys.list()
+
+    async def audit_events(
+        self,
+        *,
+        limit: int,
+        before: int | None = None,
+        action: str | None = None,
+        target_id: str | None = None,
+    ) -> list[StoredAuditEvent]:
+        """Audit events newest first, with ids below ``before``, optionally filtered."""
+        return await self.storage.audit.list(
+            limit=limit, before=before, action=action, target_id=target_id
         )
 
 
