@@ -337,8 +337,7 @@ def secrets_generate(as_json: JsonOption = False) -> None:
 
 def _database_url(database_url: str | None, data_dir: Path) -> str:
     """The option (or ``KEYTURN_DATABASE_URL``), else JWThenticator's ``DB_*``, else SQLite."""
-    from keyturn.config import legacy_overrides  # noqa: PLC0415 -- keeps `--help` fast
-    from keyturn.storage.engine import default_sqlite_url  # noqa: PLC0415
+    from keyturn.config import default_sqlite_url, legacy_overrides  # noqa: PLC0415
 
     if database_url:
         return database_url
