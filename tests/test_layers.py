@@ -26,7 +26,8 @@ _BELOW_RUNTIME = (*_PUBLIC, "keyturn.observer", "keyturn.config", "keyturn.servi
 
 #: Each layer (a module or package prefix) and the prefixes it may import besides itself.
 LAYERS: Mapping[str, tuple[str, ...]] = {
-    "keyturn": _PUBLIC,  # the curated __init__
+    # The curated __init__ re-exports the verifiers, clients and Settings (lazily).
+    "keyturn": (*_PUBLIC, "keyturn.client", "keyturn.verify", "keyturn.config"),
     "keyturn.__about__": (),
     "keyturn.__main__": ("keyturn.cli",),
     "keyturn.errors": (),
