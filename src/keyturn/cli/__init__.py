@@ -1247,7 +1247,3 @@ app.command("healthcheck")(healthcheck)  # keyturn/healthcheck.py: the image's H
 def main() -> None:
     """Entry point of the ``keyturn`` console script."""
     app()
-
-
-if __name__ == "__main__":  # python -m keyturn.cli
-    main()
