@@ -69,8 +69,9 @@ EXCEPTIONS: Mapping[tuple[str, str], str] = {
     ("keyturn.config", "keyturn.storage.schema"): (
         "DEFAULT_SCHEMA and the schema-name rule for KEYTURN_DATABASE_SCHEMA"
     ),
-    ("keyturn.healthcheck", "keyturn.cli"): "the CLI's one wording of settings errors",
-    ("keyturn.importers.cli", "keyturn.cli"): "the CLI's error output and actor name",
+    ("keyturn.healthcheck", "keyturn.cli._runtime"): "the CLI's one wording of settings errors",
+    ("keyturn.importers.cli", "keyturn.cli._output"): "the CLI's one-line errors",
+    ("keyturn.importers.cli", "keyturn.cli._runtime"): "the CLI's settings and actor name",
 }
 
 

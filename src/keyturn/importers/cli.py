@@ -66,7 +66,8 @@ def import_jwthenticator(
     """
     from sqlalchemy.exc import ArgumentError  # noqa: PLC0415 -- keeps --help fast
 
-    from keyturn.cli import _fail, _settings, _shown_url  # noqa: PLC0415 -- cycle, and fast --help
+    from keyturn.cli._output import _fail  # noqa: PLC0415 -- fast --help
+    from keyturn.cli._runtime import _settings, _shown_url  # noqa: PLC0415
     from keyturn.config import legacy_overrides  # noqa: PLC0415
     from keyturn.errors import KeyturnError, StorageUnavailableError  # noqa: PLC0415
     from keyturn.importers.jwthenticator import ImportRefusedError  # noqa: PLC0415
@@ -239,7 +240,7 @@ def _secret(value: object) -> str | None:
 
 
 def _actor() -> str:
-    from keyturn.cli import _actor as cli_actor  # noqa: PLC0415
+    from keyturn.cli._runtime import _actor as cli_actor  # noqa: PLC0415
 
     return cli_actor()
 
