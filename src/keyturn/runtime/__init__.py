@@ -63,18 +63,7 @@ class Runtime:
         # database is touched (or migrated).
         policy = _configured_policy(settings)
         imported = _configured_signing_key(settings)
-        storage = await SQLStorage.open(
-            settings.resolved_database_url,
-            migrate=settings.should_migrate_on_start,
-            pool_size=settings.database_pool_size,
-            pool_timeout=settings.database_pool_timeout,
-            connect_timeout=settings.database_timeout,
-            statement_timeout=settings.database_timeout,
-            # No overflow: connections opened beyond the pool under a burst are closed
-            # again when returned, and that churn cost PostgreSQL most of a core.
-            max_overflow=0,
-            schema=settings.database_schema,
-        )
+        storage = await _open_storage(settings)
         try:
             secrets = load_server_secrets(
                 settings.data_dir,
@@ -109,6 +98,22 @@ class Runtime:
         if isinstance(self.service.replays, RedisReplayRepository):
             await self.service.replays.close()
         await self.storage.close()
+
+
+async def _open_storage(settings: Settings) -> SQLStorage:
+    """The database the settings name, migrated first when they say so."""
+    return await SQLStorage.open(
+        settings.resolved_database_url,
+        migrate=settings.should_migrate_on_start,
+        pool_size=settings.database_pool_size,
+        pool_timeout=settings.database_pool_timeout,
+        connect_timeout=settings.database_timeout,
+        statement_timeout=settings.database_timeout,
+        # No overflow: connections opened beyond the pool under a burst are closed
+        # again when returned, and that churn cost PostgreSQL most of a core.
+        max_overflow=0,
+        schema=settings.database_schema,
+    )
 
 
 def _replay_store(settings: Settings) -> RedisReplayRepository | None:
