@@ -21,8 +21,10 @@ import pytest
 
 #: Where the library's public surface lives: what an edge may build on.
 _PUBLIC = ("keyturn", "keyturn.__about__", "keyturn.core", "keyturn.errors")
+#: Framework-free edge rules and bodies (issue 16 adds them): the edges may use them.
+_EDGE_RULES = ("keyturn.rfc6750", "keyturn.schemas")
 #: What the composition root and the layers above it build on.
-_BELOW_RUNTIME = (*_PUBLIC, "keyturn.observer", "keyturn.config", "keyturn.service")
+_BELOW_RUNTIME = (*_PUBLIC, *_EDGE_RULES, "keyturn.observer", "keyturn.config", "keyturn.service")
 
 #: Each layer (a module or package prefix) and the prefixes it may import besides itself.
 LAYERS: Mapping[str, tuple[str, ...]] = {
@@ -32,7 +34,9 @@ LAYERS: Mapping[str, tuple[str, ...]] = {
     "keyturn.__main__": ("keyturn.cli",),
     "keyturn.errors": (),
     "keyturn.core": ("keyturn.errors",),
-    "keyturn.testing": (),
+    "keyturn.testing": (*_PUBLIC, "keyturn.storage.base"),
+    "keyturn.rfc6750": _PUBLIC,
+    "keyturn.schemas": _PUBLIC,
     "keyturn.observer": (),
     # Storage implements the interface in storage.base; it knows no service.
     "keyturn.storage": ("keyturn.core", "keyturn.errors"),
@@ -58,7 +62,7 @@ LAYERS: Mapping[str, tuple[str, ...]] = {
     "keyturn.client": _PUBLIC,
     "keyturn.verify": _PUBLIC,
     "keyturn.compat": _PUBLIC,
-    "keyturn.integrations": (*_PUBLIC, "keyturn.verify"),
+    "keyturn.integrations": (*_PUBLIC, "keyturn.verify", "keyturn.rfc6750"),
 }
 
 #: (importing module, imported module) edges that break a rule today, with the reason.
