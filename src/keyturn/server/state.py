@@ -87,6 +87,10 @@ class KeyturnState:
         """The open storage (the metrics sample its pool)."""
         return self.runtime.storage
 
+    @storage.setter
+    def storage(self, storage: SQLStorage) -> None:
+        self.runtime.storage = storage
+
     @classmethod
     async def open(
         cls,
