@@ -20,8 +20,8 @@ and ``/validate``, an ``Authorization: Bearer <jwt>`` header for ``/validate_req
   virtualenv (``bench/.jwthenticator-venv``, created on first use with
   ``pip install jwthenticator==1.6.3``) against its own throwaway database on the same
   PostgreSQL server, set up the same way through its ``/register_key`` and
-  ``/authenticate``. Without ``--jwthenticator`` the ratios use the figures recorded in
-  ``shared/research/jwthenticator.md`` (marked "ref").
+  ``/authenticate``. Without ``--jwthenticator`` the ratios use the figures in
+  ``REFERENCE_JWTHENTICATOR`` (measured once on this machine; marked "ref").
 
 Prints req/s, p50 and p99 per route and server, the ratios against JWThenticator with
 PASS/FAIL against the targets, ``/validate_request`` against the same server's
@@ -77,7 +77,7 @@ ADMIN_DSN = os.environ.get(
     "KEYTURN_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 
-#: JWThenticator 1.6.3 as measured in shared/research/jwthenticator.md (req/s); the
+#: JWThenticator 1.6.3 as measured once before Keyturn existed (req/s); the
 #: baseline when this run does not measure it (--jwthenticator not given).
 REFERENCE_JWTHENTICATOR = {
     "authenticate": 16.0,

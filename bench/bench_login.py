@@ -17,7 +17,7 @@ admin listener and logs in once for an access token. Then, with wrk:
 Finally **failure timing**: ``--samples`` sequential ``POST /login`` each for an unknown
 email and for a known email with a wrong password, interleaved, with their medians, means
 and Welch's t (ASVS 6.3.8 asks that response times not tell the two apart; |t| < 4.5 is
-the dudect-style threshold used in ``shared/research/security.md``, T-BF-03).
+the dudect-style threshold used in ``docs/threats.md``, T-BF-03).
 
 The argon2 parameters are the production ones (argon2id, m=19 MiB, t=2, p=1), and
 ``--concurrency`` sets ``KEYTURN_PASSWORD_HASH_CONCURRENCY`` (default: the server's own,

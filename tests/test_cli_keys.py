@@ -18,9 +18,8 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from keyturn.cli import app
-from keyturn.config import Settings
+from keyturn.config import Settings, default_sqlite_url
 from keyturn.server.state import KeyturnState
-from keyturn.storage.engine import default_sqlite_url
 from keyturn.storage.sql import SQLStorage
 
 runner = CliRunner()

@@ -74,7 +74,7 @@ def test_add_reads_the_password_from_stdin_and_never_prints_it(alice: dict[str, 
 
 
 def test_add_prompts_twice_without_echo(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("keyturn.cli._has_terminal", lambda: True)
+    monkeypatch.setattr("keyturn.cli.users._has_terminal", lambda: True)
     result = invoke("users", "add", "bob@example.com", stdin=f"{PASSWORD}\n{PASSWORD}\n")
 
     assert result.exit_code == 0, result.output

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from keyturn.config import NOT_SETTINGS, Settings, SettingsError, unknown_variables
+from keyturn.config import (
+    NOT_SETTINGS,
+    Settings,
+    SettingsError,
+    default_sqlite_url,
+    unknown_variables,
+)
 
 
 def test_defaults_are_the_safe_embedded_setup() -> None:
@@ -240,3 +246,14 @@ def test_db_port_joins_the_host_and_the_schema_defaults_to_keyturn() -> None:
 def test_a_schema_name_that_needs_quoting_is_refused() -> None:
     with pytest.raises(SettingsError, match="KEYTURN_DATABASE_SCHEMA: a database schema name"):
         Settings.from_environment({"KEYTURN_DATABASE_SCHEMA": "Key Turn"})
+
+
+def test_the_default_database_is_keyturn_db_in_the_data_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("KEYTURN_DATABASE_URL", raising=False)
+
+    expected = f"sqlite+aiosqlite:///{tmp_path}/.keyturn/keyturn.db"
+    assert default_sqlite_url(Path(".keyturn")) == expected
+    assert Settings(data_dir=Path(".keyturn")).resolved_database_url == expected

@@ -18,7 +18,7 @@ import re
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 from urllib.parse import quote
 
 from pydantic import (
@@ -33,8 +33,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from keyturn.core.signing import SUPPORTED_ALGORITHMS
 from keyturn.core.throttle import LoginLimits
-from keyturn.service import MAX_ACCESS_TOKEN_LIFETIME, ServiceConfig
-from keyturn.storage.engine import default_sqlite_url
+from keyturn.service.config import MAX_ACCESS_TOKEN_LIFETIME, ServiceConfig
 from keyturn.storage.schema import DEFAULT_SCHEMA, check_schema_name
 
 __all__ = [
@@ -44,8 +43,18 @@ __all__ = [
     "NOT_SETTINGS",
     "Settings",
     "SettingsError",
+    "default_sqlite_url",
     "legacy_overrides",
 ]
+
+#: The zero-setup database's file name in the data directory.
+_SQLITE_FILENAME: Final = "keyturn.db"
+
+
+def default_sqlite_url(data_dir: Path) -> str:
+    """The URL of the zero-setup database: ``keyturn.db`` in ``data_dir``."""
+    return f"sqlite+aiosqlite:///{data_dir.absolute() / _SQLITE_FILENAME}"
+
 
 #: JWThenticator's environment variables and the Keyturn setting each one feeds.
 LEGACY_ENVIRONMENT: Mapping[str, str] = {

@@ -77,7 +77,7 @@ def healthcheck(
     Follows KEYTURN_PUBLIC_PORT / PORT and KEYTURN_URL_PREFIX / URL_PREFIX, as `keyturn
     serve` does. The container image's HEALTHCHECK.
     """
-    from keyturn.cli import _settings  # noqa: PLC0415 -- one place words settings errors
+    from keyturn.cli._runtime import _settings  # noqa: PLC0415 -- one wording of settings errors
 
     try:
         settings = _settings()

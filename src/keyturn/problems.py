@@ -187,7 +187,7 @@ def describe(  # noqa: PLR0911 -- one return per kind of problem
     """
     from sqlalchemy.exc import ArgumentError, SQLAlchemyError  # noqa: PLC0415
 
-    from keyturn.server_secrets import ServerSecretsError  # noqa: PLC0415
+    from keyturn.runtime.secrets import ServerSecretsError  # noqa: PLC0415
     from keyturn.storage.schema import SchemaMissingError  # noqa: PLC0415
 
     prefix = "cannot start: " if starting else ""

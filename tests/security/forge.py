@@ -1,4 +1,4 @@
-"""Hand-built hostile tokens for the attack catalogue (``shared/research/security.md`` §2.10).
+"""Hand-built hostile tokens for the attack catalogue (``docs/threats.md``).
 
 `forge` assembles a compact JWS from any header, payload and signature, valid or not; the
 other helpers derive one token from another (re-sign, flip a bit, malleate an ECDSA

@@ -1,4 +1,6 @@
-"""JWThenticator's REST API, exactly as its client expects it (``research/jwthenticator.md``).
+"""JWThenticator's REST API, exactly as its client expects it.
+
+See ``docs/migrate-from-jwthenticator.md``.
 
 Where JWThenticator crashed (500) Keyturn answers 401; everything else keeps its shape.
 """

@@ -5,7 +5,7 @@ returns a successor, and presenting an already-used token again means it was sto
 (or the client is broken): the whole family is revoked. A short grace window after the
 first use tolerates concurrent or retried requests from the rightful client: such a
 replay is refused, but does not revoke the family. Legacy (JWThenticator) tokens never
-rotate: its client keeps reusing the first one (``shared/research/security.md`` §0.4).
+rotate: its client keeps reusing the first one (``docs/migrate-from-jwthenticator.md``).
 """
 
 from __future__ import annotations

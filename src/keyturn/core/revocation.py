@@ -13,7 +13,7 @@ Three kinds of entry, all bounded in time:
   enabling a user again, or a new password, lets the later tokens through.
 
 Never keyed on the token string: one JWT has several valid spellings (RFC 7515 padding,
-ECDSA ``(r, n-s)``; ``shared/research/security.md`` §0.3).
+ECDSA ``(r, n-s)``; T-SIG-05 in ``docs/threats.md``).
 """
 
 from __future__ import annotations

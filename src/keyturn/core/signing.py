@@ -2,7 +2,7 @@
 
 Each key is bound to exactly one algorithm (RFC 8725 §3.1) and identified by its RFC 7638
 JWK thumbprint. Key objects are parsed once and kept: PyJWT handed a PEM string re-parses
-an RSA key on every call (~31 ms, ``shared/research/perf.md``).
+an RSA key on every call (~31 ms, ``bench/README.md``).
 """
 
 from __future__ import annotations

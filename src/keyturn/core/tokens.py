@@ -1,7 +1,7 @@
 """Issue and verify RFC 9068 access tokens (JWT, compact JWS), with no I/O.
 
-The verifier closes the gaps PyJWT leaves to applications (``shared/research/security.md``
-§5.3): a pre-parse format check, a header allowlist, the algorithm taken from the key the
+The verifier closes the gaps PyJWT leaves to applications (``docs/threats.md``): a
+pre-parse format check, a header allowlist, the algorithm taken from the key the
 ``kid`` selects, exact ``iss``, ``aud`` containment, integer NumericDates, a maximum
 lifetime, and one exception tree. PyJWT's algorithm objects do the signature maths; PyJWT's
 own ``jwt.decode`` is kept as the test oracle (``tests/security/test_differential.py``).

@@ -66,11 +66,12 @@ def import_jwthenticator(
     """
     from sqlalchemy.exc import ArgumentError  # noqa: PLC0415 -- keeps --help fast
 
-    from keyturn.cli import _fail, _settings, _shown_url  # noqa: PLC0415 -- cycle, and fast --help
+    from keyturn.cli._output import _fail  # noqa: PLC0415 -- fast --help
+    from keyturn.cli._runtime import _settings, _shown_url  # noqa: PLC0415
     from keyturn.config import legacy_overrides  # noqa: PLC0415
     from keyturn.errors import KeyturnError, StorageUnavailableError  # noqa: PLC0415
     from keyturn.importers.jwthenticator import ImportRefusedError  # noqa: PLC0415
-    from keyturn.server_secrets import ServerSecretsError  # noqa: PLC0415
+    from keyturn.runtime.secrets import ServerSecretsError  # noqa: PLC0415
 
     settings = _settings()
     url = source or legacy_overrides(os.environ).get("database_url")
@@ -108,7 +109,7 @@ async def _run(
         read_existing,
         read_source,
     )
-    from keyturn.server_secrets import load_server_secrets  # noqa: PLC0415
+    from keyturn.runtime.secrets import load_server_secrets  # noqa: PLC0415
     from keyturn.service import KeyturnService  # noqa: PLC0415
     from keyturn.storage.migrate import current_revision, head_revision, upgrade  # noqa: PLC0415
     from keyturn.storage.sql import SQLStorage  # noqa: PLC0415
@@ -239,7 +240,7 @@ def _secret(value: object) -> str | None:
 
 
 def _actor() -> str:
-    from keyturn.cli import _actor as cli_actor  # noqa: PLC0415
+    from keyturn.cli._runtime import _actor as cli_actor  # noqa: PLC0415
 
     return cli_actor()
 

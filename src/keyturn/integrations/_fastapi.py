@@ -1,7 +1,8 @@
 """The FastAPI half of `keyturn.integrations.starlette` (imports FastAPI, so it is optional).
 
 Annotations here are resolved by FastAPI at run time, so every type they name is a
-module global.
+module global. The import goes one way: `keyturn.integrations.starlette` imports this
+module (lazily) and passes in how to read the token its middleware verified.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from starlette.requests import Request
 from keyturn.core.tokens import VerifiedToken, parse_scope
 from keyturn.errors import KeyturnError
 from keyturn.integrations._bearer import BearerFailure, bearer_token, failure_for
-from keyturn.integrations.starlette import KeyturnUser
 from keyturn.verify import Verifier
 
 __all__ = ["BEARER_SCHEME", "scopes_dependency"]
@@ -39,27 +39,32 @@ def _http_error(failure: BearerFailure) -> HTTPException:
     return HTTPException(failure.status, detail=failure.body["detail"], headers=failure.headers)
 
 
-async def _verified(request: Request, verifier: Verifier | None) -> VerifiedToken:
+async def _verified(
+    request: Request,
+    verifier: Verifier | None,
+    authenticated: Callable[[Request], VerifiedToken | None],
+) -> VerifiedToken:
     if verifier is not None:
         token = bearer_token(request.headers.get("authorization"))
         if token is None:
             raise _Anonymous
         return await verifier.verify(token)
-    if "user" not in request.scope:
-        raise RuntimeError(
-            "require_scopes() needs verifier=..., or keyturn's authentication_middleware "
-            "in front of the application"
-        )
-    user = request.scope["user"]
-    if not isinstance(user, KeyturnUser):
+    verified = authenticated(request)
+    if verified is None:
         raise _Anonymous
-    return user.token
+    return verified
 
 
 def scopes_dependency(
-    scopes: Iterable[str], verifier: Verifier | None
+    scopes: Iterable[str],
+    verifier: Verifier | None,
+    authenticated: Callable[[Request], VerifiedToken | None],
 ) -> Callable[..., Awaitable[VerifiedToken]]:
-    """Build the dependency `keyturn.integrations.starlette.require_scopes` returns."""
+    """Build the dependency `keyturn.integrations.starlette.require_scopes` returns.
+
+    ``authenticated`` reads the token an authentication middleware already verified off
+    the request (None: anonymous); it is used when no ``verifier`` is given.
+    """
     required = frozenset(scope for value in scopes for scope in parse_scope(value))
 
     async def keyturn_token(
@@ -69,7 +74,7 @@ def scopes_dependency(
         # `credentials` is declared for the OpenAPI document; the header is parsed by
         # Keyturn's stricter RFC 6750 reader instead.
         try:
-            verified = await _verified(request, verifier)
+            verified = await _verified(request, verifier, authenticated)
             verified.require_scopes(required)
         except _Anonymous:
             raise _http_error(failure_for(None)) from None

@@ -136,4 +136,19 @@ def require_scopes(
     """
     from keyturn.integrations._fastapi import scopes_dependency  # noqa: PLC0415 -- optional
 
-    return scopes_dependency(scopes, verifier)
+    return scopes_dependency(scopes, verifier, _middleware_token)
+
+
+def _middleware_token(conn: HTTPConnection) -> VerifiedToken | None:
+    """The token `KeyturnBackend` verified for this request, or None (anonymous).
+
+    Raises:
+        RuntimeError: no authentication middleware ran in front of the route.
+    """
+    if "user" not in conn.scope:
+        raise RuntimeError(
+            "require_scopes() needs verifier=..., or keyturn's authentication_middleware "
+            "in front of the application"
+        )
+    user = conn.scope["user"]
+    return user.token if isinstance(user, KeyturnUser) else None

@@ -346,7 +346,7 @@ async def set_user_password(request: Request) -> Response:
 @_problems
 async def list_signing_keys(request: Request) -> Response:
     """``GET /v1/admin/signing-keys``."""
-    records = await keyturn_state(request).storage.signing_keys.list()
+    records = await keyturn_state(request).service.list_signing_keys()
     return _json(
         [
             SigningKeyOut(
@@ -380,7 +380,7 @@ async def audit(request: Request) -> Response:
     assert limit is not None  # noqa: S101 -- has a default
     if not 1 <= limit <= 1000:
         raise InvalidRequestError("limit must be between 1 and 1000")
-    rows = await keyturn_state(request).storage.audit.list(
+    rows = await keyturn_state(request).service.audit_events(
         limit=limit,
         before=_int_query(request, "before", None),
         action=request.query_params.get("action"),

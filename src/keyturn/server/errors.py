@@ -173,7 +173,7 @@ def bearer_error(exc: KeyturnError | None) -> Response:
         challenge = bearer_challenge("insufficient_scope", exc.message, exc.required)
         return Response(status_code=403, headers={"WWW-Authenticate": challenge})
     if isinstance(exc, StorageUnavailableError | RateLimitedError):
-        # A gateway must not read an outage as "bad token": 503, never 401 (DEVELOPERS.md).
+        # A gateway must not read an outage as "bad token": 503, never 401 (docs/threats.md).
         return Response(status_code=503, headers=retry_headers(exc) or {"Retry-After": "1"})
     challenge = bearer_challenge(exc.error_code, exc.message)
     return Response(status_code=401, headers={"WWW-Authenticate": challenge})

@@ -55,7 +55,7 @@ from keyturn.service.sessions import PasswordLogin
 from keyturn.service.signing import SigningKeys
 from keyturn.service.tokens import TokenService
 from keyturn.service.users import UserAdmin, UserPage
-from keyturn.storage.base import ReplayRepository, Storage
+from keyturn.storage.base import ReplayRepository, Storage, StoredAuditEvent
 
 __all__ = [
     "LOGIN_CLIENT_ID",
@@ -180,6 +180,7 @@ class KeyturnService:
         self.rotate_signing_key = self.signing.rotate
         self.activate_due_signing_keys = self.signing.activate_due
         self.signing_key_age = self.signing.age
+        self.list_signing_keys = self.signing.stored
 
     @property
     def storage(self) -> Storage:
@@ -262,6 +263,19 @@ class KeyturnService:
                 "instance the same pepper, or the same KEYTURN_PEPPER_FILE "
                 "(see docs/deployment.md)"
             )
+
+    async def audit_events(
+        self,
+        *,
+        limit: int,
+        before: int | None = None,
+        action: str | None = None,
+        target_id: str | None = None,
+    ) -> list[StoredAuditEvent]:
+        """Audit events newest first, with ids below ``before``, optionally filtered."""
+        return await self.storage.audit.list(
+            limit=limit, before=before, action=action, target_id=target_id
+        )
 
     def jwks(self) -> dict[str, Any]:
         """The public JWK Set to publish."""

@@ -37,6 +37,10 @@ class SigningKeys:
         keys = self._verifier.keys
         return keys if isinstance(keys, KeySet) else KeySet()
 
+    async def stored(self) -> list[SigningKeyRecord]:
+        """Every stored signing key with its lifecycle state (no private material)."""
+        return await self._context.storage.signing_keys.list()
+
     def age(self) -> timedelta | None:
         """How long the active signing key has been signing (None before `start`)."""
         if self._active_since is None:

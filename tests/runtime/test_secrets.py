@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from keyturn.core.secrets import SecretKind
-from keyturn.server_secrets import ServerSecretsError, load_server_secrets
+from keyturn.runtime.secrets import ServerSecretsError, load_server_secrets
 
 
 def b64(data: bytes) -> str:
