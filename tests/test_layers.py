@@ -34,7 +34,8 @@ LAYERS: Mapping[str, tuple[str, ...]] = {
     "keyturn.__main__": ("keyturn.cli",),
     "keyturn.errors": (),
     "keyturn.core": ("keyturn.errors",),
-    "keyturn.testing": (*_PUBLIC, "keyturn.storage.base"),
+    # InMemoryStorage lives in storage.memory, which knows only storage.base and the core.
+    "keyturn.testing": (*_PUBLIC, "keyturn.storage.base", "keyturn.storage.memory"),
     "keyturn.rfc6750": _PUBLIC,
     "keyturn.schemas": _PUBLIC,
     "keyturn.observer": (),
