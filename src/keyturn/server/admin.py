@@ -23,8 +23,8 @@ from keyturn.core.records import (
     UserRecord,
 )
 from keyturn.core.signing import VerificationKey
-from keyturn.errors import InvalidRequestError, KeyturnError, SigningKeyError
-from keyturn.server.errors import NO_STORE, problem_for
+from keyturn.errors import InvalidRequestError, SigningKeyError
+from keyturn.server.errors import NO_STORE, ErrorStyle, renders
 from keyturn.server.models import (
     AuditEventOut,
     AuditPage,
@@ -61,15 +61,15 @@ ACTOR = "admin"
 
 
 def _problems(handler: Handler) -> Handler:
+    """Refuse U+0000 in the path and query; render errors as problem documents."""
+
+    @renders(ErrorStyle.PROBLEM)
     @functools.wraps(handler)
     async def endpoint(request: Request) -> Response:
-        try:
-            query = [text for pair in request.query_params.multi_items() for text in pair]
-            if any("\x00" in str(text) for text in (*request.path_params.values(), *query)):
-                raise InvalidRequestError(NO_NUL)
-            return await handler(request)
-        except KeyturnError as exc:
-            return problem_for(exc)
+        query = [text for pair in request.query_params.multi_items() for text in pair]
+        if any("\x00" in str(text) for text in (*request.path_params.values(), *query)):
+            raise InvalidRequestError(NO_NUL)
+        return await handler(request)
 
     return endpoint
 
