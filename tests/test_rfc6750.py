@@ -43,8 +43,7 @@ def test_the_challenge_sanitises_description_and_scope() -> None:
     challenge = bearer_challenge("invalid_token", 'bad "token" \u00e9\r\n', {"b", "a"})
 
     assert challenge == (
-        'Bearer realm="keyturn", error="invalid_token", '
-        'error_description="bad token ", scope="a b"'
+        'Bearer realm="keyturn", error="invalid_token", error_description="bad token ", scope="a b"'
     )
     challenge.encode("ascii")  # a header value the server can always send
 
