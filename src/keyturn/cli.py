@@ -17,7 +17,6 @@ import base64
 import getpass
 import json
 import os
-import re
 import secrets
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -41,6 +40,7 @@ from keyturn.core.tokens import peek_unverified_claims
 from keyturn.errors import KeyturnError, SigningKeyError
 from keyturn.healthcheck import healthcheck
 from keyturn.importers.cli import import_app
+from keyturn.schemas import KeyOut, Label, RoleName, ScopeName, UserOut, fits
 
 if TYPE_CHECKING:
     from keyturn.config import Settings
@@ -145,10 +145,6 @@ PasswordStdinOption = Annotated[
 ]
 DEFAULT_DATA_DIR = Path(".keyturn")
 _ONCE_WARNING = "warning: this is the only time the key is shown; store it now."
-# The admin API's limits (keyturn.server.models): RFC 6749 §3.3 scope-token characters.
-_SCOPE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,128}")
-_ROLE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
-_LABEL = re.compile(r".{0,200}", re.DOTALL)
 
 
 class _CommandError(Exception):
@@ -553,26 +549,23 @@ def _run(operation: Callable[[KeyturnState], Awaitable[_T]], *, create: bool = F
 # -- API keys ----------------------------------------------------------------------------
 
 
-def _key_json(record: ApiKeyRecord) -> dict[str, Any]:
-    """A key as scripts see it (the admin API's shape): never its secret or hash."""
+def _scripted(model: KeyOut | UserOut) -> dict[str, Any]:
+    """The admin API's view of a record, its instants in ISO 8601 as the CLI prints them."""
     return {
-        "id": record.id,
-        "name": record.name,
-        "identifier": record.identifier,
-        "roles": list(record.roles),
-        "scopes": None if record.scopes is None else list(record.scopes),
-        "extra_claims": dict(record.extra_claims),
-        "metadata": dict(record.metadata),
-        "legacy": record.legacy,
-        # True until the key is first used after `keyturn import jwthenticator`.
-        "legacy_hash": record.legacy_hash,
-        "created_at": _iso(record.created_at),
-        "expires_at": _iso(record.expires_at),
-        "last_used_at": _iso(record.last_used_at),
-        "revoked_at": _iso(record.revoked_at),
-        "revoked_reason": record.revoked_reason,
-        "rotation_grace_until": _iso(record.previous_expires_at),
+        name: _iso(value) if isinstance(value, datetime) else value
+        for name, value in model.model_dump().items()
     }
+
+
+def _key_json(record: ApiKeyRecord) -> dict[str, Any]:
+    """A key as scripts see it: the admin API's `KeyOut`, and whether its hash is legacy."""
+    data: dict[str, Any] = {}
+    for name, value in _scripted(KeyOut.of(record)).items():
+        data[name] = value
+        if name == "legacy":
+            # True until the key is first used after `keyturn import jwthenticator`.
+            data["legacy_hash"] = record.legacy_hash
+    return data
 
 
 def _default_policy() -> bool:
@@ -620,10 +613,10 @@ def _print_created(
     typer.echo(_ONCE_WARNING, err=True)
 
 
-def _check_each(option: str, values: Iterable[str], pattern: re.Pattern[str], rule: str) -> None:
-    """Refuse what the admin API would refuse, before anything is opened."""
+def _check_each(option: str, values: Iterable[str], kind: Any, rule: str) -> None:
+    """Refuse what the admin API would refuse (`keyturn.schemas`), before anything is opened."""
     for value in values:
-        if pattern.fullmatch(value) is None:
+        if not fits(kind, value):
             raise typer.BadParameter(f"{value!r}: {rule}", param_hint=option)
 
 
@@ -672,10 +665,10 @@ def keys_create(
 ) -> None:
     """Create an API key and print it: the only time it is shown."""
     public_keys = _read_public_keys(public_key or ())
-    _check_each("--role", role or (), _ROLE, "letters, digits and _.:- (at most 64)")
-    _check_each("--scope", scope or (), _SCOPE, "RFC 6749 scope characters, no spaces (1-128)")
-    _check_each("--name", [name or ""], _LABEL, "at most 200 characters")
-    _check_each("--identifier", [identifier or ""], _LABEL, "at most 200 characters")
+    _check_each("--role", role or (), RoleName, "letters, digits and _.:- (at most 64)")
+    _check_each("--scope", scope or (), ScopeName, "RFC 6749 scope characters, no spaces (1-128)")
+    _check_each("--name", [name or ""], Label, "at most 200 characters")
+    _check_each("--identifier", [identifier or ""], Label, "at most 200 characters")
     expiry = None if expires_at is None else _parse_instant(expires_at)
 
     async def create(state: KeyturnState) -> CreatedKey:
@@ -906,25 +899,8 @@ def keys_remove_public_key(
 # -- users -------------------------------------------------------------------------------
 
 
-def _user_json(record: UserRecord) -> dict[str, Any]:
-    """A user as scripts see it (the admin API's shape): never the password hash."""
-    return {
-        "id": record.id,
-        "email": record.email,
-        "roles": list(record.roles),
-        "scopes": None if record.scopes is None else list(record.scopes),
-        "created_at": _iso(record.created_at),
-        "disabled_at": _iso(record.disabled_at),
-        "disabled_reason": record.disabled_reason,
-        "password_changed_at": _iso(record.password_changed_at),
-        "last_login_at": _iso(record.last_login_at),
-        "failed_logins": record.failed_logins,
-        "last_failed_login_at": _iso(record.last_failed_login_at),
-    }
-
-
 def _print_user(record: UserRecord, as_json: bool) -> None:
-    data = _user_json(record)
+    data = _scripted(UserOut.of(record))
     if not as_json:
         data["roles"] = ", ".join(record.roles) or "-"
         data["scopes"] = _scopes_text(record.scopes)
@@ -973,8 +949,8 @@ def users_add(
     as_json: JsonOption = False,
 ) -> None:
     """Add a user; the password is prompted for (or read with --password-stdin)."""
-    _check_each("--role", role or (), _ROLE, "letters, digits and _.:- (at most 64)")
-    _check_each("--scope", scope or (), _SCOPE, "RFC 6749 scope characters, no spaces (1-128)")
+    _check_each("--role", role or (), RoleName, "letters, digits and _.:- (at most 64)")
+    _check_each("--scope", scope or (), ScopeName, "RFC 6749 scope characters, no spaces (1-128)")
     password = _read_password(password_stdin)
 
     async def add(state: KeyturnState) -> UserRecord:
@@ -1006,7 +982,7 @@ def users_list(
 
     result = _run(page)
     if as_json:
-        users = [_user_json(record) for record in result.users]
+        users = [_scripted(UserOut.of(record)) for record in result.users]
         _emit({"users": users, "next_after": result.next_after}, as_json=True)
         return
     if not result.users:

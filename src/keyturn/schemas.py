@@ -1,4 +1,8 @@
-"""Request and response bodies (pydantic), the source of the OpenAPI document.
+"""Request and response bodies (pydantic): the HTTP API, its OpenAPI document and the CLI.
+
+The admin API renders records with `KeyOut.of` and `UserOut.of`, and the CLI prints the
+same views; the CLI checks its options with `fits` against the types the API validates
+with (`ScopeName`, `RoleName`, `Label`).
 
 Every request model forbids unknown fields (T-IN-07, T-AZ-03) and bounds every string
 (T-IN-09), so oversized or extra input is a 400 before it reaches the service.
@@ -8,9 +12,21 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+)
+
+if TYPE_CHECKING:
+    from keyturn.core.records import ApiKeyRecord, UserRecord
 
 __all__ = [
     "MAX_PASSWORD_FIELD",
@@ -30,6 +46,7 @@ __all__ = [
     "KeyOut",
     "KeyPageOut",
     "KeyRequest",
+    "Label",
     "LegacyTokenResponse",
     "LoginResponse",
     "PublicKeyOut",
@@ -37,13 +54,16 @@ __all__ = [
     "RefreshRequest",
     "RegisterKeyRequest",
     "RevokeKeyRequest",
+    "RoleName",
     "RotateKeyRequest",
+    "ScopeName",
     "SetPasswordRequest",
     "SigningKeyOut",
     "TokenResponse",
     "UserOut",
     "UserPageOut",
     "ValidateRequest",
+    "fits",
 ]
 
 MAX_SECRET = 1024
@@ -154,8 +174,23 @@ class JWKSOut(BaseModel):
 
 # -- admin bodies ----------------------------------------------------------------------
 
-_Scope = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[\x21\x23-\x5b\x5d-\x7e]+$")]
-_Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+#: An RFC 6749 §3.3 scope token (1-128 characters).
+ScopeName = Annotated[
+    str, Field(min_length=1, max_length=128, pattern=r"^[\x21\x23-\x5b\x5d-\x7e]+$")
+]
+#: A role: letters, digits and ``_.:-`` (1-64 characters).
+RoleName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+#: A key's name or identifier as the admin API bounds it (at most 200 characters).
+Label = Annotated[str, Field(max_length=200)]
+
+
+def fits(kind: Any, value: str) -> bool:
+    """Whether ``value`` passes ``kind`` (`ScopeName`, `RoleName`, `Label`) as the API checks it."""
+    try:
+        TypeAdapter(kind).validate_python(value)
+    except ValidationError:
+        return False
+    return True
 
 
 class JWKSetIn(_Strict):
@@ -174,8 +209,8 @@ class CreateKeyRequest(_Strict):
 
     name: str | None = Field(None, max_length=200)
     identifier: str | None = Field(None, max_length=200)
-    roles: list[_Name] = Field(default_factory=list, max_length=32)
-    scopes: list[_Scope] | None = Field(None, max_length=256)
+    roles: list[RoleName] = Field(default_factory=list, max_length=32)
+    scopes: list[ScopeName] | None = Field(None, max_length=256)
     extra_claims: dict[str, Any] = Field(default_factory=dict, max_length=32)
     metadata: dict[str, Any] = Field(default_factory=dict, max_length=64)
     expires_at: datetime | None = None
@@ -220,6 +255,26 @@ class KeyOut(BaseModel):
     revoked_at: datetime | None
     revoked_reason: str | None
     rotation_grace_until: datetime | None
+
+    @classmethod
+    def of(cls, record: ApiKeyRecord) -> KeyOut:
+        """The admin view of a key: everything but its secret and hashes."""
+        return cls(
+            id=record.id,
+            name=record.name,
+            identifier=record.identifier,
+            roles=list(record.roles),
+            scopes=None if record.scopes is None else list(record.scopes),
+            extra_claims=dict(record.extra_claims),
+            metadata=dict(record.metadata),
+            legacy=record.legacy,
+            created_at=record.created_at,
+            expires_at=record.expires_at,
+            last_used_at=record.last_used_at,
+            revoked_at=record.revoked_at,
+            revoked_reason=record.revoked_reason,
+            rotation_grace_until=record.previous_expires_at,
+        )
 
 
 class PublicKeyOut(BaseModel):
@@ -295,8 +350,8 @@ class CreateUserRequest(_Strict):
 
     email: str = Field(min_length=3, max_length=254)
     password: SecretStr = Field(max_length=MAX_PASSWORD_FIELD)
-    roles: list[_Name] = Field(default_factory=list, max_length=32)
-    scopes: list[_Scope] | None = Field(None, max_length=256)
+    roles: list[RoleName] = Field(default_factory=list, max_length=32)
+    scopes: list[ScopeName] | None = Field(None, max_length=256)
 
 
 class SetPasswordRequest(_Strict):
@@ -325,6 +380,23 @@ class UserOut(BaseModel):
     last_login_at: datetime | None
     failed_logins: int
     last_failed_login_at: datetime | None
+
+    @classmethod
+    def of(cls, record: UserRecord) -> UserOut:
+        """The admin view of a user: everything but the password hash."""
+        return cls(
+            id=record.id,
+            email=record.email,
+            roles=list(record.roles),
+            scopes=None if record.scopes is None else list(record.scopes),
+            created_at=record.created_at,
+            disabled_at=record.disabled_at,
+            disabled_reason=record.disabled_reason,
+            password_changed_at=record.password_changed_at,
+            last_login_at=record.last_login_at,
+            failed_logins=record.failed_logins,
+            last_failed_login_at=record.last_failed_login_at,
+        )
 
 
 class UserPageOut(BaseModel):

@@ -17,19 +17,19 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from keyturn.errors import KeyturnError, MalformedSecretError, RequestRejectedError
+from keyturn.schemas import (
+    AuthenticateRequest,
+    KeyRequest,
+    RefreshRequest,
+    RegisterKeyRequest,
+    ValidateRequest,
+)
 from keyturn.server.errors import (
     NO_STORE,
     ErrorStyle,
     bearer_error,
     legacy_error,
     renders,
-)
-from keyturn.server.models import (
-    AuthenticateRequest,
-    KeyRequest,
-    RefreshRequest,
-    RegisterKeyRequest,
-    ValidateRequest,
 )
 from keyturn.server.requests import (
     bearer_token,

@@ -18,9 +18,9 @@ from pydantic import BaseModel
 from starlette.applications import Starlette
 from starlette.routing import Route
 
+from keyturn import schemas as models
 from keyturn.__about__ import __version__
 from keyturn.config import Settings
-from keyturn.server import models
 from keyturn.server.v1 import IDENTITY_HEADERS
 
 __all__ = ["docs_page", "openapi_document"]
