@@ -19,6 +19,11 @@ place. Messages say what was wrong and never echo a token, key or password.
   + PolicyViolation               400 invalid_scope / invalid_request
   + InvalidGrantError             400 invalid_grant        (RFC 6749 §5.2; bad key or refresh token)
   + InvalidClientError            401 invalid_client       (RFC 6749 §5.2; client auth failed)
+  + UnsupportedGrantTypeError     400 unsupported_grant_type (RFC 6749 §5.2)
+  + AdminCredentialError          401 unauthorized         (the admin API without its bearer token)
+  + RequestRejectedError          400/413/415 invalid_request, payload_too_large, ...
+  |                                   (the HTTP request itself: size, media type, JSON, fields)
+  + RateLimitedError              429 rate_limited         (+ ``Retry-After``)
   + UnauthorizedClientError       400 unauthorized_client  (RFC 7009 §2.1; another client's token)
   + NotFoundError                 404 not_found
   + ConflictError                 409 conflict
@@ -30,9 +35,11 @@ place. Messages say what was wrong and never echo a token, key or password.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 __all__ = [
+    "AdminCredentialError",
     "ConflictError",
     "ExpiredTokenError",
     "ImmatureTokenError",
@@ -47,12 +54,15 @@ __all__ = [
     "NotFoundError",
     "PepperMismatchError",
     "PolicyViolation",
+    "RateLimitedError",
+    "RequestRejectedError",
     "RevokedTokenError",
     "SigningKeyError",
     "StorageUnavailableError",
     "TokenClaimsError",
     "TokenSignatureError",
     "UnauthorizedClientError",
+    "UnsupportedGrantTypeError",
     "VerifierUnavailableError",
     "WeakPasswordError",
 ]
@@ -169,6 +179,53 @@ class InvalidClientError(KeyturnError):
 
     error_code = "invalid_client"
     status_code = 401
+
+
+class UnsupportedGrantTypeError(KeyturnError):
+    """The token endpoint does not serve the ``grant_type`` asked for (RFC 6749 §5.2)."""
+
+    error_code = "unsupported_grant_type"
+    status_code = 400
+
+
+class AdminCredentialError(KeyturnError):
+    """A request to the admin API came without the admin bearer token (or a wrong one)."""
+
+    error_code = "unauthorized"
+    status_code = 401
+
+
+class RequestRejectedError(KeyturnError):
+    """The HTTP request itself is unacceptable (size, media type, JSON, fields).
+
+    Carries its own status and code (400 ``invalid_request``, 413 ``payload_too_large``,
+    415 ``unsupported_media_type``) and, for a body that fails its schema, the messages
+    per field.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int = 400,
+        error_code: str = "invalid_request",
+        fields: Mapping[str, list[str]] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.error_code = error_code
+        self.fields = dict(fields or {})
+
+
+class RateLimitedError(KeyturnError):
+    """Too many requests from one client address or for one key; retry later."""
+
+    error_code = "rate_limited"
+    status_code = 429
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, retry_after)
 
 
 class UnauthorizedClientError(KeyturnError):

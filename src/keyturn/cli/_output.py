@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
+
+from keyturn.schemas import KeyOut, UserOut, fits
 
 __all__: list[str] = []
 
@@ -57,10 +58,6 @@ PasswordStdinOption = Annotated[
 ]
 DEFAULT_DATA_DIR = Path(".keyturn")
 _ONCE_WARNING = "warning: this is the only time the key is shown; store it now."
-# The admin API's limits (keyturn.server.models): RFC 6749 §3.3 scope-token characters.
-_SCOPE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,128}")
-_ROLE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
-_LABEL = re.compile(r".{0,200}", re.DOTALL)
 
 
 class _CommandError(Exception):
@@ -117,8 +114,16 @@ def _scopes_text(scopes: tuple[str, ...] | None) -> str:
     return " ".join(scopes) or "(none)"
 
 
-def _check_each(option: str, values: Iterable[str], pattern: re.Pattern[str], rule: str) -> None:
-    """Refuse what the admin API would refuse, before anything is opened."""
+def _check_each(option: str, values: Iterable[str], kind: Any, rule: str) -> None:
+    """Refuse what the admin API would refuse (`keyturn.schemas`), before anything is opened."""
     for value in values:
-        if pattern.fullmatch(value) is None:
+        if not fits(kind, value):
             raise typer.BadParameter(f"{value!r}: {rule}", param_hint=option)
+
+
+def _scripted(model: KeyOut | UserOut) -> dict[str, Any]:
+    """The admin API's view of a record, its instants in ISO 8601 as the CLI prints them."""
+    return {
+        name: _iso(value) if isinstance(value, datetime) else value
+        for name, value in model.model_dump().items()
+    }

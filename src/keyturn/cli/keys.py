@@ -10,10 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from keyturn.cli._output import (
-    _LABEL,
     _ONCE_WARNING,
-    _ROLE,
-    _SCOPE,
     JsonOption,
     KeyIdArgument,
     _check_each,
@@ -21,6 +18,7 @@ from keyturn.cli._output import (
     _emit,
     _iso,
     _scopes_text,
+    _scripted,
     _short,
     _table,
 )
@@ -30,6 +28,7 @@ from keyturn.core.records import ClientPublicKeyRecord
 from keyturn.core.secrets import SecretKind, generate_secret
 from keyturn.core.signing import VerificationKey
 from keyturn.errors import SigningKeyError
+from keyturn.schemas import KeyOut, Label, RoleName, ScopeName
 
 if TYPE_CHECKING:
     from keyturn.core.records import ApiKeyRecord
@@ -49,25 +48,14 @@ def keys_generate(as_json: JsonOption = False) -> None:
 
 
 def _key_json(record: ApiKeyRecord) -> dict[str, Any]:
-    """A key as scripts see it (the admin API's shape): never its secret or hash."""
-    return {
-        "id": record.id,
-        "name": record.name,
-        "identifier": record.identifier,
-        "roles": list(record.roles),
-        "scopes": None if record.scopes is None else list(record.scopes),
-        "extra_claims": dict(record.extra_claims),
-        "metadata": dict(record.metadata),
-        "legacy": record.legacy,
-        # True until the key is first used after `keyturn import jwthenticator`.
-        "legacy_hash": record.legacy_hash,
-        "created_at": _iso(record.created_at),
-        "expires_at": _iso(record.expires_at),
-        "last_used_at": _iso(record.last_used_at),
-        "revoked_at": _iso(record.revoked_at),
-        "revoked_reason": record.revoked_reason,
-        "rotation_grace_until": _iso(record.previous_expires_at),
-    }
+    """A key as scripts see it: the admin API's `KeyOut`, and whether its hash is legacy."""
+    data: dict[str, Any] = {}
+    for name, value in _scripted(KeyOut.of(record)).items():
+        data[name] = value
+        if name == "legacy":
+            # True until the key is first used after `keyturn import jwthenticator`.
+            data["legacy_hash"] = record.legacy_hash
+    return data
 
 
 def _print_key(record: ApiKeyRecord, as_json: bool) -> None:
@@ -148,10 +136,10 @@ def keys_create(
 ) -> None:
     """Create an API key and print it: the only time it is shown."""
     public_keys = _read_public_keys(public_key or ())
-    _check_each("--role", role or (), _ROLE, "letters, digits and _.:- (at most 64)")
-    _check_each("--scope", scope or (), _SCOPE, "RFC 6749 scope characters, no spaces (1-128)")
-    _check_each("--name", [name or ""], _LABEL, "at most 200 characters")
-    _check_each("--identifier", [identifier or ""], _LABEL, "at most 200 characters")
+    _check_each("--role", role or (), RoleName, "letters, digits and _.:- (at most 64)")
+    _check_each("--scope", scope or (), ScopeName, "RFC 6749 scope characters, no spaces (1-128)")
+    _check_each("--name", [name or ""], Label, "at most 200 characters")
+    _check_each("--identifier", [identifier or ""], Label, "at most 200 characters")
     expiry = None if expires_at is None else _parse_instant(expires_at)
 
     async def create(state: Runtime) -> CreatedKey:

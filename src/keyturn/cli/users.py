@@ -3,25 +3,24 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from keyturn.cli._output import (
-    _ROLE,
-    _SCOPE,
     JsonOption,
     PasswordStdinOption,
     UserArgument,
     _check_each,
     _emit,
     _fail,
-    _iso,
     _scopes_text,
+    _scripted,
     _short,
     _table,
 )
 from keyturn.cli._runtime import _actor, _run
+from keyturn.schemas import RoleName, ScopeName, UserOut
 
 if TYPE_CHECKING:
     from keyturn.core.records import UserRecord
@@ -35,25 +34,8 @@ users_app = typer.Typer(
 )
 
 
-def _user_json(record: UserRecord) -> dict[str, Any]:
-    """A user as scripts see it (the admin API's shape): never the password hash."""
-    return {
-        "id": record.id,
-        "email": record.email,
-        "roles": list(record.roles),
-        "scopes": None if record.scopes is None else list(record.scopes),
-        "created_at": _iso(record.created_at),
-        "disabled_at": _iso(record.disabled_at),
-        "disabled_reason": record.disabled_reason,
-        "password_changed_at": _iso(record.password_changed_at),
-        "last_login_at": _iso(record.last_login_at),
-        "failed_logins": record.failed_logins,
-        "last_failed_login_at": _iso(record.last_failed_login_at),
-    }
-
-
 def _print_user(record: UserRecord, as_json: bool) -> None:
-    data = _user_json(record)
+    data = _scripted(UserOut.of(record))
     if not as_json:
         data["roles"] = ", ".join(record.roles) or "-"
         data["scopes"] = _scopes_text(record.scopes)
@@ -102,8 +84,8 @@ def users_add(
     as_json: JsonOption = False,
 ) -> None:
     """Add a user; the password is prompted for (or read with --password-stdin)."""
-    _check_each("--role", role or (), _ROLE, "letters, digits and _.:- (at most 64)")
-    _check_each("--scope", scope or (), _SCOPE, "RFC 6749 scope characters, no spaces (1-128)")
+    _check_each("--role", role or (), RoleName, "letters, digits and _.:- (at most 64)")
+    _check_each("--scope", scope or (), ScopeName, "RFC 6749 scope characters, no spaces (1-128)")
     password = _read_password(password_stdin)
 
     async def add(state: Runtime) -> UserRecord:
@@ -135,7 +117,7 @@ def users_list(
 
     result = _run(page)
     if as_json:
-        users = [_user_json(record) for record in result.users]
+        users = [_scripted(UserOut.of(record)) for record in result.users]
         _emit({"users": users, "next_after": result.next_after}, as_json=True)
         return
     if not result.users:

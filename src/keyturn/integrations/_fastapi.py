@@ -17,7 +17,7 @@ from starlette.requests import Request
 
 from keyturn.core.tokens import VerifiedToken, parse_scope
 from keyturn.errors import KeyturnError
-from keyturn.integrations._bearer import BearerFailure, bearer_token, failure_for
+from keyturn.rfc6750 import BearerFailure, bearer_token, failure_for
 from keyturn.verify import Verifier
 
 __all__ = ["BEARER_SCHEME", "scopes_dependency"]

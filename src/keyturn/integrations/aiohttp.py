@@ -29,7 +29,7 @@ from aiohttp import web
 
 from keyturn.core.tokens import VerifiedToken, parse_scope
 from keyturn.errors import InvalidTokenError, KeyturnError, VerifierUnavailableError
-from keyturn.integrations._bearer import BearerFailure, bearer_token, failure_for
+from keyturn.rfc6750 import BearerFailure, bearer_token, failure_for
 from keyturn.verify import Verifier
 
 if TYPE_CHECKING:

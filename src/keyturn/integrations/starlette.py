@@ -27,7 +27,7 @@ from starlette.responses import JSONResponse, Response
 
 from keyturn.core.tokens import VerifiedToken
 from keyturn.errors import InvalidTokenError, KeyturnError
-from keyturn.integrations._bearer import BearerFailure, bearer_token, failure_for
+from keyturn.rfc6750 import BearerFailure, bearer_token, failure_for
 from keyturn.verify import Verifier
 
 __all__ = [

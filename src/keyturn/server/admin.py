@@ -17,15 +17,12 @@ from starlette.routing import Route
 
 from keyturn.core.assertions import load_client_public_key
 from keyturn.core.records import (
-    ApiKeyRecord,
     ClientPublicKeyRecord,
     SigningKeyState,
-    UserRecord,
 )
 from keyturn.core.signing import VerificationKey
-from keyturn.errors import InvalidRequestError, KeyturnError, SigningKeyError
-from keyturn.server.errors import NO_STORE, problem_for
-from keyturn.server.models import (
+from keyturn.errors import InvalidRequestError, SigningKeyError
+from keyturn.schemas import (
     AuditEventOut,
     AuditPage,
     CreatedKeyOut,
@@ -44,6 +41,7 @@ from keyturn.server.models import (
     UserOut,
     UserPageOut,
 )
+from keyturn.server.errors import NO_STORE, ErrorStyle, renders
 from keyturn.server.requests import (
     NO_NUL,
     keyturn_state,
@@ -61,54 +59,17 @@ ACTOR = "admin"
 
 
 def _problems(handler: Handler) -> Handler:
+    """Refuse U+0000 in the path and query; render errors as problem documents."""
+
+    @renders(ErrorStyle.PROBLEM)
     @functools.wraps(handler)
     async def endpoint(request: Request) -> Response:
-        try:
-            query = [text for pair in request.query_params.multi_items() for text in pair]
-            if any("\x00" in str(text) for text in (*request.path_params.values(), *query)):
-                raise InvalidRequestError(NO_NUL)
-            return await handler(request)
-        except KeyturnError as exc:
-            return problem_for(exc)
+        query = [text for pair in request.query_params.multi_items() for text in pair]
+        if any("\x00" in str(text) for text in (*request.path_params.values(), *query)):
+            raise InvalidRequestError(NO_NUL)
+        return await handler(request)
 
     return endpoint
-
-
-def key_out(record: ApiKeyRecord) -> KeyOut:
-    """The admin view of a key: everything but its secret and hashes."""
-    return KeyOut(
-        id=record.id,
-        name=record.name,
-        identifier=record.identifier,
-        roles=list(record.roles),
-        scopes=None if record.scopes is None else list(record.scopes),
-        extra_claims=dict(record.extra_claims),
-        metadata=dict(record.metadata),
-        legacy=record.legacy,
-        created_at=record.created_at,
-        expires_at=record.expires_at,
-        last_used_at=record.last_used_at,
-        revoked_at=record.revoked_at,
-        revoked_reason=record.revoked_reason,
-        rotation_grace_until=record.previous_expires_at,
-    )
-
-
-def user_out(record: UserRecord) -> UserOut:
-    """The admin view of a user: everything but the password hash."""
-    return UserOut(
-        id=record.id,
-        email=record.email,
-        roles=list(record.roles),
-        scopes=None if record.scopes is None else list(record.scopes),
-        created_at=record.created_at,
-        disabled_at=record.disabled_at,
-        disabled_reason=record.disabled_reason,
-        password_changed_at=record.password_changed_at,
-        last_login_at=record.last_login_at,
-        failed_logins=record.failed_logins,
-        last_failed_login_at=record.last_failed_login_at,
-    )
 
 
 def _json(
@@ -187,7 +148,7 @@ async def create_key(request: Request) -> Response:
     stored = await service.list_public_keys(created.record.id) if public_keys else None
     out = CreatedKeyOut(
         key=created.secret,
-        record=key_out(created.record),
+        record=KeyOut.of(created.record),
         public_keys=None if stored is None else [public_key_out(k) for k in stored],
     )
     return _json(out, 201)
@@ -236,14 +197,14 @@ async def list_keys(request: Request) -> Response:
         identifier=request.query_params.get("identifier"),
         include_revoked=_bool_query(request, "include_revoked", True),
     )
-    return _json(KeyPageOut(keys=[key_out(k) for k in page.keys], next_after=page.next_after))
+    return _json(KeyPageOut(keys=[KeyOut.of(k) for k in page.keys], next_after=page.next_after))
 
 
 @_problems
 async def get_key(request: Request) -> Response:
     """``GET /v1/admin/keys/{key_id}``."""
     record = await keyturn_state(request).service.get_key(request.path_params["key_id"])
-    return _json(key_out(record))
+    return _json(KeyOut.of(record))
 
 
 @_problems
@@ -256,7 +217,7 @@ async def revoke_key(request: Request) -> Response:
         actor=ACTOR,
         request_id=request_id(request),
     )
-    return _json(key_out(record))
+    return _json(KeyOut.of(record))
 
 
 @_problems
@@ -270,7 +231,7 @@ async def rotate_key(request: Request) -> Response:
         actor=ACTOR,
         request_id=request_id(request),
     )
-    return _json(CreatedKeyOut(key=created.secret, record=key_out(created.record)))
+    return _json(CreatedKeyOut(key=created.secret, record=KeyOut.of(created.record)))
 
 
 @_problems
@@ -285,7 +246,7 @@ async def create_user(request: Request) -> Response:
         actor=ACTOR,
         request_id=request_id(request),
     )
-    return _json(user_out(record), 201)
+    return _json(UserOut.of(record), 201)
 
 
 @_problems
@@ -298,14 +259,14 @@ async def list_users(request: Request) -> Response:
         after=request.query_params.get("after"),
         include_disabled=_bool_query(request, "include_disabled", True),
     )
-    return _json(UserPageOut(users=[user_out(u) for u in page.users], next_after=page.next_after))
+    return _json(UserPageOut(users=[UserOut.of(u) for u in page.users], next_after=page.next_after))
 
 
 @_problems
 async def get_user(request: Request) -> Response:
     """``GET /v1/admin/users/{user_id}``."""
     record = await keyturn_state(request).service.get_user(request.path_params["user_id"])
-    return _json(user_out(record))
+    return _json(UserOut.of(record))
 
 
 @_problems
@@ -318,7 +279,7 @@ async def disable_user(request: Request) -> Response:
         actor=ACTOR,
         request_id=request_id(request),
     )
-    return _json(user_out(record))
+    return _json(UserOut.of(record))
 
 
 @_problems
@@ -327,7 +288,7 @@ async def enable_user(request: Request) -> Response:
     record = await keyturn_state(request).service.enable_user(
         request.path_params["user_id"], actor=ACTOR, request_id=request_id(request)
     )
-    return _json(user_out(record))
+    return _json(UserOut.of(record))
 
 
 @_problems
@@ -340,7 +301,7 @@ async def set_user_password(request: Request) -> Response:
         actor=ACTOR,
         request_id=request_id(request),
     )
-    return _json(user_out(record))
+    return _json(UserOut.of(record))
 
 
 @_problems

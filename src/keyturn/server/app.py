@@ -7,7 +7,6 @@ lifespan opens and closes the state itself.
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -20,9 +19,17 @@ from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from keyturn.config import Settings
-from keyturn.errors import KeyturnError
+from keyturn.errors import AdminCredentialError, KeyturnError
+from keyturn.rfc6750 import bearer_matches
 from keyturn.server import admin, legacy, login, v1
-from keyturn.server.errors import client_gone, problem, unexpected_error
+from keyturn.server.errors import (
+    ADMIN_CHALLENGE,
+    ErrorStyle,
+    client_gone,
+    problem,
+    render,
+    unexpected_error,
+)
 from keyturn.server.fastpath import GatewayFastPath
 from keyturn.server.metrics import metrics_endpoint
 from keyturn.server.openapi import docs_page, openapi_document
@@ -181,23 +188,15 @@ class AdminGuard:
             await self.app(scope, receive, send)
             return
         self._metrics.authentication_failed("admin_credential")
-        response = problem(
-            401,
-            "Unauthorized",
-            "the admin API needs the admin bearer token",
-            code="unauthorized",
-            headers={"WWW-Authenticate": 'Bearer realm="keyturn-admin"'},
-        )
+        error = AdminCredentialError("the admin API needs the admin bearer token")
+        response = render(error, ErrorStyle.PROBLEM, challenge=ADMIN_CHALLENGE)
         await response(scope, receive, send)
 
     def _allowed(self, scope: Scope) -> bool:
         if self._token is not None:
             for name, value in scope["headers"]:
                 if name == b"authorization":
-                    scheme, _, presented = value.partition(b" ")
-                    return scheme.lower() == b"bearer" and hmac.compare_digest(
-                        presented.strip(), self._token
-                    )
+                    return bearer_matches(value.decode("latin-1"), self._token)
             return False
         client = scope.get("client")
         return is_loopback(client[0] if client else None)

@@ -1,41 +1,61 @@
-"""Every error response the server writes, rendered in one place.
+"""Every error response the server writes, rendered in one place: `render` and `renders`.
 
-Three wire forms, by route family:
+Five wire forms (`ErrorStyle`), by route family:
 
-* RFC 6750 bearer errors (``/v1/validate``, ``/validate_request``): 401/403 with a
-  ``WWW-Authenticate: Bearer`` challenge;
-* RFC 6749 §5.2 token-endpoint errors (``/v1/token``): ``{"error", "error_description"}``;
-* RFC 9457 ``application/problem+json`` for everything else.
+* ``PROBLEM``: RFC 9457 ``application/problem+json`` (the admin API, health, 404/405);
+* ``OAUTH``: RFC 6749 §5.2 token-endpoint errors (``/v1/token``, ``/v1/revoke``,
+  ``/v1/login``, ``/v1/logout``, ``/v1/introspect``): ``{"error", "error_description"}``,
+  a 413/415 still a problem document;
+* ``BEARER``: RFC 6750 §3.1 (``/v1/validate``, ``/validate_request``): 401/403 with a
+  ``WWW-Authenticate: Bearer`` challenge (`keyturn.rfc6750`) and no body;
+* ``LEGACY``: JWThenticator's bodies (``{}``, field messages) on its routes;
+* ``LOGIN``: problems, a bad email or password also in the tutorial's words (``/login``).
 
-The legacy JWThenticator routes keep its bodies (``{}`` or field messages) and are
-rendered by their handlers. No message here contains a token, key or password.
+A handler raises a `keyturn.errors.KeyturnError` and its ``@renders(style)`` decorator
+answers it. No message here contains a token, key or password.
 """
 
 from __future__ import annotations
 
+import enum
+import functools
 import logging
-import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from keyturn.errors import (
+    ConflictError,
     InsufficientScopeError,
+    InvalidGrantError,
+    InvalidTokenError,
     KeyturnError,
+    MalformedSecretError,
+    PolicyViolation,
+    RateLimitedError,
+    RequestRejectedError,
     StorageUnavailableError,
 )
+from keyturn.rfc6750 import REALM, bearer_challenge
 
 __all__ = [
+    "ADMIN_CHALLENGE",
+    "NO_STORE",
     "PROBLEM_JSON",
+    "WRONG_CREDENTIALS",
+    "ErrorStyle",
     "RateLimitedError",
     "RequestRejectedError",
     "bearer_challenge",
     "bearer_error",
+    "legacy_error",
     "oauth_error",
     "problem",
     "problem_for",
+    "render",
+    "renders",
     "retry_headers",
     "stopping",
     "unexpected_error",
@@ -44,37 +64,20 @@ __all__ = [
 logger = logging.getLogger("keyturn.server")
 
 PROBLEM_JSON: Final = "application/problem+json"
-REALM: Final = "keyturn"
-_UNSAFE_IN_QUOTES = re.compile(r'["\\\x00-\x1f\x7f]')
 NO_STORE: Final = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+#: The challenge of the admin API (its own realm: the admin token, not an access token).
+ADMIN_CHALLENGE: Final = 'Bearer realm="keyturn-admin"'
+Handler = Callable[[Request], Awaitable[Response]]
 
 
-class RequestRejectedError(KeyturnError):
-    """The HTTP request itself is unacceptable (size, media type, JSON, fields)."""
+class ErrorStyle(enum.Enum):
+    """The wire form a route family answers errors in (see the module docstring)."""
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        status_code: int = 400,
-        error_code: str = "invalid_request",
-        fields: Mapping[str, list[str]] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-        self.error_code = error_code
-        self.fields = dict(fields or {})
-
-
-class RateLimitedError(KeyturnError):
-    """Too many requests from one client address or for one key; retry later."""
-
-    error_code = "rate_limited"
-    status_code = 429
-
-    def __init__(self, message: str, *, retry_after: int) -> None:
-        super().__init__(message)
-        self.retry_after = max(1, retry_after)
+    PROBLEM = "problem"
+    OAUTH = "oauth"
+    BEARER = "bearer"
+    LEGACY = "legacy"
+    LOGIN = "login"
 
 
 def retry_headers(exc: Exception) -> dict[str, str]:
@@ -83,10 +86,6 @@ def retry_headers(exc: Exception) -> dict[str, str]:
     if isinstance(exc, StorageUnavailableError | RateLimitedError) and retry_after:
         return {"Retry-After": str(int(retry_after))}
     return {}
-
-
-def _quoted(value: str) -> str:
-    return _UNSAFE_IN_QUOTES.sub("", value)
 
 
 def problem(
@@ -128,37 +127,23 @@ _TITLES: Final = {
 }
 
 
-def problem_for(exc: KeyturnError) -> JSONResponse:
+def problem_for(exc: KeyturnError, *, challenge: str | None = None) -> JSONResponse:
     """Render any Keyturn error as a problem document with its status and code."""
     status = exc.status_code
     extra: dict[str, Any] = {}
     if isinstance(exc, RequestRejectedError) and exc.fields:
         extra["errors"] = exc.fields
+    headers = retry_headers(exc)
+    if challenge is not None:
+        headers["WWW-Authenticate"] = challenge
     return problem(
         status,
         _TITLES.get(status, "Error"),
         exc.message,
         code=exc.error_code,
-        headers=retry_headers(exc),
+        headers=headers,
         extra=extra,
     )
-
-
-def bearer_challenge(
-    error: str | None = None,
-    description: str | None = None,
-    scopes: Iterable[str] = (),
-) -> str:
-    """A ``WWW-Authenticate: Bearer`` value (RFC 6750 §3); parameters are sanitised."""
-    parts = [f'realm="{REALM}"']
-    if error:
-        parts.append(f'error="{error}"')
-    if description:
-        parts.append(f'error_description="{_quoted(description)}"')
-    scope = " ".join(sorted(scopes))
-    if scope:
-        parts.append(f'scope="{_quoted(scope)}"')
-    return "Bearer " + ", ".join(parts)
 
 
 def bearer_error(exc: KeyturnError | None) -> Response:
@@ -179,17 +164,101 @@ def bearer_error(exc: KeyturnError | None) -> Response:
     return Response(status_code=401, headers={"WWW-Authenticate": challenge})
 
 
-def oauth_error(exc: KeyturnError) -> JSONResponse:
-    """RFC 6749 §5.2 token-endpoint error (``invalid_client`` is 401 with a challenge)."""
+def oauth_error(exc: KeyturnError, *, challenge: str | None = None) -> Response:
+    """RFC 6749 §5.2 token-endpoint error (``invalid_client`` is 401 with a challenge).
+
+    A 413 or 415 (the body never got read) stays a problem document. The challenge of an
+    ``invalid_client`` is HTTP Basic unless ``challenge`` names another.
+    """
+    if isinstance(exc, RequestRejectedError) and exc.status_code in (413, 415):
+        return problem_for(exc)
     headers = {**NO_STORE, **retry_headers(exc)}
     status = exc.status_code
     if exc.error_code == "invalid_client":
         status = 401
-        headers["WWW-Authenticate"] = f'Basic realm="{REALM}"'
+        headers["WWW-Authenticate"] = challenge or f'Basic realm="{REALM}"'
     elif status in (401, 403, 404, 409):
         status = 400
     body = {"error": exc.error_code, "error_description": exc.message}
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+def legacy_error(exc: KeyturnError) -> Response:
+    """An error in JWThenticator's shapes: ``{}``, field messages, or a 413/415 problem."""
+    if isinstance(exc, RequestRejectedError):
+        if exc.status_code in (413, 415):
+            return problem_for(exc)
+        return JSONResponse(exc.fields, status_code=400)
+    if isinstance(
+        exc,
+        InvalidGrantError
+        | InvalidTokenError
+        | MalformedSecretError
+        | PolicyViolation
+        | InsufficientScopeError,
+    ):
+        return JSONResponse({}, status_code=401)
+    if isinstance(exc, ConflictError):
+        return JSONResponse({"result": False, "message": exc.message}, status_code=409)
+    # 503 storage down, 429 rate limited
+    return JSONResponse({}, status_code=exc.status_code, headers=retry_headers(exc))
+
+
+#: The tutorial's failure message for a bad email or password, kept for its clients.
+WRONG_CREDENTIALS: Final = "Wrong credentials"
+
+
+def _login_error(exc: KeyturnError) -> Response:
+    if isinstance(exc, InvalidGrantError):
+        return problem(
+            400,
+            "Bad Request",
+            exc.message,
+            code=exc.error_code,
+            headers=NO_STORE,
+            extra={"message": WRONG_CREDENTIALS},
+        )
+    return problem_for(exc)
+
+
+def render(
+    exc: KeyturnError | None, style: ErrorStyle, *, challenge: str | None = None
+) -> Response:
+    """The response to ``exc`` in the wire form of ``style``.
+
+    Args:
+        exc: the error; None only with ``BEARER``: the request had no credential.
+        style: the route family's wire form.
+        challenge: the ``WWW-Authenticate`` value of a 401 other than the style's own
+            (the admin API's realm; introspection's Bearer challenge).
+    """
+    if style is ErrorStyle.BEARER:
+        return bearer_error(exc)
+    if exc is None:
+        raise TypeError(f"{style.name} renders an error, not None")
+    if style is ErrorStyle.OAUTH:
+        return oauth_error(exc, challenge=challenge)
+    if style is ErrorStyle.LEGACY:
+        return legacy_error(exc)
+    if style is ErrorStyle.LOGIN:
+        return _login_error(exc)
+    return problem_for(exc, challenge=challenge)
+
+
+def renders(style: ErrorStyle) -> Callable[[Handler], Handler]:
+    """Decorate a handler so every `KeyturnError` it raises is answered by `render`."""
+
+    def decorate(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def endpoint(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except KeyturnError as exc:
+                return render(exc, style)
+
+        return endpoint
+
+    return decorate
 
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:

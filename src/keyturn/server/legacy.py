@@ -9,7 +9,6 @@ unknown field; 401 ``{}`` for a bad key or refresh token. Where JWThenticator cr
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,28 +16,20 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from keyturn.errors import (
-    ConflictError,
-    InsufficientScopeError,
-    InvalidGrantError,
-    InvalidTokenError,
-    KeyturnError,
-    MalformedSecretError,
-    PolicyViolation,
-)
-from keyturn.server.errors import (
-    NO_STORE,
-    RequestRejectedError,
-    bearer_error,
-    problem_for,
-    retry_headers,
-)
-from keyturn.server.models import (
+from keyturn.errors import KeyturnError, MalformedSecretError, RequestRejectedError
+from keyturn.schemas import (
     AuthenticateRequest,
     KeyRequest,
     RefreshRequest,
     RegisterKeyRequest,
     ValidateRequest,
+)
+from keyturn.server.errors import (
+    NO_STORE,
+    ErrorStyle,
+    bearer_error,
+    legacy_error,
+    renders,
 )
 from keyturn.server.requests import (
     bearer_token,
@@ -59,40 +50,6 @@ __all__ = [
 ]
 
 Handler = Callable[[Request], Awaitable[Response]]
-
-
-def legacy_error(exc: KeyturnError) -> Response:
-    """An error in JWThenticator's shapes: ``{}``, field messages, or a 413/415 problem."""
-    if isinstance(exc, RequestRejectedError):
-        if exc.status_code in (413, 415):
-            return problem_for(exc)
-        return JSONResponse(exc.fields, status_code=400)
-    if isinstance(
-        exc,
-        InvalidGrantError
-        | InvalidTokenError
-        | MalformedSecretError
-        | PolicyViolation
-        | InsufficientScopeError,
-    ):
-        return JSONResponse({}, status_code=401)
-    if isinstance(exc, ConflictError):
-        return JSONResponse({"result": False, "message": exc.message}, status_code=409)
-    # 503 storage down, 429 rate limited
-    return JSONResponse({}, status_code=exc.status_code, headers=retry_headers(exc))
-
-
-def _legacy(handler: Handler) -> Handler:
-    """Render errors in JWThenticator's shapes (`legacy_error`)."""
-
-    @functools.wraps(handler)
-    async def endpoint(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except KeyturnError as exc:
-            return legacy_error(exc)
-
-    return endpoint
 
 
 def _ok(body: dict[str, Any], status: int = 200) -> JSONResponse:
@@ -136,7 +93,7 @@ async def answer_refresh(
     return _ok({"jwt": pair.access.token})
 
 
-@_legacy
+@renders(ErrorStyle.LEGACY)
 async def authenticate(request: Request) -> Response:
     """``POST /authenticate {key, identifier}`` -> ``{"jwt", "refresh_token"}``."""
     body = read_model(AuthenticateRequest, await read_json(request))
@@ -148,7 +105,7 @@ async def authenticate(request: Request) -> Response:
     )
 
 
-@_legacy
+@renders(ErrorStyle.LEGACY)
 async def refresh(request: Request) -> Response:
     """``POST /refresh {refresh_token, identifier}`` -> ``{"jwt"}``."""
     body = read_model(RefreshRequest, await read_json(request))
@@ -160,7 +117,7 @@ async def refresh(request: Request) -> Response:
     )
 
 
-@_legacy
+@renders(ErrorStyle.LEGACY)
 async def validate(request: Request) -> Response:
     """``POST /validate {jwt}`` -> ``{"result": true}`` or 401 ``{}``."""
     body = read_model(ValidateRequest, await read_json(request))
@@ -192,7 +149,7 @@ async def jwks(request: Request) -> Response:
     )
 
 
-@_legacy
+@renders(ErrorStyle.LEGACY)
 async def register_key(request: Request) -> Response:
     """``POST /register_key {key, identifier}`` -> 201 ``{"result": true}`` (admin)."""
     body = read_model(RegisterKeyRequest, await read_json(request))
@@ -210,7 +167,7 @@ async def register_key(request: Request) -> Response:
     return JSONResponse({"result": True}, status_code=201)
 
 
-@_legacy
+@renders(ErrorStyle.LEGACY)
 async def is_key_registered(request: Request) -> Response:
     """``POST /is_key_registered {key}`` -> ``{"result": bool}`` (admin)."""
     body = read_model(KeyRequest, await read_json(request))

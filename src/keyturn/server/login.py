@@ -14,25 +14,17 @@ Every attempt is charged to the login throttle before any password is hashed (42
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Awaitable, Callable
-from typing import Final
-
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from keyturn.errors import InvalidGrantError, InvalidRequestError, KeyturnError
-from keyturn.server.errors import NO_STORE, problem, problem_for
+from keyturn.errors import InvalidRequestError
+from keyturn.server.errors import NO_STORE, WRONG_CREDENTIALS, ErrorStyle, renders
 from keyturn.server.requests import keyturn_state, read_form_or_json, request_id
+from keyturn.server.routes.oauth import requested_scopes, token_response
 from keyturn.server.state import client_address
-from keyturn.server.v1 import _oauth, _requested_scopes, _token_response
 
 __all__ = ["WRONG_CREDENTIALS", "public_routes"]
-
-Handler = Callable[[Request], Awaitable[Response]]
-#: The tutorial's failure message, kept for its clients.
-WRONG_CREDENTIALS: Final = "Wrong credentials"
 
 
 def _credentials(params: dict[str, str]) -> tuple[str, str]:
@@ -42,33 +34,7 @@ def _credentials(params: dict[str, str]) -> tuple[str, str]:
     return email, password
 
 
-def _wrong_credentials(exc: InvalidGrantError) -> Response:
-    return problem(
-        400,
-        "Bad Request",
-        exc.message,
-        code=exc.error_code,
-        headers=NO_STORE,
-        extra={"message": WRONG_CREDENTIALS},
-    )
-
-
-def _problems(handler: Handler) -> Handler:
-    """Render errors as problem documents; bad credentials in the tutorial's words too."""
-
-    @functools.wraps(handler)
-    async def endpoint(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except InvalidGrantError as exc:
-            return _wrong_credentials(exc)
-        except KeyturnError as exc:
-            return problem_for(exc)
-
-    return endpoint
-
-
-@_problems
+@renders(ErrorStyle.LOGIN)
 async def login(request: Request) -> Response:
     """``POST /login``: ``{"token": "<access token>"}``, no refresh token."""
     state = keyturn_state(request)
@@ -78,19 +44,19 @@ async def login(request: Request) -> Response:
     return JSONResponse({"token": pair.access.token}, headers=NO_STORE)
 
 
-@_oauth
+@renders(ErrorStyle.OAUTH)
 async def login_v1(request: Request) -> Response:
     """``POST /v1/login``: the RFC 6749 §5.1 token response with a rotating refresh token."""
     state = keyturn_state(request)
     params = await read_form_or_json(request)
     email, password = _credentials(params)
-    scopes = _requested_scopes(params)
+    scopes = requested_scopes(params)
     await state.check_login_rate(client_address(request.scope), email)
     pair = await state.service.login(email, password, scopes=scopes, request_id=request_id(request))
-    return _token_response(pair)
+    return token_response(pair)
 
 
-@_oauth
+@renders(ErrorStyle.OAUTH)
 async def logout(request: Request) -> Response:
     """``POST /v1/logout``: revoke the refresh token's family; 200 whether or not it was known."""
     state = keyturn_state(request)

@@ -15,7 +15,8 @@ from urllib.parse import parse_qsl
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
-from keyturn.server.errors import RequestRejectedError
+from keyturn import rfc6750
+from keyturn.errors import RequestRejectedError
 from keyturn.server.telemetry import REQUEST_ID_SCOPE_KEY
 
 if TYPE_CHECKING:
@@ -224,15 +225,11 @@ def parse_body(model: type[Model], body: bytes) -> Model:
 def bearer_token(request: Request) -> str | None:
     """The token of an ``Authorization: Bearer <token>`` header, or None.
 
-    Only the header counts: ``?access_token=`` is ignored (T-LOG-02).
+    Only the header counts: ``?access_token=`` is ignored (T-LOG-02). A malformed Bearer
+    credential (empty, several parts) reads as none: the gateway routes answer it 401
+    with a bare challenge (`keyturn.rfc6750`).
     """
-    header = request.headers.get("authorization")
-    if header is None:
-        return None
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token or " " in token.strip():
-        return None
-    return token.strip()
+    return rfc6750.bearer_token(request.headers.get("authorization"), malformed="missing")
 
 
 def keyturn_state(request: Request) -> KeyturnState:

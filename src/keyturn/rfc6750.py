@@ -1,15 +1,26 @@
-"""RFC 6750 for resource servers, framework-free: read the credential, describe the failure.
+"""RFC 6750 bearer tokens, framework-free: read the credential, describe the failure.
 
-Each integration turns a `BearerFailure` into its own response type, so aiohttp, Starlette
-and FastAPI answer the same statuses, challenges and bodies.
+The one place the project reads an ``Authorization: Bearer`` header and writes a
+``WWW-Authenticate: Bearer`` challenge. The server (`keyturn.server.errors`,
+`keyturn.server.requests`, the admin guard) and the integrations use it; each integration
+turns a `BearerFailure` into its own response type, so aiohttp, Starlette and FastAPI
+answer the same statuses, challenges and bodies.
+
+One rule differs on purpose between the two sides: a ``Bearer`` credential that is empty
+or has several parts. A resource server (the integrations) answers it 400
+``invalid_request`` (RFC 6750 §3.1). The server's gateway routes (``/validate_request``,
+``/v1/validate``) read it as no credential, a 401 with a bare challenge, because nginx's
+``auth_request`` turns any answer other than 2xx, 401 and 403 into a 500 for the client.
+`bearer_token` takes that choice as its ``malformed`` argument.
 """
 
 from __future__ import annotations
 
+import hmac
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Literal
 
 from keyturn.core.tokens import format_scope
 from keyturn.errors import (
@@ -19,10 +30,19 @@ from keyturn.errors import (
     StorageUnavailableError,
 )
 
-__all__ = ["REALM", "BearerFailure", "bearer_challenge", "bearer_token", "failure_for"]
+__all__ = [
+    "REALM",
+    "BearerFailure",
+    "bearer_challenge",
+    "bearer_matches",
+    "bearer_token",
+    "failure_for",
+    "quoted",
+]
 
 REALM: Final = "keyturn"
-# RFC 6750 §3: error_description and scope values exclude '"' and '\' (and controls).
+# RFC 6750 §3: error_description and scope values are %x20-21 / %x23-5B / %x5D-7E, so
+# '"', '\', controls and every non-ASCII character go (a header value is ASCII).
 _UNSAFE_IN_QUOTES: Final = re.compile(r'["\\\x00-\x1f\x7f-\U0010ffff]')
 
 
@@ -35,11 +55,29 @@ class BearerFailure:
     body: dict[str, str] = field(default_factory=dict)
 
 
-def bearer_token(authorization: str | None) -> str | None:
+def quoted(value: str) -> str:
+    """``value`` made safe inside a quoted challenge parameter (RFC 6750 §3)."""
+    return _UNSAFE_IN_QUOTES.sub("", value)
+
+
+def bearer_token(
+    authorization: str | None,
+    *,
+    malformed: Literal["invalid_request", "missing"] = "invalid_request",
+) -> str | None:
     """The token of an ``Authorization: Bearer <token>`` header (RFC 6750 §2.1).
 
-    Returns None when the request carries no bearer credential (no header, or another
-    scheme such as Basic, which some other layer may handle).
+    Only the header counts: an ``access_token`` query parameter is never read.
+
+    Args:
+        authorization: the header's value, or None when the request has none.
+        malformed: what a Bearer header with no token, or with several parts, is:
+            ``"invalid_request"`` raises (the integrations' 400), ``"missing"`` returns
+            None (the server's gateway routes: a 401 with a bare challenge).
+
+    Returns:
+        The token; None when the request carries no bearer credential (no header, or
+        another scheme such as Basic, which some other layer may handle).
 
     Raises:
         InvalidRequestError: the Bearer scheme with no token, or with several parts.
@@ -51,8 +89,21 @@ def bearer_token(authorization: str | None) -> str | None:
         return None
     token = credentials.strip()
     if not token or " " in token:
+        if malformed == "missing":
+            return None
         raise InvalidRequestError("the Authorization header must be 'Bearer <token>'")
     return token
+
+
+def bearer_matches(authorization: str | None, expected: bytes) -> bool:
+    """Whether the header carries exactly the bearer token ``expected`` (constant time).
+
+    For a shared secret such as the admin token; a malformed Bearer header never matches.
+    """
+    presented = bearer_token(authorization, malformed="missing")
+    if presented is None:
+        return False
+    return hmac.compare_digest(presented.encode("latin-1", "replace"), expected)
 
 
 def bearer_challenge(
@@ -63,10 +114,10 @@ def bearer_challenge(
     if error:
         parts.append(f'error="{error}"')
     if description:
-        parts.append(f'error_description="{_UNSAFE_IN_QUOTES.sub("", description)}"')
+        parts.append(f'error_description="{quoted(description)}"')
     scope = format_scope(scopes)
     if scope:
-        parts.append(f'scope="{_UNSAFE_IN_QUOTES.sub("", scope)}"')
+        parts.append(f'scope="{quoted(scope)}"')
     return "Bearer " + ", ".join(parts)
 
 
