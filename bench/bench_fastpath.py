@@ -3,7 +3,7 @@
 Usage: PYTHONPATH=src python bench/bench_fastpath.py [--requests 200000] [--rounds 5]
 
 Opens a `KeyturnState` on a temporary SQLite database, issues one access token, and
-calls the public app (`GatewayFastPath`) directly with an ASGI scope for
+calls the public app (telemetry, `ExactRoutes`, the endpoints) directly with an ASGI scope for
 ``GET /validate_request`` and ``GET /v1/validate``, the way uvicorn would. Prints the
 median µs per request of each route over the rounds. Run it against two checkouts
 (``PYTHONPATH=<checkout>/src``) to measure what a change costs the fast path.

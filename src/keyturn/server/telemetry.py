@@ -6,9 +6,13 @@ the response (errors included), and when the response is done counts it and writ
 access line (`keyturn.server.logs.ACCESS_LOGGER`). The route label is the template
 Starlette routed to (never the raw path), ``unmatched`` when none was.
 
-Successful answers of the *quiet* routes (gateway validations, health checks, metrics
-scrapes) are logged at DEBUG: a gateway calls them on every request of its own. Every
-other request is logged at INFO.
+Successful answers of the *quiet* routes (gateway validations, the JWK Set, health
+checks, metrics scrapes) are logged at DEBUG: a gateway calls them on every request of its
+own. Every other request is logged at INFO.
+
+An exception that escapes the app before any answer started (the gateway's exact routes
+have no Starlette ``ServerErrorMiddleware`` around them) is answered with the same 500
+problem, then re-raised for the server to log.
 """
 
 from __future__ import annotations
@@ -19,18 +23,21 @@ import time
 from typing import Any, Final
 
 import structlog
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from keyturn.server.errors import stopping
+from keyturn.server.errors import stopping, unexpected_error
 from keyturn.server.logs import ACCESS_LOGGER, REQUEST_ID_HEADER, sane_request_id
 from keyturn.server.metrics import UNMATCHED_ROUTE, RouteTally, ServerMetrics, method_label
 
-__all__ = ["REQUEST_ID_SCOPE_KEY", "RequestTelemetry", "request_header"]
+__all__ = ["JTI_SCOPE_KEY", "REQUEST_ID_SCOPE_KEY", "RequestTelemetry", "request_header"]
 
 logger = logging.getLogger("keyturn.server")
 
 #: Where the request id of a request is kept in its ASGI scope (a ``str``).
 REQUEST_ID_SCOPE_KEY: Final = "keyturn.request_id"
+#: Where an endpoint leaves the id of the token it verified, for the access line (a ``str``).
+JTI_SCOPE_KEY: Final = "keyturn.jti"
 
 
 def request_header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
@@ -90,23 +97,22 @@ class RequestTelemetry:
                 raise
             logger.warning("request cancelled: the server is stopping (503)")
             await stopping()(scope, receive, send_with_id)
+        except Exception as exc:
+            # As Starlette's ServerErrorMiddleware: the 500 problem, then re-raised.
+            if not status:
+                error = await unexpected_error(Request(scope), exc)
+                await error(scope, receive, send_with_id)
+            raise
         finally:
             self._record(scope, status or 500, time.perf_counter() - started)
 
     def _record(self, scope: Scope, status: int, seconds: float) -> None:
+        """Count one answered request and write its access line."""
         route_object: Any = scope.get("route")
         route = getattr(route_object, "path", None)
         if not isinstance(route, str):
             route = UNMATCHED_ROUTE
-        self.record(method_label(scope["method"]), route, status, seconds)
-
-    def record(self, method: str, route: str, status: int, seconds: float) -> None:
-        """Count one answered request and write its access line.
-
-        For a raw-ASGI layer that answers in front of this one (`GatewayFastPath`) and
-        binds the request id itself: ``method`` is the metric label, ``route`` the
-        template Starlette would have routed to.
-        """
+        method = method_label(scope["method"])
         tally = self._tallies.get((method, route, status))
         if tally is None:
             tally = self._metrics.tally(self._listener, method, route, status)
@@ -114,6 +120,7 @@ class RequestTelemetry:
         tally.add(seconds)
         level = logging.DEBUG if route in self._quiet and status < 400 else logging.INFO
         if ACCESS_LOGGER.isEnabledFor(level):
+            jti = scope.get(JTI_SCOPE_KEY)
             ACCESS_LOGGER.log(
                 level,
                 "request",
@@ -123,6 +130,7 @@ class RequestTelemetry:
                     "route": route,
                     "status": status,
                     "duration_ms": round(seconds * 1000, 3),
+                    **({} if jti is None else {"jti": jti}),
                 },
             )
 
