@@ -1,9 +1,9 @@
 """``POST /authenticate`` and ``POST /refresh``: one endpoint, by the exact router or Starlette.
 
-Each request goes to the public app (its `ExactRoutes` takes these paths) and to a public
+Each request goes to the public app (its telemetry asks `ExactRoutes` first) and to a public
 app whose exact table is empty (Starlette's router hands the request to the same kind of
 endpoint); the two responses must be the same bytes. A spy on the Starlette app behind
-the exact router tells which requests reached Starlette's router.
+the telemetry tells which requests reached Starlette's router.
 """
 
 from __future__ import annotations
@@ -72,11 +72,11 @@ async def open_paths(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[OpenPaths
         pair = await state.service.authenticate(LEGACY_KEY, identifier=IDENTIFIER, rotating=False)
         assert pair.refresh_token is not None
         app, slow_app = build_public_app(state), build_public_app(state)
-        exact, slow_exact = app.app, slow_app.app  # type: ignore[attr-defined]
+        exact, slow_exact = app.exact, slow_app.exact  # type: ignore[attr-defined]
         assert isinstance(exact, ExactRoutes)
         assert isinstance(slow_exact, ExactRoutes)
         slow_exact.table.clear()
-        inner = exact.app
+        inner = app.app  # type: ignore[attr-defined]
 
         def client(asgi: Any) -> httpx.AsyncClient:
             over = httpx.ASGITransport(app=asgi, client=REMOTE, **transport)
@@ -89,7 +89,7 @@ async def open_paths(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[OpenPaths
             paths.entered.append(scope["path"])
             await inner(scope, receive, send)
 
-        exact.app = spy  # type: ignore[assignment]
+        app.app = spy  # type: ignore[attr-defined]
         service, limiter = state.service, state.limiter
         real_authenticate, real_refresh = service.authenticate, service.refresh
         real_hit = limiter.hit

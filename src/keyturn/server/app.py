@@ -125,10 +125,13 @@ def build_public_app(state: KeyturnState) -> ASGIApp:
         routes += legacy.admin_routes(prefix)
     app = _starlette(state, routes, trusted_admin=False, title="Keyturn public API")
     quiet = {f"{prefix}{path}" for path in _QUIET_PUBLIC}
-    # The gateway's hot routes by exact path, inside the telemetry (`keyturn.server.gateway`).
-    exact = ExactRoutes(app, state=state)
     return RequestTelemetry(
-        exact, metrics=state.metrics, listener="public", quiet_routes=frozenset(quiet)
+        app,
+        metrics=state.metrics,
+        listener="public",
+        quiet_routes=frozenset(quiet),
+        # The gateway's hot routes by exact path, inside the telemetry (`keyturn.server.gateway`).
+        exact=ExactRoutes(app, state=state),
     )
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Final
+from dataclasses import dataclass
+from typing import Final, NamedTuple
 
 from starlette.datastructures import QueryParams
 from starlette.responses import Response
@@ -56,17 +56,17 @@ IDENTITY_HEADERS: Final = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
+class Answer(NamedTuple):
     """A whole HTTP response: status, raw (lower-case) headers and body.
 
-    ``jti`` names the verified token of a success, for the access log line.
+    ``jti`` names the verified token of a success, for the access log line. (A named
+    tuple: built on every gateway request, at a fraction of a frozen dataclass's cost.)
     """
 
     status: int
     headers: RawHeaders
     body: bytes
-    jti: str | None = field(default=None, compare=False)
+    jti: str | None = None
 
     @classmethod
     def of(cls, response: Response) -> Answer:

@@ -1,11 +1,12 @@
 """Raw-ASGI endpoints of the gateway's hot routes, in Starlette's endpoint shape.
 
-Each is an ASGI app that Starlette's `Route` uses as it is and that
-`keyturn.server.gateway.router.ExactRoutes` calls directly; both dispatchers hand the
-request to the same object. `ExactRoutes` binds them to the listener's `KeyturnState`
-(otherwise they read it from ``scope["app"]``, as Starlette sets it). Failures are
-raised as a Starlette handler raises them: `ClientDisconnect` for a client that hung
-up mid-body; anything unexpected propagates to the 500 handling.
+Each endpoint's ``respond(scope, receive)`` computes the route's `Answer`. Called as an
+ASGI app (Starlette's `Route` uses a class endpoint as it is) it sends that answer;
+`keyturn.server.gateway.router.ExactRoutes` calls ``respond`` on the same object and the
+request telemetry sends the answer with the request id. `ExactRoutes` binds them to the
+listener's `KeyturnState` (unbound, they read it from ``scope["app"]``, as Starlette sets
+it). Failures are raised as a Starlette handler raises them: `ClientDisconnect` for a
+client that hung up mid-body; anything unexpected propagates to the 500 handling.
 """
 
 from __future__ import annotations
@@ -61,14 +62,14 @@ class GatewayEndpoint:
         state: KeyturnState = scope["app"].state.keyturn
         return state
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def respond(self, scope: Scope, receive: Receive) -> Answer:
+        """The route's answer to the request (success or failure), not sent yet."""
         raise NotImplementedError
 
-    @staticmethod
-    async def answer(scope: Scope, answer: Answer, send: Send) -> None:
-        """Send ``answer``, leaving its token id for the access line."""
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        answer = await self.respond(scope, receive)
         if answer.jti is not None:
-            scope[JTI_SCOPE_KEY] = answer.jti
+            scope[JTI_SCOPE_KEY] = answer.jti  # for the access line
         await answer.send(send)
 
 
@@ -80,18 +81,17 @@ def _authorization(scope: Scope) -> str | None:
 class ValidateRequestEndpoint(GatewayEndpoint):
     """``GET /validate_request`` (Bearer header) -> 200 ``{}`` or 401, for nginx."""
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        verify = self.state(scope).service.validate
-        await self.answer(scope, answers.validate_request(verify, _authorization(scope)), send)
+    async def respond(self, scope: Scope, receive: Receive) -> Answer:
+        verify = (self._state or self.state(scope)).service.validate
+        return answers.validate_request(verify, _authorization(scope))
 
 
 class V1ValidateEndpoint(GatewayEndpoint):
     """``GET /v1/validate[?scope=a+b]``: 200 with identity headers, or 401/403."""
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        verify = self.state(scope).service.validate
-        answer = answers.v1_validate(verify, _authorization(scope), scope["query_string"])
-        await self.answer(scope, answer, send)
+    async def respond(self, scope: Scope, receive: Receive) -> Answer:
+        verify = (self._state or self.state(scope)).service.validate
+        return answers.v1_validate(verify, _authorization(scope), scope["query_string"])
 
 
 async def _json_body(scope: Scope, receive: Receive) -> bytes:
@@ -114,15 +114,13 @@ class ValidateBodyEndpoint(GatewayEndpoint):
     def __init__(self, refuse: Refuse) -> None:
         self._refuse = refuse
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        verify = self.state(scope).service.validate
+    async def respond(self, scope: Scope, receive: Receive) -> Answer:
+        verify = (self._state or self.state(scope)).service.validate
         try:
             body = await _json_body(scope, receive)
         except RequestRejectedError as exc:
-            answer = Answer.of(self._refuse(exc))
-        else:
-            answer = answers.validate_body(verify, body, self._refuse)
-        await self.answer(scope, answer, send)
+            return Answer.of(self._refuse(exc))
+        return answers.validate_body(verify, body, self._refuse)
 
 
 class JwksEndpoint(GatewayEndpoint):
@@ -133,11 +131,11 @@ class JwksEndpoint(GatewayEndpoint):
         self._for: object = None
         self._answer = Answer(200, (), b"")
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        keys = self.state(scope).service.key_set
+    async def respond(self, scope: Scope, receive: Receive) -> Answer:
+        keys = (self._state or self.state(scope)).service.key_set
         if keys is not self._for:
             self._answer, self._for = answers.jwks(keys, self._style), keys
-        await self._answer.send(send)
+        return self._answer
 
 
 class LegacyTokenEndpoint(GatewayEndpoint, Generic[Model]):
@@ -153,15 +151,14 @@ class LegacyTokenEndpoint(GatewayEndpoint, Generic[Model]):
         self._answer_for: Callable[..., Awaitable[Response]] = answer
         self._refuse = refuse
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        state = self.state(scope)
+    async def respond(self, scope: Scope, receive: Receive) -> Answer:
+        state = self._state or self.state(scope)
         try:
             parsed = parse_body(self._model, await _json_body(scope, receive))
         except RequestRejectedError as exc:
-            response = self._refuse(exc)
-        else:
-            request_id: Any = scope.get(REQUEST_ID_SCOPE_KEY)
-            response = await self._answer_for(
-                state, parsed, address=client_address(scope), request_id=request_id
-            )
-        await response(scope, receive, send)
+            return Answer.of(self._refuse(exc))
+        request_id: Any = scope.get(REQUEST_ID_SCOPE_KEY)
+        response = await self._answer_for(
+            state, parsed, address=client_address(scope), request_id=request_id
+        )
+        return Answer.of(response)
