@@ -7,6 +7,7 @@ the public app, and compared with the same request routed by Starlette.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -133,6 +134,7 @@ async def test_failures_and_scopes_are_answered_by_the_same_endpoint(
     [
         pytest.param("valid", 200, None, id="valid"),
         pytest.param("valid", 415, "text/plain", id="valid-token-wrong-content-type"),
+        pytest.param("valid-utf16", 400, None, id="valid-token-in-utf16"),
         pytest.param({"jwt": "junk"}, 401, None, id="bad-token"),
         pytest.param({"jwt": "x", "extra": 1}, 400, None, id="unknown-field"),
         pytest.param({}, 400, None, id="missing-field"),
@@ -154,7 +156,9 @@ async def test_post_validate_answers_as_starlette_routes_it(
     await register_legacy_key(sqlite_admin)
     if body == "valid":
         body = {"jwt": (await legacy_tokens(exact))["jwt"]}
-    kwargs = {"content": body} if isinstance(body, str) else {"json": body}
+    elif body == "valid-utf16":  # JSON, but not UTF-8: refused like any non-UTF-8 body
+        body = json.dumps({"jwt": (await legacy_tokens(exact))["jwt"]}).encode("utf-16")
+    kwargs = {"content": body} if isinstance(body, str | bytes) else {"json": body}
 
     headers = {"X-Request-ID": "gw-req-2"}
     if content_type is not None:
