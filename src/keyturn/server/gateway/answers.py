@@ -107,13 +107,15 @@ def v1_validate(verify: Verify, authorization: str | None, query: bytes) -> Answ
     token = bearer_token_of(authorization)
     if token is None:
         return Answer.of(bearer_error(None))
+    required: frozenset[str] = frozenset()
+    if query:  # gateways mostly send none
+        try:
+            required = parse_scope(QueryParams(query).get("scope", ""))
+        except ValueError:
+            # A gateway misconfiguration, not the client's fault: deny.
+            return Answer.of(bearer_error(InvalidRequestError("the required scope is malformed")))
     try:
-        required = parse_scope(QueryParams(query).get("scope", "") if query else "")
-    except ValueError:
-        # A gateway misconfiguration, not the client's fault: deny.
-        return Answer.of(bearer_error(InvalidRequestError("the required scope is malformed")))
-    try:
-        verified = verify(token, required_scopes=required)
+        verified = verify(token, required_scopes=required) if required else verify(token)
     except KeyturnError as exc:
         return Answer.of(bearer_error(exc))
     headers = [
