@@ -179,7 +179,7 @@ class JwksStyle:
     cache_control: bytes
 
 
-#: JWThenticator's ``GET /jwks``.
+#: JWThenticator's ``GET /jwks`` (no ``x5c``: its key was not a certificate).
 LEGACY_JWKS: Final = JwksStyle(b"application/json", b"max-age=300")
 #: ``GET /.well-known/jwks.json`` (RFC 7517 §8.5's media type).
 V1_JWKS: Final = JwksStyle(b"application/jwk-set+json", b"public, max-age=300")
