@@ -30,7 +30,7 @@ from keyturn.server.errors import (
     render,
     unexpected_error,
 )
-from keyturn.server.fastpath import GatewayFastPath
+from keyturn.server.gateway.router import ExactRoutes
 from keyturn.server.metrics import metrics_endpoint
 from keyturn.server.openapi import docs_page, openapi_document
 from keyturn.server.state import KeyturnState, is_loopback
@@ -132,16 +132,27 @@ def build_public_app(state: KeyturnState) -> ASGIApp:
         routes += legacy.admin_routes(prefix)
     app = _starlette(state, routes, trusted_admin=False, title="Keyturn public API")
     quiet = {f"{prefix}{path}" for path in _QUIET_PUBLIC}
-    observed = RequestTelemetry(
-        app, metrics=state.metrics, listener="public", quiet_routes=frozenset(quiet)
+    return RequestTelemetry(
+        app,
+        metrics=state.metrics,
+        listener="public",
+        quiet_routes=frozenset(quiet),
+        # The gateway's hot routes by exact path, inside the telemetry (`keyturn.server.gateway`).
+        exact=ExactRoutes(app, state=state),
     )
-    if settings.disable_public_api:
-        return observed
-    return GatewayFastPath(observed, state=state)
 
 
 #: Routes whose successful answers are logged at DEBUG (gateways and probes call them).
-_QUIET_PUBLIC = ("/validate_request", "/v1/validate", "/validate", "/healthz", "/readyz", "/health")
+_QUIET_PUBLIC = (
+    "/validate_request",
+    "/v1/validate",
+    "/validate",
+    "/jwks",
+    "/.well-known/jwks.json",
+    "/healthz",
+    "/readyz",
+    "/health",
+)
 _QUIET_ADMIN = ("/healthz", "/readyz", "/health", "/metrics")
 
 

@@ -1,4 +1,4 @@
-"""JWThenticator's REST API, kept byte for byte in shape (``docs/migrate-from-jwthenticator.md``).
+"""JWThenticator's REST API, kept byte for byte in shape (``shared/research/jwthenticator.md``).
 
 Its client parses these bodies strictly, so they never gain fields: extras go in headers
 (``Cache-Control: no-store``). Status codes match it: 400 for bad JSON, a missing or an
@@ -22,24 +22,23 @@ from keyturn.schemas import (
     KeyRequest,
     RefreshRequest,
     RegisterKeyRequest,
-    ValidateRequest,
 )
-from keyturn.server.errors import (
-    NO_STORE,
-    ErrorStyle,
-    bearer_error,
-    legacy_error,
-    renders,
+from keyturn.server.errors import NO_STORE, ErrorStyle, legacy_error, renders
+from keyturn.server.gateway.answers import LEGACY_JWKS
+from keyturn.server.gateway.endpoints import (
+    JwksEndpoint,
+    LegacyTokenEndpoint,
+    ValidateBodyEndpoint,
+    ValidateRequestEndpoint,
 )
 from keyturn.server.requests import (
-    bearer_token,
     key_bucket,
     keyturn_state,
     read_json,
     read_model,
     request_id,
 )
-from keyturn.server.state import KeyturnState, client_address
+from keyturn.server.state import KeyturnState
 
 __all__ = [
     "admin_routes",
@@ -61,7 +60,7 @@ async def answer_authenticate(
 ) -> Response:
     """The answer to a well-formed ``POST /authenticate``, errors rendered as `legacy_error`.
 
-    Shared by the Starlette handler and the raw-ASGI fast path, so they cannot drift.
+    The answer of `LegacyTokenEndpoint` for ``POST /authenticate``.
     """
     key = body.key.get_secret_value()
     try:
@@ -79,7 +78,7 @@ async def answer_refresh(
 ) -> Response:
     """The answer to a well-formed ``POST /refresh``, errors rendered as `legacy_error`.
 
-    Shared by the Starlette handler and the raw-ASGI fast path, so they cannot drift.
+    The answer of `LegacyTokenEndpoint` for ``POST /refresh``.
     """
     try:
         await state.check_rate(address, key_bucket=None)
@@ -93,60 +92,9 @@ async def answer_refresh(
     return _ok({"jwt": pair.access.token})
 
 
-@renders(ErrorStyle.LEGACY)
-async def authenticate(request: Request) -> Response:
-    """``POST /authenticate {key, identifier}`` -> ``{"jwt", "refresh_token"}``."""
-    body = read_model(AuthenticateRequest, await read_json(request))
-    return await answer_authenticate(
-        keyturn_state(request),
-        body,
-        address=client_address(request.scope),
-        request_id=request_id(request),
-    )
-
-
-@renders(ErrorStyle.LEGACY)
-async def refresh(request: Request) -> Response:
-    """``POST /refresh {refresh_token, identifier}`` -> ``{"jwt"}``."""
-    body = read_model(RefreshRequest, await read_json(request))
-    return await answer_refresh(
-        keyturn_state(request),
-        body,
-        address=client_address(request.scope),
-        request_id=request_id(request),
-    )
-
-
-@renders(ErrorStyle.LEGACY)
-async def validate(request: Request) -> Response:
-    """``POST /validate {jwt}`` -> ``{"result": true}`` or 401 ``{}``."""
-    body = read_model(ValidateRequest, await read_json(request))
-    keyturn_state(request).service.validate(body.jwt.get_secret_value())
-    return JSONResponse({"result": True})
-
-
-async def validate_request(request: Request) -> Response:
-    """``GET /validate_request`` (Bearer header) -> 200 ``{}`` or 401, for nginx."""
-    token = bearer_token(request)
-    if token is None:
-        return bearer_error(None)
-    try:
-        keyturn_state(request).service.validate(token)
-    except KeyturnError as exc:
-        return bearer_error(exc)
-    return JSONResponse({})
-
-
 async def health(request: Request) -> Response:
     """``GET /`` and ``GET /health`` -> ``{"result": true}``."""
     return JSONResponse({"result": True})
-
-
-async def jwks(request: Request) -> Response:
-    """``GET /jwks``: the public keys (no ``x5c``: JWThenticator's was not a certificate)."""
-    return JSONResponse(
-        keyturn_state(request).service.jwks(), headers={"Cache-Control": "max-age=300"}
-    )
 
 
 @renders(ErrorStyle.LEGACY)
@@ -176,12 +124,14 @@ async def is_key_registered(request: Request) -> Response:
 
 
 def public_routes(prefix: str) -> list[Route]:
-    """The public JWThenticator routes."""
+    """The public JWThenticator routes (raw-ASGI endpoints: `keyturn.server.gateway`)."""
+    authenticate = LegacyTokenEndpoint(AuthenticateRequest, answer_authenticate, legacy_error)
+    refresh = LegacyTokenEndpoint(RefreshRequest, answer_refresh, legacy_error)
     return [
         Route(f"{prefix}/authenticate", authenticate, methods=["POST"]),
         Route(f"{prefix}/refresh", refresh, methods=["POST"]),
-        Route(f"{prefix}/validate", validate, methods=["POST"]),
-        Route(f"{prefix}/validate_request", validate_request, methods=["GET"]),
+        Route(f"{prefix}/validate", ValidateBodyEndpoint(legacy_error), methods=["POST"]),
+        Route(f"{prefix}/validate_request", ValidateRequestEndpoint(), methods=["GET"]),
     ]
 
 
@@ -190,7 +140,7 @@ def general_routes(prefix: str) -> list[Route]:
     return [
         Route(f"{prefix}/", health, methods=["GET"]),
         Route(f"{prefix}/health", health, methods=["GET"]),
-        Route(f"{prefix}/jwks", jwks, methods=["GET"]),
+        Route(f"{prefix}/jwks", JwksEndpoint(LEGACY_JWKS), methods=["GET"]),
     ]
 
 

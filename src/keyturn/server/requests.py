@@ -17,7 +17,8 @@ from starlette.requests import Request
 
 from keyturn import rfc6750
 from keyturn.errors import RequestRejectedError
-from keyturn.server.telemetry import REQUEST_ID_SCOPE_KEY
+from keyturn.server.http.bodies import check_declared_size, read_body
+from keyturn.server.telemetry import REQUEST_ID_SCOPE_KEY, request_header
 
 if TYPE_CHECKING:
     from keyturn.server.state import KeyturnState
@@ -26,6 +27,8 @@ __all__ = [
     "MAX_BODY_BYTES",
     "NO_NUL",
     "bearer_token",
+    "bearer_token_of",
+    "check_json_media_type",
     "key_bucket",
     "keyturn_state",
     "parse_body",
@@ -51,27 +54,8 @@ def _media_type(request: Request) -> str:
 
 
 async def _body(request: Request) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and (
-        not (declared.isascii() and declared.isdigit()) or int(declared) > MAX_BODY_BYTES
-    ):
-        raise RequestRejectedError(
-            f"the body may be at most {MAX_BODY_BYTES} bytes",
-            status_code=413,
-            error_code="payload_too_large",
-        )
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise RequestRejectedError(
-                f"the body may be at most {MAX_BODY_BYTES} bytes",
-                status_code=413,
-                error_code="payload_too_large",
-            )
-        chunks.append(chunk)
-    return b"".join(chunks)
+    check_declared_size(request_header(request.scope["headers"], b"content-length"), MAX_BODY_BYTES)
+    return await read_body(request.receive, MAX_BODY_BYTES)
 
 
 def _refuse_constant(name: str) -> Any:
@@ -119,14 +103,24 @@ async def read_json(request: Request) -> Any:
     Raises:
         RequestRejectedError: 413 too large, 415 another media type, 400 not JSON.
     """
-    media_type = _media_type(request)
+    check_json_media_type(_media_type(request))
+    return _parse_json(await _body(request))
+
+
+def check_json_media_type(media_type: str) -> None:
+    """Refuse a declared media type other than JSON (none at all is JSON).
+
+    ``media_type`` is the ``Content-Type`` without its parameters, in lower case.
+
+    Raises:
+        RequestRejectedError: 415.
+    """
     if media_type and media_type not in _JSON_TYPES and not media_type.endswith("+json"):
         raise RequestRejectedError(
             "send the body as application/json",
             status_code=415,
             error_code="unsupported_media_type",
         )
-    return _parse_json(await _body(request))
 
 
 async def read_optional_json(request: Request) -> Any:
@@ -229,7 +223,12 @@ def bearer_token(request: Request) -> str | None:
     credential (empty, several parts) reads as none: the gateway routes answer it 401
     with a bare challenge (`keyturn.rfc6750`).
     """
-    return rfc6750.bearer_token(request.headers.get("authorization"), malformed="missing")
+    return bearer_token_of(request.headers.get("authorization"))
+
+
+def bearer_token_of(header: str | None) -> str | None:
+    """The token of an ``Authorization`` header's value, by the rules of `bearer_token`."""
+    return rfc6750.bearer_token(header, malformed="missing")
 
 
 def keyturn_state(request: Request) -> KeyturnState:

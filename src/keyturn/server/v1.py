@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from keyturn.core.signing import SUPPORTED_ALGORITHMS
-from keyturn.core.tokens import VerifiedToken, format_scope, parse_scope
+from keyturn.core.tokens import format_scope
 from keyturn.errors import (
     InvalidClientError,
     InvalidGrantError,
@@ -32,8 +32,10 @@ from keyturn.errors import (
     UnsupportedGrantTypeError,
 )
 from keyturn.rfc6750 import bearer_challenge, bearer_matches
-from keyturn.server.errors import NO_STORE, ErrorStyle, bearer_error, render, renders
-from keyturn.server.requests import bearer_token, keyturn_state, read_form_or_json, request_id
+from keyturn.server.errors import NO_STORE, ErrorStyle, render, renders
+from keyturn.server.gateway.answers import IDENTITY_HEADERS, V1_JWKS, identity_headers
+from keyturn.server.gateway.endpoints import JwksEndpoint, V1ValidateEndpoint
+from keyturn.server.requests import keyturn_state, read_form_or_json, request_id
 from keyturn.server.routes.oauth import (
     NO_CREDENTIALS,
     authenticated_client,
@@ -44,16 +46,6 @@ from keyturn.server.routes.oauth import (
 from keyturn.server.state import client_address
 
 __all__ = ["IDENTITY_HEADERS", "identity_headers", "public_routes"]
-
-#: Headers `/v1/validate` returns for the gateway to forward upstream.
-IDENTITY_HEADERS: Final = {
-    "subject": "X-Keyturn-Subject",
-    "client_id": "X-Keyturn-Client-Id",
-    "scope": "X-Keyturn-Scope",
-    "identifier": "X-Keyturn-Identifier",
-    "jti": "X-Keyturn-Token-Id",
-    "expires": "X-Keyturn-Expires",
-}
 
 
 #: RFC 8414 §3: where the authorization server metadata lives.
@@ -177,49 +169,6 @@ async def introspect(request: Request) -> Response:
     return JSONResponse(body, headers=NO_STORE)
 
 
-async def validate(request: Request) -> Response:
-    """``GET /v1/validate[?scope=a+b]``: 200 with identity headers, or 401/403."""
-    token = bearer_token(request)
-    if token is None:
-        return bearer_error(None)
-    try:
-        required = parse_scope(request.query_params.get("scope", ""))
-    except ValueError:
-        required = None
-    if required is None:  # a gateway misconfiguration, not the client's fault: deny
-        return bearer_error(InvalidRequestError("the required scope is malformed"))
-    try:
-        verified = keyturn_state(request).service.validate(token, required_scopes=required)
-    except KeyturnError as exc:
-        return bearer_error(exc)
-    headers = identity_headers(verified)
-    return Response(status_code=200, headers=headers)
-
-
-def identity_headers(verified: VerifiedToken) -> dict[str, str]:
-    """The headers a 200 from ``/v1/validate`` carries for the gateway to forward."""
-    headers = {
-        IDENTITY_HEADERS["subject"]: verified.subject,
-        IDENTITY_HEADERS["client_id"]: verified.client_id,
-        IDENTITY_HEADERS["scope"]: format_scope(verified.scopes),
-        IDENTITY_HEADERS["jti"]: verified.jti,
-        IDENTITY_HEADERS["expires"]: str(verified.expires_at),
-        "Cache-Control": "no-store",
-    }
-    if verified.identifier is not None:
-        headers[IDENTITY_HEADERS["identifier"]] = verified.identifier
-    return headers
-
-
-async def jwks(request: Request) -> Response:
-    """``GET /.well-known/jwks.json``."""
-    return JSONResponse(
-        keyturn_state(request).service.jwks(),
-        media_type="application/jwk-set+json",
-        headers={"Cache-Control": "public, max-age=300"},
-    )
-
-
 async def metadata(request: Request) -> Response:
     """``GET /.well-known/oauth-authorization-server`` (RFC 8414)."""
     settings = keyturn_state(request).settings
@@ -255,8 +204,8 @@ def public_routes(prefix: str) -> list[Route]:
         Route(f"{prefix}/v1/token", token, methods=["POST"]),
         Route(f"{prefix}/v1/revoke", revoke, methods=["POST"]),
         Route(f"{prefix}/v1/introspect", introspect, methods=["POST"]),
-        Route(f"{prefix}/v1/validate", validate, methods=["GET"]),
-        Route(f"{prefix}/.well-known/jwks.json", jwks, methods=["GET"]),
+        Route(f"{prefix}/v1/validate", V1ValidateEndpoint(), methods=["GET"]),
+        Route(f"{prefix}/.well-known/jwks.json", JwksEndpoint(V1_JWKS), methods=["GET"]),
         Route(f"{prefix}{METADATA_PATH}", metadata, methods=["GET"]),
     ]
     if prefix:

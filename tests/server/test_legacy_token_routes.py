@@ -1,8 +1,9 @@
-"""``POST /authenticate`` and ``POST /refresh`` in the raw-ASGI fast path, as Starlette answers.
+"""``POST /authenticate`` and ``POST /refresh``: one endpoint, by the exact router or Starlette.
 
-Each request goes to the public app (`GatewayFastPath` in front) and to the Starlette app
-behind it; the two responses must be the same bytes. A spy on the app behind the fast
-path tells which requests the fast path answered itself and which it passed on.
+Each request goes to the public app (its telemetry asks `ExactRoutes` first) and to a public
+app whose exact table is empty (Starlette's router hands the request to the same kind of
+endpoint); the two responses must be the same bytes. A spy on the Starlette app behind
+the telemetry tells which requests reached Starlette's router.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pytest
 import structlog
 
 from keyturn.server import KeyturnState, build_admin_app, build_public_app
-from keyturn.server.fastpath import GatewayFastPath
+from keyturn.server.gateway.router import ExactRoutes
 from keyturn.server.logs import sane_request_id
 from keyturn.service import TokenPair
 from keyturn.storage.engine import create_engine
@@ -44,10 +45,10 @@ Call = tuple[str, str, dict[str, Any]]
 class Paths:
     """The public app seen two ways, and what happened behind it."""
 
-    fast: httpx.AsyncClient  # the public app: the fast path in front
-    slow: httpx.AsyncClient  # the Starlette app behind it
+    fast: httpx.AsyncClient  # the public app: the exact router in front of Starlette's
+    slow: httpx.AsyncClient  # a public app that routes everything through Starlette's
     refresh_token: str
-    entered: list[str] = field(default_factory=list)  # paths passed on to Starlette
+    entered: list[str] = field(default_factory=list)  # paths the exact router passed on
     calls: list[Call] = field(default_factory=list)  # service calls, secret and arguments
     rate_hits: list[str] = field(default_factory=list)  # rate-limit buckets charged
 
@@ -70,22 +71,25 @@ async def open_paths(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[OpenPaths
         await state.service.register_key(LEGACY_KEY, IDENTIFIER)
         pair = await state.service.authenticate(LEGACY_KEY, identifier=IDENTIFIER, rotating=False)
         assert pair.refresh_token is not None
-        app = build_public_app(state)
-        assert isinstance(app, GatewayFastPath)
-        inner = app.app
+        app, slow_app = build_public_app(state), build_public_app(state)
+        exact, slow_exact = app.exact, slow_app.exact  # type: ignore[attr-defined]
+        assert isinstance(exact, ExactRoutes)
+        assert isinstance(slow_exact, ExactRoutes)
+        slow_exact.table.clear()
+        inner = app.app  # type: ignore[attr-defined]
 
         def client(asgi: Any) -> httpx.AsyncClient:
             over = httpx.ASGITransport(app=asgi, client=REMOTE, **transport)
             clients.append(httpx.AsyncClient(transport=over, base_url=BASE_URL))
             return clients[-1]
 
-        paths = Paths(client(app), client(inner), pair.refresh_token)
+        paths = Paths(client(app), client(slow_app), pair.refresh_token)
 
         async def spy(scope: Any, receive: Any, send: Any) -> None:
             paths.entered.append(scope["path"])
             await inner(scope, receive, send)
 
-        app.app = spy
+        app.app = spy  # type: ignore[attr-defined]
         service, limiter = state.service, state.limiter
         real_authenticate, real_refresh = service.authenticate, service.refresh
         real_hit = limiter.hit
@@ -125,7 +129,7 @@ async def paths(sqlite_state: KeyturnState, open_paths: OpenPaths) -> Paths:
 
 
 def well_formed(paths: Paths, route: str) -> dict[str, str]:
-    """A body the fast path takes: `AUTH`, or the fixed pair's refresh token."""
+    """A body the routes accept: `AUTH`, or the fixed pair's refresh token."""
     if route.endswith("/authenticate"):
         return AUTH
     return {"refresh_token": paths.refresh_token, "identifier": IDENTIFIER}
@@ -148,7 +152,7 @@ def _request(body: object) -> dict[str, Any]:
 async def post_both(
     paths: Paths, route: str, body: object, headers: dict[str, str] | None = None
 ) -> tuple[httpx.Response, httpx.Response]:
-    """The same request to the fast path, then to Starlette; asserts the same answer.
+    """The same request by the exact router, then by Starlette's; asserts the same answer.
 
     The ``X-Request-ID`` is compared only when the request gave a sane one (else each
     side made its own); the ``Date`` header is left out.
@@ -213,7 +217,7 @@ async def post_both(
         ),
     ],
 )
-async def test_a_well_formed_request_is_answered_in_the_fast_path_as_starlette_would(
+async def test_a_well_formed_request_is_answered_by_the_exact_router_as_by_starlette(
     paths: Paths, route: str, body: object, headers: dict[str, str] | None, status: int
 ) -> None:
     """The same response, service call and rate-limit hits; Starlette never entered."""
@@ -271,19 +275,19 @@ async def test_a_well_formed_request_is_answered_in_the_fast_path_as_starlette_w
         ),
     ],
 )
-async def test_a_request_the_fast_path_does_not_take_is_replayed_into_starlette(
+async def test_a_refused_body_is_answered_before_any_rate_limit_hit_or_service_call(
     paths: Paths, route: str, body: object, headers: dict[str, str] | None, status: int
 ) -> None:
-    """Starlette renders it as before, and nothing was charged or called before the replay."""
+    """The same answer both ways; nothing was charged or called for a refused body."""
     first = await paths.fast.post(route, json=well_formed(paths, route))
-    assert (first.status_code, paths.entered) == (200, [])  # the fast path serves the route
+    assert (first.status_code, paths.entered) == (200, [])  # the exact router takes the route
     paths.calls.clear()
     paths.rate_hits.clear()
 
     fast, _ = await post_both(paths, route, body, headers)
 
     assert fast.status_code == status
-    assert paths.entered == [route]
+    assert paths.entered == []
     if status >= 400:  # refused before any rate-limit hit or service call, on both paths
         assert (paths.calls, paths.rate_hits) == ([], [])
 
@@ -291,7 +295,7 @@ async def test_a_request_the_fast_path_does_not_take_is_replayed_into_starlette(
 async def test_a_rate_limited_request_is_answered_as_starlette_would(
     open_state: OpenState, sqlite_database_url: str, open_paths: OpenPaths
 ) -> None:
-    """429 ``{}`` with the same ``Retry-After``, from the fast path."""
+    """429 ``{}`` with the same ``Retry-After``, by the exact router."""
     state = await open_state(sqlite_database_url, rate_limit_per_address=1)
     paths = await open_paths(state)
     assert (await paths.fast.post("/authenticate", json=AUTH)).status_code == 200
@@ -306,7 +310,7 @@ async def test_a_rate_limited_request_is_answered_as_starlette_would(
 async def test_a_storage_outage_is_answered_as_starlette_would(
     sqlite_state: KeyturnState, open_paths: OpenPaths, tmp_path: Path, route: str
 ) -> None:
-    """503 ``{}`` + ``Retry-After``, never 401, from the fast path."""
+    """503 ``{}`` + ``Retry-After``, never 401, by the exact router."""
     paths = await open_paths(sqlite_state, fixed_pair=False)
     (tmp_path / "not-a-dir").write_text("")
     dead = SQLStorage(create_engine(f"sqlite:///{tmp_path}/not-a-dir/k.db"))
@@ -348,7 +352,7 @@ async def test_an_unexpected_error_is_the_same_500_problem(
     ] * 2
 
 
-async def test_the_fast_path_counts_logs_and_binds_each_request(
+async def test_the_exact_router_counts_logs_and_binds_each_request(
     sqlite_state: KeyturnState, open_paths: OpenPaths, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Counted under the route template and status, the same INFO access line, the id bound."""
@@ -378,7 +382,7 @@ async def test_the_fast_path_counts_logs_and_binds_each_request(
     assert bound == answers[-1].headers["x-request-id"]  # for the service's log lines
     for route, status in (("/authenticate", "200"), ("/refresh", "401")):
         counted = requests(after, route, status, "POST") - requests(before, route, status, "POST")
-        assert counted == 2  # the fast path's and Starlette's
+        assert counted == 2  # the exact router's and Starlette's
     assert (
         fast_lines
         == slow_lines
@@ -406,7 +410,7 @@ def access_lines(caplog: pytest.LogCaptureFixture) -> list[tuple[object, ...]]:
     return lines
 
 
-async def test_a_url_prefix_moves_the_fast_path_with_the_routes(
+async def test_a_url_prefix_moves_the_exact_routes_with_the_routes(
     open_state: OpenState, sqlite_database_url: str, open_paths: OpenPaths
 ) -> None:
     """``/auth/authenticate`` is answered here; ``/authenticate`` is Starlette's 404."""

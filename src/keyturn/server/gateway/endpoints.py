@@ -1,0 +1,164 @@
+"""Raw-ASGI endpoints of the gateway's hot routes, in Starlette's endpoint shape.
+
+Each endpoint's ``respond(scope, receive)`` computes the route's `Answer`. Called as an
+ASGI app (Starlette's `Route` uses a class endpoint as it is) it sends that answer;
+`keyturn.server.gateway.router.ExactRoutes` calls ``respond`` on the same object and the
+request telemetry sends the answer with the request id. `ExactRoutes` binds them to the
+listener's `KeyturnState` (unbound, they read it from ``scope["app"]``, as Starlette sets
+it). Failures are raised as a Starlette handler raises them: `ClientDisconnect` for a
+client that hung up mid-body; anything unexpected propagates to the 500 handling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, Protocol, TypeVar
+
+from pydantic import BaseModel
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from keyturn.server.errors import RequestRejectedError
+from keyturn.server.gateway import answers
+from keyturn.server.gateway.answers import Answer, JwksStyle, Refuse
+from keyturn.server.http.bodies import check_declared_size, read_body
+from keyturn.server.requests import MAX_BODY_BYTES, check_json_media_type, parse_body
+from keyturn.server.state import KeyturnState, client_address
+from keyturn.server.telemetry import JTI_SCOPE_KEY, REQUEST_ID_SCOPE_KEY, request_header
+
+__all__ = [
+    "GatewayEndpoint",
+    "JwksEndpoint",
+    "LegacyTokenEndpoint",
+    "V1ValidateEndpoint",
+    "ValidateBodyEndpoint",
+    "ValidateRequestEndpoint",
+]
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+class TokenAnswer(Protocol[Model]):  # type: ignore[misc]
+    """`keyturn.server.legacy.answer_authenticate` / ``answer_refresh``."""
+
+    def __call__(
+        self, state: KeyturnState, body: Model, /, *, address: str, request_id: str | None
+    ) -> Awaitable[Response]: ...
+
+
+class GatewayEndpoint:
+    """A hot route's endpoint: an ASGI app bound to the listener's state once."""
+
+    _state: KeyturnState | None = None
+
+    def bind(self, state: KeyturnState) -> None:
+        """Serve ``state`` (the one `KeyturnState` of the listener that routes here)."""
+        self._state = state
+
+    def state(self, scope: Scope) -> KeyturnState:
+        """The bound state, or the Starlette app's when unbound."""
+        if self._state is not None:
+            return self._state
+        state: KeyturnState = scope["app"].state.keyturn
+        return state
+
+    async def respond(self, scope: Scope, receive: Receive) -> Answer:
+        """The route's answer to the request (success or failure), not sent yet."""
+        raise NotImplementedError
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        answer = await self.respond(scope, receive)
+        if answer.jti is not None:
+            scope[JTI_SCOPE_KEY] = answer.jti  # for the access line
+        await answer.send(send)
+
+
+def _authorization(scope: Scope) -> str | None:
+    value = request_header(scope["headers"], b"authorization")
+    return None if value is None else value.decode("latin-1")
+
+
+class ValidateRequestEndpoint(GatewayEndpoint):
+    """``GET /validate_request`` (Bearer header) -> 200 ``{}`` or 401, for nginx."""
+
+    async def respond(self, scope: Scope, receive: Receive) -> Answer:
+        verify = (self._state or self.state(scope)).service.validate
+        return answers.validate_request(verify, _authorization(scope))
+
+
+class V1ValidateEndpoint(GatewayEndpoint):
+    """``GET /v1/validate[?scope=a+b]``: 200 with identity headers, or 401/403."""
+
+    async def respond(self, scope: Scope, receive: Receive) -> Answer:
+        verify = (self._state or self.state(scope)).service.validate
+        return answers.v1_validate(verify, _authorization(scope), scope["query_string"])
+
+
+async def _json_body(scope: Scope, receive: Receive) -> bytes:
+    """The body by `keyturn.server.requests.read_json`'s rules (media type, then size).
+
+    Raises:
+        RequestRejectedError: 415 or 413.
+        ClientDisconnect: the client hung up mid-body.
+    """
+    headers = scope["headers"]
+    content_type = request_header(headers, b"content-type") or b""
+    check_json_media_type(content_type.decode("latin-1").split(";", 1)[0].strip().lower())
+    check_declared_size(request_header(headers, b"content-length"), MAX_BODY_BYTES)
+    return await read_body(receive, MAX_BODY_BYTES)
+
+
+class ValidateBodyEndpoint(GatewayEndpoint):
+    """``POST /validate {jwt}`` -> ``{"result": true}`` or 401 ``{}`` (errors: ``refuse``)."""
+
+    def __init__(self, refuse: Refuse) -> None:
+        self._refuse = refuse
+
+    async def respond(self, scope: Scope, receive: Receive) -> Answer:
+        verify = (self._state or self.state(scope)).service.validate
+        try:
+            body = await _json_body(scope, receive)
+        except RequestRejectedError as exc:
+            return Answer.of(self._refuse(exc))
+        return answers.validate_body(verify, body, self._refuse)
+
+
+class JwksEndpoint(GatewayEndpoint):
+    """The JWK Set in ``style``, encoded once per key set (a reload installs a new one)."""
+
+    def __init__(self, style: JwksStyle) -> None:
+        self._style = style
+        self._for: object = None
+        self._answer = Answer(200, (), b"")
+
+    async def respond(self, scope: Scope, receive: Receive) -> Answer:
+        keys = (self._state or self.state(scope)).service.key_set
+        if keys is not self._for:
+            self._answer, self._for = answers.jwks(keys, self._style), keys
+        return self._answer
+
+
+class LegacyTokenEndpoint(GatewayEndpoint, Generic[Model]):
+    """JWThenticator's ``POST /authenticate`` and ``POST /refresh``.
+
+    The body is read and validated against ``model`` first: a refused body (media type,
+    size, JSON, fields) is answered by ``refuse`` before any rate-limit hit or service
+    call. A well-formed one goes to ``answer``, which renders its own errors.
+    """
+
+    def __init__(self, model: type[Model], answer: TokenAnswer[Model], refuse: Refuse) -> None:
+        self._model = model
+        self._answer_for: Callable[..., Awaitable[Response]] = answer
+        self._refuse = refuse
+
+    async def respond(self, scope: Scope, receive: Receive) -> Answer:
+        state = self._state or self.state(scope)
+        try:
+            parsed = parse_body(self._model, await _json_body(scope, receive))
+        except RequestRejectedError as exc:
+            return Answer.of(self._refuse(exc))
+        request_id: Any = scope.get(REQUEST_ID_SCOPE_KEY)
+        response = await self._answer_for(
+            state, parsed, address=client_address(scope), request_id=request_id
+        )
+        return Answer.of(response)
