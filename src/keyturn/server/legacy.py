@@ -1,4 +1,4 @@
-"""JWThenticator's REST API, kept byte for byte in shape (``shared/research/jwthenticator.md``).
+"""JWThenticator's REST API, kept byte for byte in shape (``docs/migrate-from-jwthenticator.md``).
 
 Its client parses these bodies strictly, so they never gain fields: extras go in headers
 (``Cache-Control: no-store``). Status codes match it: 400 for bad JSON, a missing or an
