@@ -11,6 +11,7 @@ client that hung up mid-body; anything unexpected propagates to the 500 handling
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -46,7 +47,7 @@ class TokenAnswer(Protocol[Model]):  # type: ignore[misc]
     ) -> Awaitable[Response]: ...
 
 
-class GatewayEndpoint:
+class GatewayEndpoint(ABC):
     """A hot route's endpoint: an ASGI app bound to the listener's state once."""
 
     _state: KeyturnState | None = None
@@ -62,9 +63,9 @@ class GatewayEndpoint:
         state: KeyturnState = scope["app"].state.keyturn
         return state
 
+    @abstractmethod
     async def respond(self, scope: Scope, receive: Receive) -> Answer:
         """The route's answer to the request (success or failure), not sent yet."""
-        raise NotImplementedError
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         answer = await self.respond(scope, receive)
