@@ -601,3 +601,17 @@ def test_empty_roles_claim_leaves_roles_out() -> None:
 def test_declaring_a_claim_twice_is_refused() -> None:
     with pytest.raises(ValueError, match=r"^claims: a claim is declared twice"):
         ClaimsPolicy(claims=(ClaimRule("level"), ClaimRule("level")))
+
+
+@pytest.mark.parametrize(
+    ("holder", "words"),
+    [("key", "this key and its roles"), ("user", "this user and their roles")],
+)
+def test_a_refused_scope_is_explained_in_the_holders_words(holder: str, words: str) -> None:
+    policy = ClaimsPolicy()
+
+    with pytest.raises(PolicyViolation) as refused:
+        policy.build_claims(key_scopes=["read"], requested_scopes=["write"], holder=holder)  # type: ignore[arg-type]
+
+    assert refused.value.claim == "scope"
+    assert refused.value.reason == f"not allowed for {words}"

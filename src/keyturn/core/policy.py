@@ -421,6 +421,7 @@ class ClaimsPolicy:
         target: str | None = None,
         dnt: int | None = None,
         extras: Mapping[str, Any] | None = None,
+        holder: Literal["key", "user"] = "key",
     ) -> Grant:
         """Decide what a token may carry, or refuse.
 
@@ -441,13 +442,14 @@ class ClaimsPolicy:
             dnt: do-not-track, 0-3.
             extras: other claims declared by the policy (a key's stored claims); may
                 also hold ``level``, ``factor``, ``target`` or ``dnt`` when not given above.
+            holder: whom a refused scope is explained to: an API key or a user.
 
         Raises:
             PolicyViolation: names the claim (``scope`` for scopes, ``roles`` for roles) and
                 the offending value.
         """
         role_rules = self._resolve_roles(roles)
-        scopes = self._grant_scopes(role_rules, requested_scopes, key_scopes)
+        scopes = self._grant_scopes(role_rules, requested_scopes, key_scopes, holder)
         given: dict[str, Any] = {"level": level, "factor": factor, "target": target, "dnt": dnt}
         for name, value in (extras or {}).items():
             if name in REGISTERED_CLAIMS:
@@ -499,6 +501,7 @@ class ClaimsPolicy:
         role_rules: tuple[RoleRule, ...],
         requested: Iterable[str] | None,
         key_scopes: Iterable[str] | None,
+        holder: Literal["key", "user"],
     ) -> frozenset[str]:
         if isinstance(key_scopes, str):
             key_scopes = key_scopes.split()
@@ -522,9 +525,15 @@ class ClaimsPolicy:
         refused = asked - grantable
         if refused:
             # RFC 6749 §3.3: never issue a scope beyond what the client may have.
-            reason = "not allowed for this key and its roles"
-            raise PolicyViolation("scope", format_scope(refused), reason)
+            raise PolicyViolation("scope", format_scope(refused), _NOT_ALLOWED[holder])
         return frozenset(asked)
+
+
+#: Why a requested scope is refused, in the holder's words.
+_NOT_ALLOWED: Final = {
+    "key": "not allowed for this key and its roles",
+    "user": "not allowed for this user and their roles",
+}
 
 
 def _allowed_for(rule: ClaimRule, role_rules: tuple[RoleRule, ...]) -> frozenset[Any] | None:

@@ -16,7 +16,7 @@ from keyturn.core.policy import ClaimsPolicy, Grant
 from keyturn.core.records import ApiKeyRecord, RefreshTokenRecord, UserRecord
 from keyturn.core.secrets import SecretKind, generate_secret
 from keyturn.core.tokens import IssuedToken, issue_access_token
-from keyturn.errors import PolicyViolation, SigningKeyError
+from keyturn.errors import SigningKeyError
 from keyturn.service.audit import audit_event
 from keyturn.service.context import ServiceContext
 from keyturn.service.credentials import Credentials
@@ -73,18 +73,13 @@ class TokenIssuer:
         """
         policy = self._context.policy
         if isinstance(holder, UserRecord):
-            try:
-                return policy.build_claims(
-                    roles=holder.roles or None,
-                    requested_scopes=scopes,
-                    key_scopes=holder.scopes,
-                    extras=password_claims(policy),
-                )
-            except PolicyViolation as exc:  # the policy's words speak of keys
-                reason = exc.reason.replace("this key and its roles", "this user and their roles")
-                if reason == exc.reason:
-                    raise
-                raise PolicyViolation(exc.claim, exc.value, reason) from exc
+            return policy.build_claims(
+                roles=holder.roles or None,
+                requested_scopes=scopes,
+                key_scopes=holder.scopes,
+                extras=password_claims(policy),
+                holder="user",
+            )
         return policy.build_claims(
             roles=holder.roles or None,
             requested_scopes=scopes,
