@@ -217,3 +217,13 @@ def test_weak_or_unsupported_public_keys_are_refused() -> None:
         load_client_public_key(b"not a key")
     with pytest.raises(SigningKeyError):
         load_client_public_key({**DEVICE.verification_key.to_jwk(), "alg": "RS256"})
+
+
+def test_create_client_assertion_makes_what_verify_accepts() -> None:
+    from keyturn.core.assertions import create_client_assertion
+
+    assertion = create_client_assertion(DEVICE, client_id=CLIENT, audience=ISSUER, now=NOW)
+    verified = check(assertion)
+    assert (verified.client_id, verified.expires_at, verified.kid) == (CLIENT, NOW + 60, DEVICE.kid)
+    again = create_client_assertion(DEVICE, client_id=CLIENT, audience=ISSUER, now=NOW)
+    assert check(again).jti != verified.jti  # a fresh jti each time

@@ -205,3 +205,21 @@ def test_malformed_proofs_are_refused(value: str) -> None:
 def test_unknown_header_members_are_refused() -> None:
     with pytest.raises(InvalidDPoPProofError, match="header"):
         check(proof(header(jku="https://evil.example/jwks")))
+
+
+def test_rfc9449_4_2_create_dpop_proof_makes_what_verify_accepts() -> None:
+    from keyturn.core.dpop import create_dpop_proof
+
+    made = create_dpop_proof(
+        DEVICE, method="post", url=URL + "?x=1#f", now=NOW, access_token="tok", nonce="n1"
+    )
+    checked = verify_dpop_proof(
+        made, method="POST", url=URL, now=NOW, leeway=LEEWAY, access_token="tok", nonce="n1"
+    )
+    assert checked.jkt == DEVICE.kid  # the RFC 7638 thumbprint of the proof's jwk
+    with pytest.raises(InvalidDPoPProofError):
+        verify_dpop_proof(made, method="GET", url=URL, now=NOW, leeway=LEEWAY)
+    other = create_dpop_proof(DEVICE, method="POST", url=URL, now=NOW)
+    assert (
+        verify_dpop_proof(other, method="POST", url=URL, now=NOW, leeway=LEEWAY).jti != checked.jti
+    )

@@ -20,12 +20,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import secrets
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from keyturn.core._encoding import b64url_decode
-from keyturn.core.signing import VerificationKey
+from keyturn.core._encoding import b64url_decode, b64url_encode, compact_json
+from keyturn.core.signing import SigningKey, VerificationKey
 from keyturn.errors import InvalidClientError, SigningKeyError
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "ClientAssertion",
     "VerifiedAssertion",
     "assertion_client_id",
+    "create_client_assertion",
     "load_client_public_key",
     "verify_client_assertion",
 ]
@@ -127,6 +129,35 @@ class VerifiedAssertion:
         """What the replay store keeps for this assertion: a hash of client and ``jti``."""
         digest = hashlib.sha256(f"assertion\0{self.client_id}\0{self.jti}".encode())
         return digest.hexdigest()
+
+
+def create_client_assertion(
+    key: SigningKey,
+    *,
+    client_id: str,
+    audience: str,
+    now: int,
+    lifetime: int = 60,
+    jti: str | None = None,
+) -> str:
+    """A ``private_key_jwt`` client assertion (RFC 7523 §2.2, §3), signed with ``key``.
+
+    ``iss`` and ``sub`` are ``client_id``; ``aud`` the server's issuer identifier or token
+    endpoint URL; it expires ``lifetime`` seconds after ``now`` (Keyturn accepts at most
+    `MAX_ASSERTION_LIFETIME`); a fresh random ``jti`` unless one is given. The header
+    names the key's ``kid`` so the server can pick it among the client's keys.
+    """
+    header = {"alg": key.alg, "typ": "JWT", "kid": key.kid}
+    claims = {
+        "iss": client_id,
+        "sub": client_id,
+        "aud": audience,
+        "iat": now,
+        "exp": now + lifetime,
+        "jti": jti if jti is not None else secrets.token_urlsafe(16),
+    }
+    signing_input = f"{b64url_encode(compact_json(header))}.{b64url_encode(compact_json(claims))}"
+    return f"{signing_input}.{b64url_encode(key.sign(signing_input.encode('ascii')))}"
 
 
 def _segments(assertion: str) -> tuple[str, str, str]:

@@ -1,10 +1,9 @@
 """DPoP proofs (RFC 9449): checking a proof JWT and the key it binds to. Pure logic.
 
-`verify_dpop_proof` applies every check of RFC 9449 §4.3 that needs no storage: the
-proof's ``jti`` single use is the caller's job (`DPoPProof.replay_id` is what to claim in
-the replay store), as is comparing `DPoPProof.jkt` with a bound token's ``cnf.jkt``.
-
-Groundwork for issue 17 stage 2: the server does not use it yet.
+`create_dpop_proof` makes a proof (a client's side); `verify_dpop_proof` applies every
+check of RFC 9449 §4.3 that needs no storage: the proof's ``jti`` single use is the
+caller's job (`DPoPProof.replay_id` is what to claim in the replay store), as is comparing
+`DPoPProof.jkt` with a bound token's ``cnf.jkt``.
 """
 
 from __future__ import annotations
@@ -13,14 +12,20 @@ import base64
 import hashlib
 import json
 import re
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
-from keyturn.core._encoding import b64url_decode
+from keyturn.core._encoding import b64url_decode, b64url_encode, compact_json
 from keyturn.core.assertions import PRIVATE_JWK_MEMBERS
-from keyturn.core.signing import SUPPORTED_ALGORITHMS, VerificationKey, jwk_thumbprint
+from keyturn.core.signing import (
+    SUPPORTED_ALGORITHMS,
+    SigningKey,
+    VerificationKey,
+    jwk_thumbprint,
+)
 from keyturn.errors import KeyturnError, SigningKeyError
 
 __all__ = [
@@ -30,7 +35,9 @@ __all__ = [
     "InvalidDPoPProofError",
     "UseDPoPNonceError",
     "access_token_hash",
+    "create_dpop_proof",
     "normalize_htu",
+    "proof_jwk",
     "verify_dpop_proof",
 ]
 
@@ -80,6 +87,43 @@ def access_token_hash(access_token: str) -> str:
     """RFC 9449 §4.2 ``ath``: base64url SHA-256 of the access token's ASCII bytes."""
     digest = hashlib.sha256(access_token.encode("ascii")).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def proof_jwk(key: SigningKey) -> dict[str, Any]:
+    """The public JWK a proof made with ``key`` carries (no ``kid``/``use``; RFC 9449 §4.2)."""
+    return {k: v for k, v in key.verification_key.to_jwk().items() if k not in ("kid", "use")}
+
+
+def create_dpop_proof(
+    key: SigningKey,
+    *,
+    method: str,
+    url: str,
+    now: int,
+    access_token: str | None = None,
+    nonce: str | None = None,
+    jti: str | None = None,
+) -> str:
+    """A DPoP proof JWT for one request of ``method`` to ``url`` (RFC 9449 §4.2).
+
+    ``url`` goes into ``htu`` without its query and fragment. ``access_token``, when the
+    request presents one, adds its ``ath``; ``nonce`` is the server's latest
+    ``DPoP-Nonce``. A fresh random ``jti`` unless one is given.
+    """
+    parts = urlsplit(url)
+    header = {"typ": DPOP_PROOF_TYPE, "alg": key.alg, "jwk": proof_jwk(key)}
+    claims: dict[str, Any] = {
+        "jti": jti if jti is not None else secrets.token_urlsafe(16),
+        "htm": method.upper(),
+        "htu": urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")),
+        "iat": now,
+    }
+    if access_token is not None:
+        claims["ath"] = access_token_hash(access_token)
+    if nonce is not None:
+        claims["nonce"] = nonce
+    signing_input = f"{b64url_encode(compact_json(header))}.{b64url_encode(compact_json(claims))}"
+    return f"{signing_input}.{b64url_encode(key.sign(signing_input.encode('ascii')))}"
 
 
 def normalize_htu(url: str) -> str:
