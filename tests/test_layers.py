@@ -22,7 +22,7 @@ import pytest
 #: Where the library's public surface lives: what an edge may build on.
 _PUBLIC = ("keyturn", "keyturn.__about__", "keyturn.core", "keyturn.errors")
 #: Framework-free edge rules and bodies (issue 16 adds them): the edges may use them.
-_EDGE_RULES = ("keyturn.rfc6750", "keyturn.schemas")
+_EDGE_RULES = ("keyturn.rfc6750", "keyturn.rfc9449", "keyturn.schemas")
 #: What the composition root and the layers above it build on.
 _BELOW_RUNTIME = (*_PUBLIC, *_EDGE_RULES, "keyturn.observer", "keyturn.config", "keyturn.service")
 
@@ -37,6 +37,7 @@ LAYERS: Mapping[str, tuple[str, ...]] = {
     # InMemoryStorage lives in storage.memory, which knows only storage.base and the core.
     "keyturn.testing": (*_PUBLIC, "keyturn.storage.base", "keyturn.storage.memory"),
     "keyturn.rfc6750": _PUBLIC,
+    "keyturn.rfc9449": (*_PUBLIC, "keyturn.rfc6750"),
     "keyturn.schemas": _PUBLIC,
     "keyturn.observer": (),
     # Storage implements the interface in storage.base; it knows no service.
@@ -63,7 +64,7 @@ LAYERS: Mapping[str, tuple[str, ...]] = {
     "keyturn.client": _PUBLIC,
     "keyturn.verify": _PUBLIC,
     "keyturn.compat": _PUBLIC,
-    "keyturn.integrations": (*_PUBLIC, "keyturn.verify", "keyturn.rfc6750"),
+    "keyturn.integrations": (*_PUBLIC, "keyturn.verify", "keyturn.rfc6750", "keyturn.rfc9449"),
 }
 
 #: (importing module, imported module) edges that break a rule today, with the reason.

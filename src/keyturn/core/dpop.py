@@ -29,12 +29,15 @@ from keyturn.core.signing import (
 from keyturn.errors import KeyturnError, SigningKeyError
 
 __all__ = [
+    "CONFIRMATION_CLAIM",
     "DPOP_ALGORITHMS",
     "DPOP_PROOF_TYPE",
     "DPoPProof",
     "InvalidDPoPProofError",
     "UseDPoPNonceError",
     "access_token_hash",
+    "check_binding",
+    "confirmation",
     "create_dpop_proof",
     "normalize_htu",
     "proof_jwk",
@@ -46,6 +49,8 @@ DPOP_PROOF_TYPE: Final = "dpop+jwt"
 #: The algorithms proofs may use (asymmetric only; RFC 9449 §4.3 check 5).
 DPOP_ALGORITHMS: Final = SUPPORTED_ALGORITHMS
 MAX_PROOF_BYTES: Final = 8192
+#: RFC 7800 §3.1 / RFC 9449 §6.1: the claim holding ``{"jkt": <thumbprint>}``.
+CONFIRMATION_CLAIM: Final = "cnf"
 #: How old a proof's ``iat`` may be, in seconds (RFC 9449 §11.1: a short window).
 DEFAULT_PROOF_MAX_AGE: Final = 60
 
@@ -81,6 +86,38 @@ class DPoPProof:
     def replay_id(self) -> str:
         """What the replay store keeps for this proof: a hash of its key and ``jti``."""
         return hashlib.sha256(f"dpop\0{self.jkt}\0{self.jti}".encode()).hexdigest()
+
+
+def confirmation(jkt: str) -> dict[str, str]:
+    """The ``cnf`` claim value binding a token to the key with thumbprint ``jkt``."""
+    return {"jkt": jkt}
+
+
+def check_binding(jkt: str | None, proof: DPoPProof | None, *, scheme: str) -> None:
+    """Whether a verified token may be used as presented (RFC 9449 §7.1).
+
+    Args:
+        jkt: the token's ``cnf.jkt`` (`keyturn.core.tokens.VerifiedToken.jkt`), None for
+            a bearer token.
+        proof: the request's checked DPoP proof (made with the token's ``ath``), or None.
+        scheme: the ``Authorization`` scheme it came with, ``"bearer"`` or ``"dpop"``
+            (any case).
+
+    Raises:
+        InvalidDPoPProofError: a bound token sent as Bearer (no downgrade), a DPoP
+            token without a proof, or a proof made with another key than ``cnf.jkt``.
+    """
+    dpop = scheme.lower() == "dpop"
+    if jkt is None:
+        if dpop:
+            raise InvalidDPoPProofError("the token is not DPoP-bound: send it as Bearer")
+        return
+    if not dpop:
+        raise InvalidDPoPProofError("a DPoP-bound token must be sent as DPoP, with a proof")
+    if proof is None:
+        raise InvalidDPoPProofError("a DPoP-bound token needs a DPoP proof")
+    if proof.jkt != jkt:
+        raise InvalidDPoPProofError("the DPoP proof is signed by another key than the token's")
 
 
 def access_token_hash(access_token: str) -> str:

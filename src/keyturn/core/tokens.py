@@ -81,6 +81,7 @@ REGISTERED_CLAIMS: Final = frozenset(
         "identifier",
         "token_id",
         FAMILY_CLAIM,
+        "cnf",  # RFC 7800 / RFC 9449 §6: the key a DPoP-bound token is bound to
     }
 )
 
@@ -233,6 +234,18 @@ class VerifiedToken:
     def identifier(self) -> str | None:
         """JWThenticator's ``identifier`` claim, when the token carries one."""
         value = self.claims.get("identifier")
+        return value if isinstance(value, str) else None
+
+    @property
+    def jkt(self) -> str | None:
+        """The JWK thumbprint a DPoP-bound token is bound to (``cnf.jkt``, RFC 9449 §6.1).
+
+        None for a bearer token (or a ``cnf`` without a string ``jkt``).
+        """
+        confirmation = self.claims.get("cnf")
+        if not isinstance(confirmation, Mapping):
+            return None
+        value = confirmation.get("jkt")
         return value if isinstance(value, str) else None
 
     def require_scopes(self, required: Iterable[str]) -> None:
