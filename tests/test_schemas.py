@@ -12,7 +12,6 @@ from keyturn.cli import _output as cli_output
 from keyturn.cli import keys as cli_keys
 from keyturn.core.records import ApiKeyRecord, UserRecord
 from keyturn.schemas import KeyOut, Label, RoleName, ScopeName, UserOut, fits
-from keyturn.server import models
 
 
 @pytest.mark.parametrize(
@@ -42,11 +41,6 @@ def test_create_key_request_uses_the_same_rules() -> None:
     assert fits(ScopeName, "a b") is False
     with pytest.raises(ValueError, match="scopes"):
         schemas.CreateKeyRequest.model_validate({"scopes": ["a b"]})
-
-
-def test_the_old_import_path_still_works() -> None:
-    assert models.KeyOut is schemas.KeyOut
-    assert models.MAX_TOKEN == schemas.MAX_TOKEN
 
 
 AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

@@ -20,8 +20,8 @@ from starlette.types import Send
 from keyturn.core.signing import KeySet
 from keyturn.core.tokens import VerifiedToken, format_scope, parse_scope
 from keyturn.errors import InvalidRequestError, KeyturnError
+from keyturn.schemas import MAX_TOKEN, ValidateRequest
 from keyturn.server.errors import bearer_error
-from keyturn.server.models import MAX_TOKEN, ValidateRequest
 from keyturn.server.requests import bearer_token_of, parse_body
 
 __all__ = [
