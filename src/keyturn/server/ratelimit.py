@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from keyturn.storage._redis import connect_redis
+
 __all__ = ["MemoryRateLimiter", "RateLimiter", "RedisRateLimiter"]
 
 
@@ -60,15 +62,7 @@ class RedisRateLimiter:
 
     def __init__(self, url: str, *, prefix: str = "keyturn:rl:", timeout: float = 0.5) -> None:
         """Connect lazily to ``url``; a call slower than ``timeout`` seconds fails open."""
-        try:
-            import redis.asyncio as redis  # noqa: PLC0415 -- optional dependency
-        except ImportError as exc:  # pragma: no cover - depends on the installed extras
-            raise RuntimeError(
-                "KEYTURN_REDIS_URL needs the extra: pip install 'keyturn[redis]'"
-            ) from exc
-        self._redis: Any = redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout
-        )
+        self._redis: Any = connect_redis(url, timeout=timeout, needed_by="KEYTURN_REDIS_URL")
         self._prefix = prefix
 
     async def hit(self, bucket: str, *, limit: int, window: int) -> int | None:

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from keyturn.errors import StorageUnavailableError
+from keyturn.storage._redis import connect_redis
 
 if TYPE_CHECKING:
     from keyturn.storage.base import ReplayRepository
@@ -24,14 +25,8 @@ class RedisReplayRepository:
 
     def __init__(self, url: str, *, prefix: str = "keyturn:replay:", timeout: float = 1.0) -> None:
         """Connect lazily to ``url``."""
-        try:
-            import redis.asyncio as redis  # noqa: PLC0415 -- optional dependency
-        except ImportError as exc:  # pragma: no cover - depends on the installed extras
-            raise RuntimeError(
-                "KEYTURN_REPLAY_STORE=redis needs the extra: pip install 'keyturn[redis]'"
-            ) from exc
-        self._redis: Any = redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout
+        self._redis: Any = connect_redis(
+            url, timeout=timeout, needed_by="KEYTURN_REPLAY_STORE=redis"
         )
         self._prefix = prefix
 
