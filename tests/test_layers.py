@@ -69,7 +69,7 @@ LAYERS: Mapping[str, tuple[str, ...]] = {
 
 #: (importing module, imported module) edges that break a rule today, with the reason.
 EXCEPTIONS: Mapping[tuple[str, str], str] = {
-    ("keyturn.config", "keyturn.storage.schema"): (
+    ("keyturn.config.storage", "keyturn.storage.schema"): (
         "DEFAULT_SCHEMA and the schema-name rule for KEYTURN_DATABASE_SCHEMA"
     ),
     ("keyturn.healthcheck", "keyturn.cli._runtime"): "the CLI's one wording of settings errors",
