@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 
 import pytest
 
@@ -25,13 +24,14 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
 _skipped_postgresql: list[str] = []
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    """Remember every PostgreSQL-marked test that ended skipped."""
-    outcome = yield
-    report = outcome.get_result()  # type: ignore[attr-defined]
-    if report.skipped and item.get_closest_marker("postgresql") is not None:
-        _skipped_postgresql.append(item.nodeid)
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Remember every PostgreSQL-marked test that ended skipped.
+
+    A report hook, not ``makereport``: under pytest-xdist the controller gets every
+    worker's reports here, so the guard below sees the whole run.
+    """
+    if report.skipped and "postgresql" in report.keywords:
+        _skipped_postgresql.append(report.nodeid)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

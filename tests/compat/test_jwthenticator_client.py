@@ -24,7 +24,7 @@ import fcntl
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -94,16 +94,14 @@ def _build_venv() -> Path:
 
 
 @pytest.fixture(scope="session")
-def jwthenticator_python() -> Iterator[Path]:
+def jwthenticator_python() -> Path:
     """The interpreter of a virtualenv holding the unchanged ``jwthenticator==1.6.3``."""
     VENV.parent.mkdir(exist_ok=True)
-    # A lock: concurrent pytest sessions in one checkout share the cache directory.
+    # A lock while building: concurrent pytest sessions (and xdist workers) in one checkout
+    # share the cache directory; a complete venv is only read afterwards.
     with (VENV.parent / f"{VENV.name}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield _build_venv()
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+        return _build_venv()  # closing the file releases the lock
 
 
 def expected_transcript(alg: str) -> str:
