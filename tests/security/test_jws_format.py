@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.x509.oid import NameOID
 from jwt.algorithms import ECAlgorithm, RSAPSSAlgorithm
 
-from keyturn.core import tokens
+from keyturn.core import jws, tokens
 from keyturn.core.revocation import RevocationList
 from keyturn.core.secrets import SecretKind, generate_secret, parse_secret
 from keyturn.core.signing import KeySet, PrivateKey, SigningKey
@@ -739,6 +739,7 @@ def test_format_is_checked_before_any_decoding(
         raise AssertionError("a malformed token reached the base64 decoder")
 
     monkeypatch.setattr(tokens, "b64url_decode", no_decoding)
+    monkeypatch.setattr(jws, "b64url_decode", no_decoding)
 
     with pytest.raises(MalformedTokenError):
         verify(token, trusted)

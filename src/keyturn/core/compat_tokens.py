@@ -23,8 +23,9 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from keyturn.core._encoding import b64url_decode, b64url_encode
+from keyturn.core.jws import json_object, split
 from keyturn.core.signing import SigningKey, VerificationKey
-from keyturn.core.tokens import MAX_TOKEN_BYTES, _json_object, _split
+from keyturn.core.tokens import MAX_TOKEN_BYTES
 from keyturn.errors import (
     ExpiredTokenError,
     ImmatureTokenError,
@@ -158,8 +159,8 @@ def verify_legacy_token(
     """
     if not 0 <= leeway <= _MAX_LEEWAY:
         raise ValueError(f"leeway must be between 0 and {_MAX_LEEWAY} seconds")
-    header_segment, payload_segment, signature_segment = _split(token, max_token_bytes)
-    candidates = _candidate_keys(_json_object(header_segment, "header"), keys)
+    header_segment, payload_segment, signature_segment = split(token, max_token_bytes)
+    candidates = _candidate_keys(json_object(header_segment, "header"), keys)
     try:
         signature = b64url_decode(signature_segment)
     except ValueError as exc:
@@ -169,7 +170,7 @@ def verify_legacy_token(
     if key is None:
         raise TokenSignatureError("token signature does not verify")
     # The payload is parsed only after the signature holds (no work for forgers).
-    claims = _json_object(payload_segment, "payload")
+    claims = json_object(payload_segment, "payload")
     subject, exp = _check_claims(claims, now=now, leeway=leeway, audience=audience)
     return LegacyToken(
         subject=subject, expires_at=exp, kid=key.kid, claims=MappingProxyType(claims)

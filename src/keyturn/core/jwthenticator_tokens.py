@@ -32,15 +32,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from keyturn.core._encoding import b64url_decode, b64url_encode
+from keyturn.core.jws import KeyLookup, json_object, parse_header, split
 from keyturn.core.signing import VerificationKey
-from keyturn.core.tokens import (
-    MAX_TOKEN_BYTES,
-    KeyLookup,
-    VerifiedToken,
-    _json_object,
-    _parse_header,
-    _split,
-)
+from keyturn.core.tokens import MAX_TOKEN_BYTES, VerifiedToken
 from keyturn.errors import (
     ExpiredTokenError,
     ImmatureTokenError,
@@ -99,8 +93,8 @@ def verify_jwthenticator_token(
     Raises:
         InvalidTokenError: a token of this profile that fails a check (a subclass says which).
     """
-    header_segment, payload_segment, signature_segment = _split(token, max_token_bytes)
-    header = _parse_header(header_segment)
+    header_segment, payload_segment, signature_segment = split(token, max_token_bytes)
+    header = parse_header(header_segment)
     kid = header.get("kid")
     key = keys.get(kid) if isinstance(kid, str) else None
     if key is None or not is_jwthenticator_key(key):
@@ -117,7 +111,7 @@ def verify_jwthenticator_token(
         raise MalformedTokenError("token signature is not canonical base64url") from exc
     if not key.verify(f"{header_segment}.{payload_segment}".encode("ascii"), signature):
         raise TokenSignatureError("token signature does not verify")
-    claims = _json_object(payload_segment, "payload")
+    claims = json_object(payload_segment, "payload")
     exp, iat = _times(claims, now=now, leeway=leeway, max_lifetime=max_lifetime)
     for name in ("token_id", "identifier"):
         value = claims.get(name)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 import secrets
 import threading
 import time
@@ -22,7 +21,13 @@ from types import MappingProxyType
 from typing import Any, Final, Protocol
 
 from keyturn.core._encoding import b64url_decode, b64url_encode, compact_json
-from keyturn.core.signing import SigningKey, VerificationKey
+from keyturn.core.jws import KeyLookup
+from keyturn.core.jws import check_header as _check_header
+from keyturn.core.jws import json_object as _json_object
+from keyturn.core.jws import parse_header as _parse_header
+from keyturn.core.jws import split as _split
+from keyturn.core.scopes import format_scope, is_scope_token, parse_scope
+from keyturn.core.signing import SigningKey
 from keyturn.errors import (
     ExpiredTokenError,
     ImmatureTokenError,
@@ -85,14 +90,6 @@ REGISTERED_CLAIMS: Final = frozenset(
     }
 )
 
-# RFC 8725bis §3.14: a compact JWS holds only base64url characters and two dots.
-_COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
-_ALLOWED_HEADER: Final = frozenset({"alg", "kid", "typ"})
-# kid is only ever a dict key, but a sane charset and length stop junk early (T-HDR-05).
-# "=" and "+" appear in JWThenticator's base64(SHA-1) kids.
-_KID = re.compile(r"[A-Za-z0-9_.:=+/-]{1,128}")
-# RFC 6749 §3.3: scope-token = 1*NQCHAR (%x21 / %x23-5B / %x5D-7E).
-_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 _NUMERIC_DATES: Final = ("exp", "iat", "nbf")
 
 
@@ -105,24 +102,6 @@ def new_token_id() -> str:
     digits = secrets.token_bytes(16).hex()
     # str(uuid.UUID(bytes=...)) spelled out: the same 8-4-4-4-12 lowercase hex, no UUID object.
     return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
-
-
-def parse_scope(scope: str) -> frozenset[str]:
-    """Split an RFC 6749 §3.3 scope string into its tokens.
-
-    Raises:
-        ValueError: a token has a character outside the NQCHAR grammar.
-    """
-    tokens = frozenset(scope.split(" ")) - {""}
-    for token in tokens:
-        if not _SCOPE_TOKEN.fullmatch(token):
-            raise ValueError("scope tokens may only contain printable ASCII except '\"' and '\\'")
-    return tokens
-
-
-def format_scope(scopes: Iterable[str]) -> str:
-    """Join scope tokens into the space-separated form, sorted for a stable wire format."""
-    return " ".join(sorted(set(scopes)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +125,41 @@ class IssuedToken:
 def _header_segment(alg: str, kid: str) -> str:
     # Every token one key signs has the same header, so it is encoded once per key.
     return b64url_encode(compact_json({"alg": alg, "kid": kid, "typ": ACCESS_TOKEN_TYPE}))
+
+
+def _scope(scopes: Iterable[str]) -> str:
+    """The ``scope`` claim for ``scopes``, each checked against RFC 6749 §3.3."""
+    scope_tokens = frozenset(scopes)
+    # Check each token, not the joined string: "a b" or "" would pass parse_scope once
+    # joined, and the verifier would then read back other scopes than were granted.
+    if not all(is_scope_token(token) for token in scope_tokens):
+        raise ValueError("scope tokens may only contain printable ASCII except ' ', '\"', '\\'")
+    return format_scope(scope_tokens)
+
+
+def _registered_claims(
+    *,
+    issuer: str,
+    audience: str | Sequence[str],
+    subject: str,
+    client_id: str,
+    issued_at: int,
+    expires_at: int,
+    scope: str,
+    token_id: str,
+) -> dict[str, Any]:
+    """The claims every access token carries, in their wire order."""
+    return {
+        "iss": issuer,
+        "sub": subject,
+        "aud": audience if isinstance(audience, str) else list(audience),
+        "exp": expires_at,
+        "iat": issued_at,
+        "jti": token_id,
+        "client_id": client_id,
+        "scope": scope,
+        "token_id": token_id,
+    }
 
 
 def issue_access_token(
@@ -177,25 +191,18 @@ def issue_access_token(
     """
     if isinstance(lifetime, bool) or not isinstance(lifetime, int) or lifetime <= 0:
         raise PolicyViolation("exp", lifetime, "token lifetime must be a positive integer")
-    scope_tokens = frozenset(scopes)
-    # Check each token, not the joined string: "a b" or "" would pass parse_scope once
-    # joined, and the verifier would then read back other scopes than were granted.
-    if not all(_SCOPE_TOKEN.fullmatch(token) for token in scope_tokens):
-        raise ValueError("scope tokens may only contain printable ASCII except ' ', '\"', '\\'")
-    scope = format_scope(scope_tokens)
     token_id = jti or new_token_id()
     issued_at = int(now)
-    claims: dict[str, Any] = {
-        "iss": issuer,
-        "sub": subject,
-        "aud": audience if isinstance(audience, str) else list(audience),
-        "exp": issued_at + lifetime,
-        "iat": issued_at,
-        "jti": token_id,
-        "client_id": client_id,
-        "scope": scope,
-        "token_id": token_id,
-    }
+    claims = _registered_claims(
+        issuer=issuer,
+        audience=audience,
+        subject=subject,
+        client_id=client_id,
+        issued_at=issued_at,
+        expires_at=issued_at + lifetime,
+        scope=_scope(scopes),
+        token_id=token_id,
+    )
     if identifier is not None:
         claims["identifier"] = identifier
     if family is not None:
@@ -257,70 +264,10 @@ class VerifiedToken:
             )
 
 
-class KeyLookup(Protocol):
-    """Where the verifier finds trusted keys by ``kid`` (a `KeySet` is one)."""
-
-    def get(self, kid: str) -> VerificationKey | None: ...
-
-
 class RevocationCheck(Protocol):
     """Answers whether a verified token has since been revoked; must be cheap and sync."""
 
     def is_revoked(self, token: VerifiedToken) -> bool: ...
-
-
-def _no_duplicate_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # RFC 7519 §4: a JWT with duplicate claim names may be rejected; we do (T-IN-06).
-    result = dict(pairs)
-    if len(result) != len(pairs):
-        raise ValueError("duplicate member name")
-    return result
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")  # NaN, Infinity (RFC 8259 §6)
-
-
-# Built once: json.loads with hooks would construct a new decoder on every call.
-_JSON_DECODER: Final = json.JSONDecoder(
-    object_pairs_hook=_no_duplicate_members, parse_constant=_refuse_constant
-)
-
-
-def _json_object(segment: str, part: str) -> dict[str, Any]:
-    try:
-        text = b64url_decode(segment).decode("utf-8")
-        value = _JSON_DECODER.decode(text)
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeError included
-        raise MalformedTokenError(f"token {part} is not base64url-encoded UTF-8 JSON") from exc
-    if not isinstance(value, dict):
-        raise MalformedTokenError(f"token {part} is not a JSON object")
-    # RFC 8725 §3.7: UTF-8 only. Decoded UTF-8 holds no surrogates, so only a "\u" escape
-    # can smuggle in a lone one (json.loads keeps "\ud800" as is); re-encoding finds it.
-    if "\\u" in text:
-        try:
-            compact_json(value)
-        except (ValueError, RecursionError) as exc:  # UnicodeEncodeError is a ValueError
-            raise MalformedTokenError(f"token {part} holds a lone UTF-16 surrogate") from exc
-    return value
-
-
-def _split(token: str | bytes, max_bytes: int) -> tuple[str, str, str]:
-    if isinstance(token, bytes):
-        try:
-            token = token.decode("ascii")
-        except UnicodeDecodeError as exc:
-            raise MalformedTokenError("token is not a compact JWS") from exc
-    if not isinstance(token, str):
-        raise MalformedTokenError("token must be a string")
-    if len(token) > max_bytes:
-        raise MalformedTokenError(f"token is longer than {max_bytes} bytes")
-    if _COMPACT_JWS.fullmatch(token) is None:
-        raise MalformedTokenError(
-            "token is not a compact JWS: expected three unpadded base64url segments"
-        )
-    header, payload, signature = token.split(".")
-    return header, payload, signature
 
 
 def peek_unverified_claims(token: str | bytes) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -333,34 +280,6 @@ def peek_unverified_claims(token: str | bytes) -> tuple[dict[str, Any], dict[str
     """
     header, payload, _ = _split(token, MAX_TOKEN_BYTES)
     return _json_object(header, "header"), _json_object(payload, "payload")
-
-
-@functools.lru_cache(maxsize=256)
-def _parse_header(segment: str) -> Mapping[str, Any]:
-    # A deployment's headers repeat (one spelling per signing key), so each is parsed once.
-    # A pure function of the segment; read-only, since every caller shares the result.
-    return MappingProxyType(_json_object(segment, "header"))
-
-
-def _check_header(header: Mapping[str, Any], keys: KeyLookup, token_type: str) -> VerificationKey:
-    if not header.keys() <= _ALLOWED_HEADER:
-        # RFC 7519 §7.2 step 5; also refuses crit, jku, jwk, x5u, x5c (T-HDR-01..04).
-        raise MalformedTokenError("token header may only contain alg, kid and typ")
-    typ = header.get("typ")
-    if not isinstance(typ, str) or typ.lower().removeprefix("application/") != token_type:
-        raise TokenClaimsError(f"token type (typ) must be {token_type}")  # RFC 9068 §4
-    alg, kid = header.get("alg"), header.get("kid")
-    if not isinstance(alg, str) or not alg:
-        raise MalformedTokenError("token header has no algorithm")
-    if not isinstance(kid, str) or _KID.fullmatch(kid) is None:
-        raise MalformedTokenError("token header has no usable key id (kid)")
-    key = keys.get(kid)
-    if key is None:
-        raise TokenSignatureError("token is signed by a key this verifier does not trust")
-    if alg != key.alg:
-        # RFC 8725 §3.1: the key decides the algorithm; the header only has to agree.
-        raise TokenSignatureError("token algorithm does not match its signing key")
-    return key
 
 
 def _numeric_date(claims: Mapping[str, Any], name: str) -> int | None:
