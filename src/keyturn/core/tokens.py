@@ -10,7 +10,6 @@ own ``jwt.decode`` is kept as the test oracle (``tests/security/test_differentia
 from __future__ import annotations
 
 import functools
-import json
 import secrets
 import threading
 import time
@@ -21,6 +20,7 @@ from types import MappingProxyType
 from typing import Any, Final, Protocol
 
 from keyturn.core._encoding import b64url_decode, b64url_encode, compact_json
+from keyturn.core.claim_checks import check_claims as _check_claims
 from keyturn.core.jws import KeyLookup
 from keyturn.core.jws import check_header as _check_header
 from keyturn.core.jws import json_object as _json_object
@@ -29,8 +29,6 @@ from keyturn.core.jws import split as _split
 from keyturn.core.scopes import format_scope, is_scope_token, parse_scope
 from keyturn.core.signing import SigningKey
 from keyturn.errors import (
-    ExpiredTokenError,
-    ImmatureTokenError,
     InsufficientScopeError,
     MalformedTokenError,
     PolicyViolation,
@@ -67,7 +65,6 @@ DEFAULT_LEEWAY: Final = 30  # seconds; RFC 7519 §4.1.4 "no more than a few minu
 # access_token_lifetime is capped at two days, room for JWThenticator's 25 hours), so the
 # tokens a server issues always pass the verifiers (keyturn.verify) left at their defaults.
 DEFAULT_MAX_LIFETIME: Final = 172_800
-REQUIRED_CLAIMS: Final = ("iss", "sub", "aud", "exp", "iat", "jti", "client_id")
 #: The refresh-token family (grant) an access token was issued from, when there is one:
 #: revoking the family revokes its access tokens too (RFC 7009 §2.1).
 FAMILY_CLAIM: Final = "sid"
@@ -89,8 +86,6 @@ REGISTERED_CLAIMS: Final = frozenset(
         "cnf",  # RFC 7800 / RFC 9449 §6: the key a DPoP-bound token is bound to
     }
 )
-
-_NUMERIC_DATES: Final = ("exp", "iat", "nbf")
 
 
 def new_token_id() -> str:
@@ -280,83 +275,6 @@ def peek_unverified_claims(token: str | bytes) -> tuple[dict[str, Any], dict[str
     """
     header, payload, _ = _split(token, MAX_TOKEN_BYTES)
     return _json_object(header, "header"), _json_object(payload, "payload")
-
-
-def _numeric_date(claims: Mapping[str, Any], name: str) -> int | None:
-    value = claims.get(name)
-    # RFC 7519 §2 NumericDate; Keyturn issues integers and accepts nothing else (T-TIME-07).
-    if value is None and name not in claims:
-        return None
-    if type(value) is not int:
-        raise TokenClaimsError(f"claim {name!r} must be an integer NumericDate")
-    return value
-
-
-def _check_times(
-    claims: dict[str, Any], *, now: float, leeway: int, max_lifetime: int
-) -> tuple[int, int]:
-    exp, iat, nbf = (_numeric_date(claims, name) for name in _NUMERIC_DATES)
-    if exp is None or iat is None:
-        raise TokenClaimsError("token lacks 'exp' or 'iat'")
-    if exp <= now - leeway:
-        raise ExpiredTokenError("token has expired")
-    if iat > now + leeway:
-        raise ImmatureTokenError("token was issued in the future (iat)")
-    if nbf is not None and nbf > now + leeway:
-        raise ImmatureTokenError("token is not valid yet (nbf)")
-    if exp - iat > max_lifetime:
-        raise TokenClaimsError(f"token lifetime exceeds the {max_lifetime} s maximum")
-    return exp, iat
-
-
-def _shown(value: object, limit: int = 100) -> str:
-    """A claim value fit for an error message: printable ASCII, quoted, at most ``limit``."""
-    text = value if isinstance(value, str) else json.dumps(value)
-    text = "".join(c if " " <= c <= "~" and c not in '"\\' else "?" for c in text)
-    return f"'{text[:limit]}...'" if len(text) > limit else f"'{text}'"
-
-
-def _check_parties(claims: dict[str, Any], *, issuer: str, audience: str) -> None:
-    if claims["iss"] != issuer or type(claims["iss"]) is not str:  # exact (CVE-2024-53861)
-        raise TokenClaimsError(
-            f"token was issued by another issuer (expected {_shown(issuer)}, token has "
-            f"{_shown(claims['iss'])}); the verifier's issuer must be the server's "
-            "KEYTURN_ISSUER"
-        )
-    aud = claims["aud"]
-    audiences = [aud] if isinstance(aud, str) else aud
-    if not isinstance(audiences, list) or not all(isinstance(a, str) for a in audiences):
-        raise TokenClaimsError("claim 'aud' must be a string or an array of strings")
-    if audience not in audiences:
-        raise TokenClaimsError("token is meant for another audience")
-    for name in ("sub", "jti", "client_id"):
-        value = claims[name]
-        if not isinstance(value, str) or not value or len(value) > 255:
-            raise TokenClaimsError(f"claim {name!r} must be a non-empty string")
-
-
-def _check_claims(
-    claims: dict[str, Any],
-    *,
-    issuer: str,
-    audience: str,
-    now: float,
-    leeway: int,
-    max_lifetime: int,
-) -> tuple[int, int, frozenset[str]]:
-    for name in REQUIRED_CLAIMS:
-        if name not in claims:
-            raise TokenClaimsError(f"token lacks the required claim {name!r}")
-    exp, iat = _check_times(claims, now=now, leeway=leeway, max_lifetime=max_lifetime)
-    _check_parties(claims, issuer=issuer, audience=audience)
-    scope = claims.get("scope", "")
-    if not isinstance(scope, str):
-        raise TokenClaimsError("claim 'scope' must be a space-separated string")
-    try:
-        scopes = parse_scope(scope)
-    except ValueError as exc:
-        raise TokenClaimsError("claim 'scope' breaks the RFC 6749 §3.3 grammar") from exc
-    return exp, iat, scopes
 
 
 def verify_access_token(
