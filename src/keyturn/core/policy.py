@@ -15,17 +15,30 @@ A claim the policy does not declare cannot be set, and registered claims
 
 from __future__ import annotations
 
-import math
-import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from os import PathLike
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final, Literal, TypeAlias, get_args
+from typing import Any, Final, Literal
 
-from keyturn.core.tokens import REGISTERED_CLAIMS, format_scope, parse_scope
+from keyturn.core.claim_rules import (
+    BUILTIN_CLAIMS,
+    CLAIM_KINDS,
+    CLAIM_NAME,
+    DEFAULT_LEVELS,
+    DNT_VALUES,
+    RESERVED_CLAIMS,
+    ClaimKind,
+    ClaimRule,
+    Grant,
+    RoleRule,
+    scope_set,
+    scope_token,
+)
+from keyturn.core.scopes import format_scope
+from keyturn.core.tokens import REGISTERED_CLAIMS
 from keyturn.errors import PolicyViolation
 
 __all__ = [
@@ -41,246 +54,11 @@ __all__ = [
     "RoleRule",
 ]
 
-ClaimKind: TypeAlias = Literal["string", "strings", "integer", "number", "boolean", "any"]
-CLAIM_KINDS: Final[tuple[ClaimKind, ...]] = get_args(ClaimKind)
-#: The assurance levels apijwt documents: none, external, password, MFA, Yubikey,
-#: external MFA, certificate.
-DEFAULT_LEVELS: Final = frozenset({0.0, 1.0, 2.0, 3.0, 3.1, 3.5, 4.0})
-#: Do-not-track: 0 track, 1 do not track, 2 do not keep even anonymous data, 3 test user.
-DNT_VALUES: Final = frozenset({0, 1, 2, 3})
-#: The kinds each built-in claim may take; the first one is used when a rule names none.
-BUILTIN_CLAIMS: Final[Mapping[str, tuple[ClaimKind, ...]]] = MappingProxyType(
-    {
-        "level": ("number",),
-        "factor": ("string", "strings"),
-        "target": ("string",),
-        "dnt": ("integer",),
-    }
-)
-#: Names no policy may declare: the registered claims, and apijwt's ``scopes`` (Keyturn
-#: puts scopes in the registered ``scope``; a second scope claim would contradict it).
-RESERVED_CLAIMS: Final = REGISTERED_CLAIMS | {"scopes"}
-
-_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
-_MAX_STRING: Final = 1024
-_MAX_TARGET: Final = 255  # the same bound the verifier puts on ``sub``
-_MAX_DEPTH: Final = 16
 _POLICY_FIELDS: Final = frozenset(
     {"scopes", "allow_any_scope", "default_roles", "roles_claim", "roles", "claims"}
 )
 _ROLE_FIELDS: Final = frozenset({"issuer", "scopes", "claims"})
 _CLAIM_FIELDS: Final = frozenset({"type", "allowed", "default"})
-
-
-def _plain_json(value: Any, depth: int = 0) -> Any:
-    """Return ``value`` as plain JSON (tuples become lists) or raise ValueError."""
-    if depth > _MAX_DEPTH:
-        raise ValueError("value is nested too deeply")
-    if isinstance(value, str):
-        if len(value) > _MAX_STRING:
-            raise ValueError(f"strings are limited to {_MAX_STRING} characters")
-        return value
-    if value is None or isinstance(value, bool | int):
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError("NaN and Infinity are not JSON")  # RFC 8259 §6
-        return value
-    if isinstance(value, list | tuple):
-        return [_plain_json(item, depth + 1) for item in value]
-    if isinstance(value, Mapping):
-        if not all(isinstance(key, str) for key in value):
-            raise ValueError("JSON object keys must be strings")
-        return {key: _plain_json(item, depth + 1) for key, item in value.items()}
-    raise ValueError(f"a {type(value).__name__} is not a JSON value")
-
-
-def _matches(value: Any, allowed: frozenset[Any]) -> bool:
-    # Python has 1 == 1.0 == True; in a token a boolean is never a number.
-    return any(
-        isinstance(value, bool) is isinstance(candidate, bool) and value == candidate
-        for candidate in allowed
-    )
-
-
-def _scope_token(value: Any) -> str:
-    """Return ``value`` if it is one RFC 6749 §3.3 scope-token, else raise ValueError."""
-    if not isinstance(value, str) or parse_scope(value) != {value}:
-        raise ValueError(f"{value!r} is not a single RFC 6749 §3.3 scope token")
-    return value
-
-
-def _scope_set(values: Iterable[str], where: str) -> frozenset[str]:
-    if isinstance(values, str):
-        raise ValueError(f"{where}: expected a list of scope tokens, not a string")
-    try:
-        return frozenset(_scope_token(value) for value in values)
-    except ValueError as exc:
-        raise ValueError(f"{where}: {exc}") from exc
-
-
-@dataclass(frozen=True, slots=True)
-class Grant:
-    """What a token may carry: its scopes and its policy claims (never registered ones)."""
-
-    scopes: frozenset[str]
-    claims: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), hash=False)
-    roles: tuple[str, ...] = ()
-    #: The roles' issuer alias (apijwt writes it to ``iss``; Keyturn's own tokens do not).
-    issuer: str | None = None
-
-    @property
-    def scope(self) -> str:
-        """The scopes as the space-separated ``scope`` string (RFC 6749 §3.3)."""
-        return format_scope(self.scopes)
-
-
-@dataclass(frozen=True, slots=True)
-class ClaimRule:
-    """What one claim may hold: its kind, its allowed values and its default.
-
-    Built-in claims have fixed kinds: ``level`` a number, ``dnt`` an integer from 0 to 3,
-    ``target`` a string, ``factor`` a string or a list of strings; on them the kind
-    ``"any"`` (the default) stands for the built-in one.
-
-    Raises:
-        ValueError: the name is reserved, or the kind, allowed values or default do not fit.
-    """
-
-    name: str
-    kind: ClaimKind = "any"
-    #: None: any value of the kind. For lists, every item must be allowed.
-    allowed: frozenset[Any] | None = None
-    #: Used when the caller gives no value; None leaves the claim out.
-    default: Any = field(default=None, hash=False)
-
-    def __post_init__(self) -> None:
-        name = self.name
-        if not isinstance(name, str) or _NAME.fullmatch(name) is None:
-            raise ValueError(f"claims.{name}: a claim name is 1-64 of A-Z a-z 0-9 _ . : -")
-        if name in RESERVED_CLAIMS:
-            raise ValueError(f"claims.{name}: registered claims are set by Keyturn, not a policy")
-        kinds = BUILTIN_CLAIMS.get(name, CLAIM_KINDS)
-        kind = kinds[0] if self.kind == "any" and name in BUILTIN_CLAIMS else self.kind
-        if kind not in kinds:
-            raise ValueError(f"claims.{name}.type: must be one of {', '.join(kinds)}")
-        object.__setattr__(self, "kind", kind)
-        allowed = DNT_VALUES if self.allowed is None and name == "dnt" else self.allowed
-        if allowed is not None:
-            allowed = self.normalise_allowed(allowed, f"claims.{name}.allowed")
-        object.__setattr__(self, "allowed", allowed)
-        if self.default is not None:
-            try:
-                default = self.check(self.default, allowed)
-            except PolicyViolation as exc:
-                raise ValueError(f"claims.{name}.default: {exc.reason}") from exc
-            object.__setattr__(self, "default", default)
-
-    def normalise_allowed(self, values: Iterable[Any], where: str) -> frozenset[Any]:
-        """Check a set of allowed values against the kind; numbers become floats.
-
-        Raises:
-            ValueError: a value is not of the kind (``where`` names the field).
-        """
-        if isinstance(values, str | bytes | Mapping):
-            raise ValueError(f"{where}: expected a list of values")
-        result: set[Any] = set()
-        for value in values:
-            try:
-                result.add(self._scalar(value, "string" if self.kind == "strings" else self.kind))
-            except PolicyViolation as exc:
-                raise ValueError(f"{where}: {value!r} {exc.reason}") from exc
-        if self.name == "dnt" and not result <= DNT_VALUES:
-            raise ValueError(f"{where}: dnt values are 0, 1, 2 or 3")
-        return frozenset(result)
-
-    def check(self, value: Any, allowed: frozenset[Any] | None) -> Any:
-        """Return ``value`` normalised if it fits the kind and ``allowed``.
-
-        Raises:
-            PolicyViolation: the value has the wrong type or is not allowed.
-        """
-        if self.kind == "strings":
-            if not isinstance(value, list | tuple):
-                raise PolicyViolation(self.name, value, "must be a list of strings")
-            checked: Any = list(dict.fromkeys(self._scalar(item, "string") for item in value))
-            items = checked
-        elif self.kind == "any":
-            try:
-                checked = _plain_json(value)
-            except ValueError as exc:
-                raise PolicyViolation(self.name, value, str(exc)) from exc
-            if allowed is not None and isinstance(checked, dict):
-                raise PolicyViolation(self.name, value, "an object cannot be one of the values")
-            items = checked if isinstance(checked, list) else [checked]
-        else:
-            checked = self._scalar(value, self.kind)
-            items = [checked]
-        if self.name == "target" and len(checked) > _MAX_TARGET:
-            raise PolicyViolation(self.name, value, f"longer than {_MAX_TARGET} characters")
-        if allowed is not None:
-            for item in items:
-                if isinstance(item, list | dict) or not _matches(item, allowed):
-                    raise PolicyViolation(self.name, item, "not an allowed value")
-        return checked
-
-    def _scalar(self, value: Any, kind: ClaimKind) -> Any:
-        if kind == "string":
-            if not isinstance(value, str):
-                raise PolicyViolation(self.name, value, "must be a string")
-            if len(value) > _MAX_STRING:
-                raise PolicyViolation(self.name, value, f"longer than {_MAX_STRING} characters")
-            return value
-        if kind == "boolean":
-            if not isinstance(value, bool):
-                raise PolicyViolation(self.name, value, "must be a boolean")
-            return value
-        if kind == "integer":
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise PolicyViolation(self.name, value, "must be an integer")
-            return value
-        if kind == "number":
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise PolicyViolation(self.name, value, "must be a number")
-            if not math.isfinite(value):
-                raise PolicyViolation(self.name, value, "NaN and Infinity are not JSON")
-            return float(value)
-        try:  # "any" in an allowed list: a JSON scalar
-            scalar = _plain_json(value)
-        except ValueError as exc:
-            raise PolicyViolation(self.name, value, str(exc)) from exc
-        if scalar is None or isinstance(scalar, list | dict):
-            raise PolicyViolation(self.name, value, "must be a string, number or boolean")
-        return scalar
-
-
-@dataclass(frozen=True, slots=True)
-class RoleRule:
-    """One role (apijwt's ``keys`` entry): its issuer alias, its scopes and claim limits.
-
-    Raises:
-        ValueError: a bad name, issuer or scope token.
-    """
-
-    name: str
-    #: apijwt puts this in ``iss`` ("auth_user"); Keyturn reports it as `Grant.issuer`.
-    issuer: str | None = None
-    #: Scopes this role may hold on top of the policy-wide ones (apijwt's ``PER_KEY``).
-    scopes: frozenset[str] = frozenset()
-    #: Per-claim allowed values for holders of this role; each narrows the policy's list.
-    claims: Mapping[str, frozenset[Any]] = field(
-        default_factory=lambda: MappingProxyType({}), hash=False
-    )
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or _NAME.fullmatch(self.name) is None:
-            raise ValueError(f"roles.{self.name}: a role name is 1-64 of A-Z a-z 0-9 _ . : -")
-        if self.issuer is not None and (not isinstance(self.issuer, str) or not self.issuer):
-            raise ValueError(f"roles.{self.name}.issuer: must be a non-empty string")
-        object.__setattr__(self, "scopes", _scope_set(self.scopes, f"roles.{self.name}.scopes"))
-        if not isinstance(self.claims, Mapping):
-            raise ValueError(f"roles.{self.name}.claims: must be a table of allowed values")
-        object.__setattr__(self, "claims", MappingProxyType(dict(self.claims)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,7 +83,7 @@ class ClaimsPolicy:
     _claims: Mapping[str, ClaimRule] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "scopes", _scope_set(self.scopes, "scopes"))
+        object.__setattr__(self, "scopes", scope_set(self.scopes, "scopes"))
         claims = {rule.name: rule for rule in self.claims}
         if len(claims) != len(tuple(self.claims)):
             raise ValueError("claims: a claim is declared twice")
@@ -320,7 +98,7 @@ class ClaimsPolicy:
         if self.roles_claim is not None:
             if self.roles_claim in RESERVED_CLAIMS or self.roles_claim in claims:
                 raise ValueError(f"roles_claim: {self.roles_claim!r} is taken by another claim")
-            if _NAME.fullmatch(self.roles_claim) is None:
+            if CLAIM_NAME.fullmatch(self.roles_claim) is None:
                 raise ValueError("roles_claim: a claim name is 1-64 of A-Z a-z 0-9 _ . : -")
         if not isinstance(self.allow_any_scope, bool):
             raise ValueError("allow_any_scope: must be true or false")
@@ -450,8 +228,28 @@ class ClaimsPolicy:
         """
         role_rules = self._resolve_roles(roles)
         scopes = self._grant_scopes(role_rules, requested_scopes, key_scopes, holder)
-        given: dict[str, Any] = {"level": level, "factor": factor, "target": target, "dnt": dnt}
-        for name, value in (extras or {}).items():
+        given = self._given(
+            {"level": level, "factor": factor, "target": target, "dnt": dnt}, extras or {}
+        )
+        claims: dict[str, Any] = {}
+        if self.roles_claim is not None and role_rules:
+            claims[self.roles_claim] = [role.name for role in role_rules]
+        for rule in self.claims:
+            value = given.get(rule.name)
+            if value is None:
+                value = rule.default
+            if value is not None:
+                claims[rule.name] = rule.check(value, _allowed_for(rule, role_rules))
+        return Grant(
+            scopes=scopes,
+            claims=MappingProxyType(claims),
+            roles=tuple(role.name for role in role_rules),
+            issuer=_issuer(role_rules),
+        )
+
+    def _given(self, given: dict[str, Any], extras: Mapping[str, Any]) -> dict[str, Any]:
+        """The claim values asked for: the arguments, merged with ``extras``, all declared."""
+        for name, value in extras.items():
             if name in REGISTERED_CLAIMS:
                 raise PolicyViolation(name, value, "registered claims cannot be set as extras")
             if name in {"scopes", self.roles_claim}:
@@ -464,25 +262,7 @@ class ClaimsPolicy:
         for name, value in given.items():
             if value is not None and name not in self._claims:
                 raise PolicyViolation(name, value, "the policy does not allow this claim")
-        claims: dict[str, Any] = {}
-        if self.roles_claim is not None and role_rules:
-            claims[self.roles_claim] = [role.name for role in role_rules]
-        for rule in self.claims:
-            value = given.get(rule.name)
-            if value is None:
-                value = rule.default
-            if value is not None:
-                claims[rule.name] = rule.check(value, _allowed_for(rule, role_rules))
-        issuers = {role.issuer for role in role_rules if role.issuer is not None}
-        if len(issuers) > 1:
-            names = [role.name for role in role_rules]
-            raise PolicyViolation("roles", names, "these roles have different issuers")
-        return Grant(
-            scopes=scopes,
-            claims=MappingProxyType(claims),
-            roles=tuple(role.name for role in role_rules),
-            issuer=issuers.pop() if issuers else None,
-        )
+        return given
 
     def _resolve_roles(self, roles: Iterable[str] | None) -> tuple[RoleRule, ...]:
         names = self.default_roles if roles is None else roles
@@ -519,7 +299,7 @@ class ClaimsPolicy:
         asked: set[str] = set()
         for scope in requested:
             try:
-                asked.add(_scope_token(scope))
+                asked.add(scope_token(scope))
             except ValueError as exc:
                 raise PolicyViolation("scope", scope, str(exc)) from exc
         refused = asked - grantable
@@ -534,6 +314,15 @@ _NOT_ALLOWED: Final = {
     "key": "not allowed for this key and its roles",
     "user": "not allowed for this user and their roles",
 }
+
+
+def _issuer(role_rules: tuple[RoleRule, ...]) -> str | None:
+    """The issuer alias the roles share, or None; roles with different ones are refused."""
+    issuers = {role.issuer for role in role_rules if role.issuer is not None}
+    if len(issuers) > 1:
+        names = [role.name for role in role_rules]
+        raise PolicyViolation("roles", names, "these roles have different issuers")
+    return issuers.pop() if issuers else None
 
 
 def _allowed_for(rule: ClaimRule, role_rules: tuple[RoleRule, ...]) -> frozenset[Any] | None:
