@@ -203,25 +203,13 @@ def _int_date(claims: Mapping[str, Any], name: str, *, required: bool) -> int | 
     return int(value)
 
 
-def verify_client_assertion(
-    assertion: str,
-    *,
-    client_id: str,
+def _signed_by(
+    header_segment: str,
+    payload_segment: str,
+    signature_segment: str,
     keys: Sequence[VerificationKey],
-    audiences: Collection[str],
-    now: int,
-    leeway: int,
-    max_lifetime: int = MAX_ASSERTION_LIFETIME,
-) -> VerifiedAssertion:
-    """Check a ``private_key_jwt`` assertion for ``client_id`` against its registered keys.
-
-    Errors before the signature is checked all read alike (nothing to learn about the
-    client or its keys); after it, they say which rule failed.
-
-    Raises:
-        InvalidClientError: the assertion fails any rule but single use.
-    """
-    header_segment, payload_segment, signature_segment = _segments(assertion)
+) -> VerificationKey:
+    """The registered key whose signature the assertion bears; every failure reads alike."""
     header = _object(header_segment)
     alg = header.get("alg")
     if not isinstance(alg, str) or not header.keys() <= _ALLOWED_HEADER:
@@ -244,15 +232,11 @@ def verify_client_assertion(
     )
     if verified_by is None:
         raise InvalidClientError(_INVALID)
-    claims = _object(payload_segment)
-    if claims.get("iss") != client_id or claims.get("sub") != client_id:
-        raise InvalidClientError("the client assertion's iss and sub must both be the client id")
-    aud = claims.get("aud")
-    presented = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
-    if not any(isinstance(a, str) and a in audiences for a in presented):
-        raise InvalidClientError(
-            "the client assertion's aud must be the issuer identifier or the token endpoint"
-        )
+    return verified_by
+
+
+def _check_times(claims: Mapping[str, Any], *, now: int, leeway: int, max_lifetime: int) -> int:
+    """The assertion's ``exp``, after checking it and ``iat``/``nbf`` against ``now``."""
     exp = _int_date(claims, "exp", required=True)
     assert exp is not None  # noqa: S101 -- required above
     if exp <= now - leeway:
@@ -265,6 +249,39 @@ def verify_client_assertion(
         moment = _int_date(claims, name, required=False)
         if moment is not None and moment > now + leeway:
             raise InvalidClientError(f"the client assertion's {name} is in the future")
+    return exp
+
+
+def verify_client_assertion(
+    assertion: str,
+    *,
+    client_id: str,
+    keys: Sequence[VerificationKey],
+    audiences: Collection[str],
+    now: int,
+    leeway: int,
+    max_lifetime: int = MAX_ASSERTION_LIFETIME,
+) -> VerifiedAssertion:
+    """Check a ``private_key_jwt`` assertion for ``client_id`` against its registered keys.
+
+    Errors before the signature is checked all read alike (nothing to learn about the
+    client or its keys); after it, they say which rule failed.
+
+    Raises:
+        InvalidClientError: the assertion fails any rule but single use.
+    """
+    header_segment, payload_segment, signature_segment = _segments(assertion)
+    verified_by = _signed_by(header_segment, payload_segment, signature_segment, keys)
+    claims = _object(payload_segment)
+    if claims.get("iss") != client_id or claims.get("sub") != client_id:
+        raise InvalidClientError("the client assertion's iss and sub must both be the client id")
+    aud = claims.get("aud")
+    presented = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
+    if not any(isinstance(a, str) and a in audiences for a in presented):
+        raise InvalidClientError(
+            "the client assertion's aud must be the issuer identifier or the token endpoint"
+        )
+    exp = _check_times(claims, now=now, leeway=leeway, max_lifetime=max_lifetime)
     jti = claims.get("jti")
     if not isinstance(jti, str) or _JTI.fullmatch(jti) is None:
         raise InvalidClientError("the client assertion needs a jti (1-256 printable characters)")
