@@ -21,7 +21,8 @@ import typer
 if TYPE_CHECKING:
     from keyturn.config import Settings
     from keyturn.core.signing import SigningKey
-    from keyturn.importers.jwthenticator import ImportPlan
+    from keyturn.importers.jwthenticator import ImportPlan, SourceData
+    from keyturn.storage.sql import SQLStorage
 
 __all__ = ["import_app"]
 
@@ -64,22 +65,34 @@ def import_jwthenticator(
 
     Idempotent: run it again to copy what changed since (a delta sync for the cut-over).
     """
-    from sqlalchemy.exc import ArgumentError  # noqa: PLC0415 -- keeps --help fast
-
     from keyturn.cli._output import _fail  # noqa: PLC0415 -- fast --help
     from keyturn.cli._runtime import _settings, _shown_url  # noqa: PLC0415
     from keyturn.config import legacy_overrides  # noqa: PLC0415
-    from keyturn.errors import KeyturnError, StorageUnavailableError  # noqa: PLC0415
-    from keyturn.importers.jwthenticator import ImportRefusedError  # noqa: PLC0415
-    from keyturn.runtime.secrets import ServerSecretsError  # noqa: PLC0415
 
     settings = _settings()
     url = source or legacy_overrides(os.environ).get("database_url")
     if not url:
         _fail("give --from URL or JWThenticator's DB_* variables (DB_HOST, DB_NAME, ...)", 2)
     show_bar = (sys.stderr.isatty() and not as_json) if progress is None else progress
+    result = _run_or_fail(settings, url, check_jwt=check_jwt, dry_run=dry_run, show_bar=show_bar)
+    result["source"] = _shown_url(url)
+    _print(result, as_json)
+
+
+def _run_or_fail(
+    settings: Settings, url: str, *, check_jwt: str | None, dry_run: bool, show_bar: bool
+) -> dict[str, Any]:
+    """`_run`'s result, or exit with one error line: 1 when refused, 2 for bad settings."""
+    from sqlalchemy.exc import ArgumentError  # noqa: PLC0415 -- keeps --help fast
+
+    from keyturn.cli._output import _fail  # noqa: PLC0415 -- fast --help
+    from keyturn.cli._runtime import _shown_url  # noqa: PLC0415
+    from keyturn.errors import KeyturnError, StorageUnavailableError  # noqa: PLC0415
+    from keyturn.importers.jwthenticator import ImportRefusedError  # noqa: PLC0415
+    from keyturn.runtime.secrets import ServerSecretsError  # noqa: PLC0415
+
     try:
-        result = asyncio.run(
+        return asyncio.run(
             _run(settings, url, check_jwt=check_jwt, dry_run=dry_run, show_bar=show_bar)
         )
     except ImportRefusedError as exc:
@@ -93,30 +106,58 @@ def import_jwthenticator(
         _fail(exc.message)
     except (ValueError, ImportError, ArgumentError) as exc:  # a bad URL, a missing driver
         _fail(f"invalid settings: {exc}", 2)
-    result["source"] = _shown_url(url)
-    _print(result, as_json)
 
 
 async def _run(
     settings: Settings, url: str, *, check_jwt: str | None, dry_run: bool, show_bar: bool
 ) -> dict[str, Any]:
     from keyturn.importers.jwthenticator import (  # noqa: PLC0415
-        ImportRefusedError,
-        apply_plan,
         legacy_window,
         plan_import,
-        publish_legacy_kid,
         read_existing,
         read_source,
     )
-    from keyturn.runtime.secrets import load_server_secrets  # noqa: PLC0415
-    from keyturn.service import KeyturnService  # noqa: PLC0415
-    from keyturn.storage.migrate import current_revision, head_revision, upgrade  # noqa: PLC0415
     from keyturn.storage.sql import SQLStorage  # noqa: PLC0415
 
     # Everything is read and checked before Keyturn's database is touched.
     data = await read_source(url)
     signing = _signing_key(settings, check_jwt)
+    fresh = await _check_revision(settings, dry_run=dry_run)
+    now = datetime.now(UTC)
+    window = legacy_window(settings.access_token_lifetime, settings.leeway)
+    if fresh:  # a dry run before `keyturn db upgrade`: everything is new; create nothing
+        plan = plan_import(data, existing_keys={}, existing_tokens=set(), now=now)
+        return _describe(plan, signing, now + window, dry_run=True)
+    storage = await SQLStorage.open(
+        settings.resolved_database_url,
+        schema=settings.database_schema,
+        pool_size=2,
+        max_overflow=0,
+    )
+    try:
+        existing_keys, existing_tokens = await read_existing(storage.engine, data)
+        plan = plan_import(
+            data, existing_keys=existing_keys, existing_tokens=existing_tokens, now=now
+        )
+        result = _describe(plan, signing, now + window, dry_run=dry_run)
+        if not dry_run:
+            await _apply(
+                storage, settings, data, plan, signing, now=now, until=now + window, bar=show_bar
+            )
+        return result
+    finally:
+        await storage.close()
+
+
+async def _check_revision(settings: Settings, *, dry_run: bool) -> bool:
+    """Migrate Keyturn's database if configured to; True for a dry run before any schema.
+
+    Raises:
+        ImportRefusedError: the database is not at the head revision.
+    """
+    from keyturn.importers.jwthenticator import ImportRefusedError  # noqa: PLC0415
+    from keyturn.storage.migrate import current_revision, head_revision, upgrade  # noqa: PLC0415
+
     target = settings.resolved_database_url
     schema = settings.database_schema
     if not dry_run and settings.should_migrate_on_start:
@@ -128,59 +169,61 @@ async def _run(
             f"Keyturn's database is at schema revision {revision or 'none'}, not "
             f"{head_revision()}: run `keyturn db upgrade` first"
         )
-    now = datetime.now(UTC)
-    window = legacy_window(settings.access_token_lifetime, settings.leeway)
-    if fresh:  # a dry run before `keyturn db upgrade`: everything is new; create nothing
-        plan = plan_import(data, existing_keys={}, existing_tokens=set(), now=now)
-        return _describe(plan, signing, now + window, dry_run=True)
-    storage = await SQLStorage.open(target, schema=schema, pool_size=2, max_overflow=0)
-    try:
-        existing_keys, existing_tokens = await read_existing(storage.engine, data)
-        plan = plan_import(
-            data, existing_keys=existing_keys, existing_tokens=existing_tokens, now=now
-        )
-        result = _describe(plan, signing, now + window, dry_run=dry_run)
-        if dry_run:
-            return result
-        secrets = load_server_secrets(
-            settings.data_dir,
-            kek=_secret(settings.kek),
-            kek_file=settings.kek_file,
-            pepper=_secret(settings.pepper),
-            pepper_file=settings.pepper_file,
-        )
-        service = KeyturnService(
-            storage,
+    return fresh
+
+
+async def _apply(
+    storage: SQLStorage,
+    settings: Settings,
+    data: SourceData,
+    plan: ImportPlan,
+    signing: tuple[SigningKey, str] | None,
+    *,
+    now: datetime,
+    until: datetime,
+    bar: bool,
+) -> None:
+    """Write ``plan`` and the signing key (publishing its JWThenticator kid until ``until``)."""
+    from keyturn.importers.jwthenticator import apply_plan, publish_legacy_kid  # noqa: PLC0415
+    from keyturn.runtime.secrets import load_server_secrets  # noqa: PLC0415
+    from keyturn.service import KeyturnService  # noqa: PLC0415
+
+    secrets = load_server_secrets(
+        settings.data_dir,
+        kek=_secret(settings.kek),
+        kek_file=settings.kek_file,
+        pepper=_secret(settings.pepper),
+        pepper_file=settings.pepper_file,
+    )
+    service = KeyturnService(
+        storage,
+        pepper=secrets.pepper,
+        key_wrapper=secrets.key_wrapper,
+        config=settings.service_config(),
+    )
+    await service.check_pepper()  # the hashes written must be the server's
+    total = len(plan.new_keys) + len(plan.renewed_keys) + len(plan.new_tokens)
+    with _bar(bar, total) as advance:
+        await apply_plan(
+            storage.engine,
+            plan,
+            identifiers={key.id: key.identifier for key in data.keys},
             pepper=secrets.pepper,
-            key_wrapper=secrets.key_wrapper,
-            config=settings.service_config(),
+            now=now,
+            actor=_actor(),
+            progress=advance,
         )
-        await service.check_pepper()  # the hashes written must be the server's
-        total = len(plan.new_keys) + len(plan.renewed_keys) + len(plan.new_tokens)
-        with _bar(show_bar, total) as advance:
-            await apply_plan(
-                storage.engine,
-                plan,
-                identifiers={key.id: key.identifier for key in data.keys},
-                pepper=secrets.pepper,
-                now=now,
-                actor=_actor(),
-                progress=advance,
-            )
-        if signing is not None:
-            key, legacy_kid = signing
-            await service.import_signing_key(key, actor=_actor())
-            await publish_legacy_kid(
-                storage.engine,
-                key,
-                legacy_kid,
-                key_wrapper=secrets.key_wrapper,
-                now=now,
-                until=now + window,
-            )
-        return result
-    finally:
-        await storage.close()
+    if signing is not None:
+        key, legacy_kid = signing
+        await service.import_signing_key(key, actor=_actor())
+        await publish_legacy_kid(
+            storage.engine,
+            key,
+            legacy_kid,
+            key_wrapper=secrets.key_wrapper,
+            now=now,
+            until=until,
+        )
 
 
 def _describe(
