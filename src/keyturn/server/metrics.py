@@ -94,7 +94,26 @@ class ServerMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        registry = self.registry
+        self._http_metrics(self.registry)
+        self._token_metrics(self.registry)
+        self._connection_metrics(self.registry)
+        # Every known label value exists from the start (a rate() needs the zero).
+        self._issued = {grant: self.tokens_issued.labels(grant) for grant in GRANTS}
+        self._refreshed = {kind: self.refreshes.labels(kind) for kind in ("rotating", "legacy")}
+        self._failures = {r: self.auth_failures.labels(r) for r in AUTH_FAILURE_REASONS}
+        limits = ("address", "key", "login")
+        self._limited = {limit: self.rate_limited.labels(limit) for limit in limits}
+        self._tallies: list[RouteTally] = []
+        self._engine: AsyncEngine | None = None
+        self._service: KeyturnService | None = None
+        self.scrape_registry = self.registry
+        if multiprocess_mode():
+            self.scrape_registry = CollectorRegistry(auto_describe=True)
+            multiprocess.MultiProcessCollector(self.scrape_registry)  # type: ignore[no-untyped-call]
+        self.scrape_registry.register(_SigningKeyAge(self))
+
+    def _http_metrics(self, registry: CollectorRegistry) -> None:
+        """Requests and their durations, by listener and route."""
         self.requests = Counter(
             "keyturn_http_requests_total",
             "HTTP requests answered, by listener, method, route template and status.",
@@ -108,6 +127,9 @@ class ServerMetrics:
             buckets=DURATION_BUCKETS,
             registry=registry,
         )
+
+    def _token_metrics(self, registry: CollectorRegistry) -> None:
+        """Tokens issued, refreshes, reuse, authentication failures and rate limiting."""
         self.tokens_issued = Counter(
             "keyturn_tokens_issued_total",
             "Access tokens issued, by grant (api_key, refresh_token).",
@@ -137,6 +159,9 @@ class ServerMetrics:
             ("limit",),
             registry=registry,
         )
+
+    def _connection_metrics(self, registry: CollectorRegistry) -> None:
+        """Connections the listeners refused, and the database pool's size and use."""
         self.connections_refused = Counter(
             "keyturn_connections_refused_total",
             "Connections a listener refused or closed, by reason (too_many_connections, "
@@ -156,20 +181,6 @@ class ServerMetrics:
             registry=registry,
             multiprocess_mode="livesum",
         )
-        # Every known label value exists from the start (a rate() needs the zero).
-        self._issued = {grant: self.tokens_issued.labels(grant) for grant in GRANTS}
-        self._refreshed = {kind: self.refreshes.labels(kind) for kind in ("rotating", "legacy")}
-        self._failures = {r: self.auth_failures.labels(r) for r in AUTH_FAILURE_REASONS}
-        limits = ("address", "key", "login")
-        self._limited = {limit: self.rate_limited.labels(limit) for limit in limits}
-        self._tallies: list[RouteTally] = []
-        self._engine: AsyncEngine | None = None
-        self._service: KeyturnService | None = None
-        self.scrape_registry = registry
-        if multiprocess_mode():
-            self.scrape_registry = CollectorRegistry(auto_describe=True)
-            multiprocess.MultiProcessCollector(self.scrape_registry)  # type: ignore[no-untyped-call]
-        self.scrape_registry.register(_SigningKeyAge(self))
 
     def attach(self, service: KeyturnService, engine: AsyncEngine) -> None:
         """Read the signing key's age from ``service`` and pool usage from ``engine``."""
