@@ -132,27 +132,9 @@ def openapi_document(app: Starlette, *, title: str, settings: Settings) -> dict[
     declared as each one's security when ``KEYTURN_ADMIN_TOKEN`` is set (then it is
     demanded from every caller, loopback too); unset, loopback callers need nothing.
     """
-    prefix = settings.url_prefix
     admin = bool(getattr(app.state, "trusted_admin", False))
     guarded = settings.admin_token is not None
-    paths: dict[str, dict[str, Any]] = {}
-    for route in app.routes:
-        if not isinstance(route, Route):
-            continue
-        path = route.path.removeprefix(prefix) or "/"
-        if prefix and path == f"{_METADATA}{prefix}":  # RFC 8414 §3.1's place for it
-            path = _METADATA
-        for method in sorted((route.methods or set()) - {"HEAD"}):
-            op = OPERATIONS.get((method.lower(), path))
-            if op is None:
-                continue
-            if admin and path not in _OPEN_ON_ADMIN:
-                op = replace(
-                    op,
-                    responses={**op.responses, "401": _ADMIN_401},
-                    security=("adminToken",) if guarded else (),
-                )
-            paths.setdefault(route.path, {})[method.lower()] = _operation(op)
+    paths = _paths(app, settings.url_prefix, admin=admin, guarded=guarded)
     used = {
         name
         for item in paths.values()
@@ -188,6 +170,29 @@ def openapi_document(app: Starlette, *, title: str, settings: Settings) -> dict[
             },
         },
     }
+
+
+def _paths(app: Starlette, prefix: str, *, admin: bool, guarded: bool) -> dict[str, dict[str, Any]]:
+    """The ``paths`` object: each route's documented methods (the admin 401 on the admin)."""
+    paths: dict[str, dict[str, Any]] = {}
+    for route in app.routes:
+        if not isinstance(route, Route):
+            continue
+        path = route.path.removeprefix(prefix) or "/"
+        if prefix and path == f"{_METADATA}{prefix}":  # RFC 8414 §3.1's place for it
+            path = _METADATA
+        for method in sorted((route.methods or set()) - {"HEAD"}):
+            op = OPERATIONS.get((method.lower(), path))
+            if op is None:
+                continue
+            if admin and path not in _OPEN_ON_ADMIN:
+                op = replace(
+                    op,
+                    responses={**op.responses, "401": _ADMIN_401},
+                    security=("adminToken",) if guarded else (),
+                )
+            paths.setdefault(route.path, {})[method.lower()] = _operation(op)
+    return paths
 
 
 def _operation(op: _Op) -> dict[str, Any]:
