@@ -24,6 +24,14 @@ _HASH = sa.LargeBinary(64)
 
 
 def upgrade() -> None:
+    _api_keys()
+    _refresh_tokens()
+    _signing_keys()
+    _revoked_tokens()
+    _audit_events()
+
+
+def _api_keys() -> None:
     op.create_table(
         "api_keys",
         sa.Column("id", sa.String(64), nullable=False),
@@ -48,6 +56,8 @@ def upgrade() -> None:
     op.create_index("ix_api_keys_previous_hash", "api_keys", ["previous_hash"])
     op.create_index("ix_api_keys_identifier_id", "api_keys", ["identifier", "id"])
 
+
+def _refresh_tokens() -> None:
     op.create_table(
         "refresh_tokens",
         sa.Column("id", sa.String(64), nullable=False),
@@ -78,6 +88,8 @@ def upgrade() -> None:
     op.create_index("ix_refresh_tokens_key_id", "refresh_tokens", ["key_id"])
     op.create_index("ix_refresh_tokens_expires_at", "refresh_tokens", ["expires_at"])
 
+
+def _signing_keys() -> None:
     op.create_table(
         "signing_keys",
         sa.Column("kid", sa.String(128), nullable=False),
@@ -103,6 +115,8 @@ def upgrade() -> None:
         postgresql_where=sa.text("state = 'active'"),
     )
 
+
+def _revoked_tokens() -> None:
     op.create_table(
         "revoked_tokens",
         sa.Column("jti", sa.String(128), nullable=False),
@@ -111,6 +125,8 @@ def upgrade() -> None:
     )
     op.create_index("ix_revoked_tokens_expires_at", "revoked_tokens", ["expires_at"])
 
+
+def _audit_events() -> None:
     op.create_table(
         "audit_events",
         sa.Column(
