@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import re
 
 import httpx
 import pytest
+import structlog
 
 from keyturn.server import KeyturnState, build_admin_app
-from keyturn.server.logs import new_request_id, sane_request_id
+from keyturn.server.logs import ACCESS_LOGGER, new_request_id, sane_request_id
 
 from .conftest import (
     ADMIN_TOKEN,
@@ -96,3 +98,50 @@ async def test_the_audit_trail_records_the_request_id(sqlite_admin: httpx.AsyncC
         generated,
         "audit-me",
     ]
+
+
+def _bound_request_id() -> object:
+    return structlog.contextvars.get_contextvars().get("request_id")
+
+
+async def test_a_route_that_logs_while_answering_binds_the_id_first(
+    sqlite_public: httpx.AsyncClient, sqlite_admin: httpx.AsyncClient
+) -> None:
+    """/authenticate (an exact route whose service may log) binds the id before answering,
+    even when its access line is not written."""
+    await register_legacy_key(sqlite_admin)
+    structlog.contextvars.clear_contextvars()
+    level = ACCESS_LOGGER.level
+    ACCESS_LOGGER.setLevel(logging.WARNING)
+    try:
+        await legacy_tokens(sqlite_public)
+        bound = _bound_request_id()
+    finally:
+        ACCESS_LOGGER.setLevel(level)
+
+    assert isinstance(bound, str)
+    assert GENERATED.fullmatch(bound)
+
+
+@pytest.mark.parametrize("path", ["/validate_request", "/v1/validate", "/jwks"])
+async def test_a_quiet_route_binds_the_id_only_for_its_access_line(
+    sqlite_public: httpx.AsyncClient, sqlite_admin: httpx.AsyncClient, path: str
+) -> None:
+    """The validate routes and the JWK Set log nothing while answering: the id is bound
+    when their DEBUG access line is written, and not at all when it is not."""
+    await register_legacy_key(sqlite_admin)
+    jwt = (await legacy_tokens(sqlite_public))["jwt"]
+    level = ACCESS_LOGGER.level
+    try:
+        ACCESS_LOGGER.setLevel(logging.INFO)
+        structlog.contextvars.clear_contextvars()
+        quiet = await sqlite_public.get(path, headers={**bearer(jwt), "X-Request-ID": "q-1"})
+        unbound = _bound_request_id()
+        ACCESS_LOGGER.setLevel(logging.DEBUG)
+        logged = await sqlite_public.get(path, headers={**bearer(jwt), "X-Request-ID": "q-2"})
+        bound = _bound_request_id()
+    finally:
+        ACCESS_LOGGER.setLevel(level)
+
+    assert (quiet.status_code, logged.status_code) == (200, 200)
+    assert (unbound, bound) == (None, "q-2")

@@ -32,7 +32,13 @@ from keyturn.server.errors import stopping, unexpected_error
 from keyturn.server.logs import ACCESS_LOGGER, REQUEST_ID_HEADER, sane_request_id
 from keyturn.server.metrics import UNMATCHED_ROUTE, RouteTally, ServerMetrics, method_label
 
-__all__ = ["JTI_SCOPE_KEY", "REQUEST_ID_SCOPE_KEY", "RequestTelemetry", "request_header"]
+__all__ = [
+    "JTI_SCOPE_KEY",
+    "REQUEST_ID_SCOPE_KEY",
+    "RequestTelemetry",
+    "bind_request_id",
+    "request_header",
+]
 
 logger = logging.getLogger("keyturn.server")
 
@@ -53,6 +59,16 @@ def _bound_request_id() -> ContextVar[Any]:
 
 
 _REQUEST_ID_VAR: Final = _bound_request_id()
+_clock: Final = time.perf_counter
+
+
+def bind_request_id(request_id: str) -> None:
+    """Bind ``request_id`` into the log context of the request being answered.
+
+    Each request runs in its own task, hence its own copy of the context: binding never
+    leaks into another request, and nothing needs clearing afterwards.
+    """
+    _REQUEST_ID_VAR.set(request_id)
 
 
 def request_header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
@@ -82,6 +98,24 @@ class ExactTable(Protocol):
         ...
 
 
+class _SendWithId:
+    """``send`` that adds ``X-Request-ID`` to the response's start and notes its status."""
+
+    __slots__ = ("request_id", "send", "status")
+
+    def __init__(self, send: Send, request_id: bytes) -> None:
+        self.send = send
+        self.request_id = request_id
+        self.status = 0  # no answer started yet
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            headers = [*message.get("headers", ()), (REQUEST_ID_HEADER, self.request_id)]
+            message = {**message, "headers": headers}
+        await self.send(message)
+
+
 class RequestTelemetry:
     """Request id, access log and metrics around one listener's app.
 
@@ -103,71 +137,81 @@ class RequestTelemetry:
         self._metrics = metrics
         self._listener = listener
         self._quiet = quiet_routes
-        # Lock-free tallies per (method, route, status), flushed into the metrics on scrape:
-        # a labelled Counter.inc plus Histogram.observe cost ~5 µs a request.
-        self._tallies: dict[tuple[str, str, int], RouteTally] = {}
+        # Per (method label, route, status): a lock-free tally, flushed into the metrics on
+        # scrape (a labelled Counter.inc plus Histogram.observe cost ~5 µs a request), the
+        # label and the access line's level.
+        self._lines: dict[tuple[str, str, int], tuple[RouteTally, str, int]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = time.perf_counter()
+        started = _clock()
         request_id = sane_request_id(request_header(scope["headers"], REQUEST_ID_HEADER))
         text_id = request_id.decode("ascii")
-        # The router records the matched route in the scope (an outer router's is stale).
-        scope["route"] = None
         scope[REQUEST_ID_SCOPE_KEY] = text_id
-        # Each request runs in its own task, hence its own copy of the context: binding here
-        # never leaks into another request, and nothing needs clearing afterwards.
-        _REQUEST_ID_VAR.set(text_id)
         status = 0  # no answer started yet (recorded as 500 if none ever is)
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                headers = [*message.get("headers", ()), (REQUEST_ID_HEADER, request_id)]
-                message = {**message, "headers": headers}
-            await send(message)
-
+        sending: _SendWithId | None = None
         try:
+            # An exact route binds the log context itself if it logs while answering (the
+            # validate routes and the JWK Set do not); the access line binds it when written.
             answer = None if self.exact is None else await self.exact.respond(scope, receive)
             if answer is None:
-                await self.app(scope, receive, send_with_id)
+                bind_request_id(text_id)
+                # The router records the matched route in the scope (an outer router's is
+                # stale).
+                scope["route"] = None
+                sending = _SendWithId(send, request_id)
+                await self.app(scope, receive, sending)
             else:
                 status = answer.status
                 headers = [*answer.headers, (REQUEST_ID_HEADER, request_id)]
                 await send({"type": "http.response.start", "status": status, "headers": headers})
                 await send({"type": "http.response.body", "body": answer.body})
-        except asyncio.CancelledError:
-            # Cancelled at the shutdown timeout: 503 + Retry-After, not uvicorn's 500.
-            if status:
-                raise
-            logger.warning("request cancelled: the server is stopping (503)")
-            await stopping()(scope, receive, send_with_id)
-        except Exception as exc:
-            # As Starlette's ServerErrorMiddleware: the 500 problem, then re-raised.
-            if not status:
-                error = await unexpected_error(Request(scope), exc)
-                await error(scope, receive, send_with_id)
-            raise
+        except BaseException as exc:
+            if sending is None:
+                sending = _SendWithId(send, request_id)
+                sending.status = status
+            bind_request_id(text_id)
+            await self._failed(scope, receive, sending, exc)
         finally:
-            self._record(scope, status or 500, time.perf_counter() - started)
+            if sending is not None:
+                status = sending.status
+            self._record(scope, status or 500, _clock() - started, text_id)
 
-    def _record(self, scope: Scope, status: int, seconds: float) -> None:
+    async def _failed(
+        self, scope: Scope, receive: Receive, send: _SendWithId, exc: BaseException
+    ) -> None:
+        """Answer an exception that escaped before any answer started, then re-raise it.
+
+        Cancelled at the shutdown timeout: 503 + Retry-After (not uvicorn's 500), and the
+        cancellation ends there. Anything else: the 500 problem, as Starlette's
+        ``ServerErrorMiddleware``, then re-raised for the server to log.
+        """
+        if isinstance(exc, asyncio.CancelledError):
+            if send.status:
+                raise exc
+            logger.warning("request cancelled: the server is stopping (503)")
+            await stopping()(scope, receive, send)
+            return
+        if isinstance(exc, Exception) and not send.status:
+            error = await unexpected_error(Request(scope), exc)
+            await error(scope, receive, send)
+        raise exc
+
+    def _record(self, scope: Scope, status: int, seconds: float, request_id: str) -> None:
         """Count one answered request and write its access line."""
         route_object: Any = scope.get("route")
         route = getattr(route_object, "path", None)
         if not isinstance(route, str):
             route = UNMATCHED_ROUTE
-        method = method_label(scope["method"])
-        tally = self._tallies.get((method, route, status))
-        if tally is None:
-            tally = self._metrics.tally(self._listener, method, route, status)
-            self._tallies[(method, route, status)] = tally
+        line = self._lines.get((scope["method"], route, status))
+        if line is None:
+            line = self._line(scope["method"], route, status)
+        tally, method, level = line
         tally.add(seconds)
-        level = logging.DEBUG if route in self._quiet and status < 400 else logging.INFO
         if ACCESS_LOGGER.isEnabledFor(level):
+            bind_request_id(request_id)
             jti = scope.get(JTI_SCOPE_KEY)
             ACCESS_LOGGER.log(
                 level,
@@ -181,6 +225,21 @@ class RequestTelemetry:
                     **({} if jti is None else {"jti": jti}),
                 },
             )
+
+    def _line(self, method: str, route: str, status: int) -> tuple[RouteTally, str, int]:
+        """The tally, method label and access-line level of ``(method, route, status)``.
+
+        Made once per usual method (an unusual one is labelled ``other`` each time, so
+        the table stays bounded whatever methods clients invent).
+        """
+        label = method_label(method)
+        known = self._lines.get((label, route, status))
+        if known is None:
+            tally = self._metrics.tally(self._listener, label, route, status)
+            level = logging.DEBUG if route in self._quiet and status < 400 else logging.INFO
+            known = (tally, label, level)
+            self._lines[(label, route, status)] = known
+        return known
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.app, name)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
 from starlette.responses import Response
@@ -48,9 +48,15 @@ class TokenAnswer(Protocol[Model]):  # type: ignore[misc]
 
 
 class GatewayEndpoint(ABC):
-    """A hot route's endpoint: an ASGI app bound to the listener's state once."""
+    """A hot route's endpoint: an ASGI app bound to the listener's state once.
+
+    ``logs`` says whether answering may write a log line (the service's, the database's):
+    `keyturn.server.gateway.router.ExactRoutes` then binds the request id into the log
+    context first. The validate routes and the JWK Set answer without logging, and skip it.
+    """
 
     _state: KeyturnState | None = None
+    logs: ClassVar[bool] = True
 
     def bind(self, state: KeyturnState) -> None:
         """Serve ``state`` (the one `KeyturnState` of the listener that routes here)."""
@@ -82,6 +88,8 @@ def _authorization(scope: Scope) -> str | None:
 class ValidateRequestEndpoint(GatewayEndpoint):
     """``GET /validate_request`` (Bearer header) -> 200 ``{}`` or 401, for nginx."""
 
+    logs = False
+
     async def respond(self, scope: Scope, receive: Receive) -> Answer:
         verify = (self._state or self.state(scope)).service.validate
         return answers.validate_request(verify, _authorization(scope))
@@ -89,6 +97,8 @@ class ValidateRequestEndpoint(GatewayEndpoint):
 
 class V1ValidateEndpoint(GatewayEndpoint):
     """``GET /v1/validate[?scope=a+b]``: 200 with identity headers, or 401/403."""
+
+    logs = False
 
     async def respond(self, scope: Scope, receive: Receive) -> Answer:
         verify = (self._state or self.state(scope)).service.validate
@@ -112,6 +122,8 @@ async def _json_body(scope: Scope, receive: Receive) -> bytes:
 class ValidateBodyEndpoint(GatewayEndpoint):
     """``POST /validate {jwt}`` -> ``{"result": true}`` or 401 ``{}`` (errors: ``refuse``)."""
 
+    logs = False
+
     def __init__(self, refuse: Refuse) -> None:
         self._refuse = refuse
 
@@ -126,6 +138,8 @@ class ValidateBodyEndpoint(GatewayEndpoint):
 
 class JwksEndpoint(GatewayEndpoint):
     """The JWK Set in ``style``, encoded once per key set (a reload installs a new one)."""
+
+    logs = False
 
     def __init__(self, style: JwksStyle) -> None:
         self._style = style

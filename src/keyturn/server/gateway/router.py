@@ -23,7 +23,7 @@ from keyturn.server.errors import client_gone
 from keyturn.server.gateway.answers import Answer
 from keyturn.server.gateway.endpoints import GatewayEndpoint
 from keyturn.server.state import KeyturnState
-from keyturn.server.telemetry import JTI_SCOPE_KEY
+from keyturn.server.telemetry import JTI_SCOPE_KEY, REQUEST_ID_SCOPE_KEY, bind_request_id
 
 __all__ = ["ExactRoutes"]
 
@@ -34,7 +34,8 @@ class ExactRoutes:
     """The app's `GatewayEndpoint` routes by exact ``(method, path)``.
 
     ``respond`` sets ``scope["route"]`` (the `Route`, whose template the telemetry counts)
-    as Starlette's router does. A `ClientDisconnect` becomes the 499 of
+    as Starlette's router does, and binds the request id into the log context when the
+    endpoint ``logs`` while answering. A `ClientDisconnect` becomes the 499 of
     `keyturn.server.errors.client_gone`, as Starlette's exception handler renders it;
     any other exception propagates to `RequestTelemetry`, which answers 500.
     """
@@ -54,6 +55,8 @@ class ExactRoutes:
         if found is None:
             return None
         scope["route"], endpoint = found
+        if endpoint.logs:
+            bind_request_id(scope[REQUEST_ID_SCOPE_KEY])
         try:
             answer = await endpoint.respond(scope, receive)
         except ClientDisconnect as exc:
