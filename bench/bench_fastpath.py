@@ -1,6 +1,6 @@
 """In-process cost of the gateway fast path per request (no sockets, no HTTP parsing).
 
-Usage: PYTHONPATH=src python bench/bench_fastpath.py [--requests 200000] [--rounds 5]
+Usage: PYTHONPATH=src python bench/bench_fastpath.py [--requests 200000] [--rounds 5] [--telemetry]
 
 Opens a `KeyturnState` on a temporary SQLite database, issues one access token, and
 calls the public app (telemetry, `ExactRoutes`, the endpoints) directly with an ASGI scope for
@@ -8,6 +8,10 @@ calls the public app (telemetry, `ExactRoutes`, the endpoints) directly with an 
 way uvicorn would. Prints the median µs per request of each route over the rounds, wall
 clock and CPU time of this process (the steadier figure on a shared machine). Run it
 against two checkouts (``PYTHONPATH=<checkout>/src``) to measure what a change costs.
+
+``--telemetry`` also answers each route bare (its exact route's answer and the two
+ASGI messages, no `RequestTelemetry` around them), interleaved with the whole app round by
+round, and prints the difference: the telemetry's own CPU cost per request.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from keyturn.server import KeyturnState, build_public_app
 SECRET = base64.urlsafe_b64encode(b"b" * 32).decode().rstrip("=")
 
 
-async def main(requests: int, rounds: int) -> None:
+async def main(requests: int, rounds: int, telemetry: bool) -> None:
     with tempfile.TemporaryDirectory() as directory:
         settings = Settings(data_dir=Path(directory), kek=SECRET, pepper=SECRET)
         state = await KeyturnState.open(settings, background=False)
@@ -44,15 +48,35 @@ async def main(requests: int, rounds: int) -> None:
                 ("POST", "/validate", (b"content-type", b"application/json"), body),
                 ("GET", "/jwks", (b"accept", b"*/*"), b""),
             ):
-                timings = [
-                    await _round(app, method, path, extra, sent, requests=requests)
-                    for _ in range(rounds)
-                ]
+                timings, bare = [], []
+                for _ in range(rounds):
+                    timings.append(await _round(app, method, path, extra, sent, requests=requests))
+                    if telemetry:
+                        bare.append(
+                            await _round(_bare(app), method, path, extra, sent, requests=requests)
+                        )
                 wall = statistics.median(wall for wall, _ in timings)
                 cpu = statistics.median(cpu for _, cpu in timings)
-                print(f"{method:4} {path:18} {wall:6.2f} µs/request  (CPU {cpu:6.2f} µs)")
+                line = f"{method:4} {path:18} {wall:6.2f} µs/request  (CPU {cpu:6.2f} µs)"
+                if bare:
+                    share = cpu - statistics.median(cpu for _, cpu in bare)
+                    line += f"  telemetry CPU {share:5.2f} µs"
+                print(line)
         finally:
             await state.close()
+
+
+def _bare(app: Any) -> Any:
+    """The exact route's answer sent as is: the app without its `RequestTelemetry`."""
+
+    async def answer(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        found = await app.exact.respond(scope, receive)
+        await send(
+            {"type": "http.response.start", "status": found.status, "headers": found.headers}
+        )
+        await send({"type": "http.response.body", "body": found.body})
+
+    return answer
 
 
 async def _round(
@@ -88,5 +112,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--telemetry", action="store_true", help="also measure the telemetry")
     options = parser.parse_args()
-    asyncio.run(main(options.requests, options.rounds))
+    asyncio.run(main(options.requests, options.rounds, options.telemetry))

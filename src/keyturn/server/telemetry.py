@@ -4,7 +4,10 @@
 makes the request id, binds it into the log context, returns it as ``X-Request-ID`` on
 the response (errors included), and when the response is done counts it and writes one
 access line (`keyturn.server.logs.ACCESS_LOGGER`). The route label is the template
-Starlette routed to (never the raw path), ``unmatched`` when none was.
+Starlette routed to (never the raw path), ``unmatched`` when none was. The gateway's exact
+routes that log nothing while answering (the validate routes, the JWK Set) have the id
+bound only when their access line is written: binding costs per request, and a gateway
+calls them on every request of its own (bench/README.md, ``bench_fastpath.py``).
 
 Successful answers of the *quiet* routes (gateway validations, the JWK Set, health
 checks, metrics scrapes) are logged at DEBUG: a gateway calls them on every request of its
