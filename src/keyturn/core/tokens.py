@@ -171,13 +171,15 @@ def issue_access_token(
     extra_claims: Mapping[str, Any] | None = None,
     jti: str | None = None,
     family: str | None = None,
+    confirmation: Mapping[str, str] | None = None,
 ) -> IssuedToken:
     """Sign an RFC 9068 access token.
 
     Claims: ``iss``, ``sub``, ``aud``, ``exp``, ``iat``, ``jti``, ``client_id``, ``scope``,
     JWThenticator's ``token_id`` (= ``jti``) and ``identifier``, ``sid`` (the refresh-token
     ``family`` it was issued with, if any), then ``extra_claims`` (the claims policy's
-    output: ``level``, ``factor``, ``roles``, ...).
+    output: ``level``, ``factor``, ``roles``, ...). ``confirmation`` binds it to a key:
+    ``cnf`` (RFC 7800 §3.1; RFC 9449 §6.1 ``{"jkt": <thumbprint>}`` for DPoP).
 
     Raises:
         PolicyViolation: ``extra_claims`` tries to set a registered claim, or the lifetime
@@ -202,6 +204,8 @@ def issue_access_token(
         claims["identifier"] = identifier
     if family is not None:
         claims[FAMILY_CLAIM] = family
+    if confirmation is not None:
+        claims["cnf"] = dict(confirmation)
     for name, value in (extra_claims or {}).items():
         if name in REGISTERED_CLAIMS:
             raise PolicyViolation(name, value, "registered claims cannot be set as extras")
