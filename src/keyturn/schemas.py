@@ -146,6 +146,7 @@ class TokenResponse(BaseModel):
     """RFC 6749 §5.1 access-token response."""
 
     access_token: str
+    #: ``Bearer``, or ``DPoP`` for a token bound to a DPoP key (RFC 9449 §5).
     token_type: str = "Bearer"  # noqa: S105 -- the RFC 6750 scheme name
     expires_in: int
     refresh_token: str | None = None

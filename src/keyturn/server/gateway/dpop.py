@@ -44,7 +44,7 @@ def is_dpop_request(authorization: str | None, headers: Headers) -> bool:
     """Whether the request uses DPoP: ``Authorization: DPoP`` or a ``DPoP`` header."""
     if authorization is not None and authorization.lstrip()[:5].lower() == "dpop ":
         return True
-    for name, _ in headers:  # a plain loop: this runs on every Bearer request
+    for name, _ in headers:  # noqa: SIM110 -- a plain loop: runs on every Bearer request
         if name == DPOP_HEADER_NAME:
             return True
     return False
