@@ -102,6 +102,16 @@ def _parse_instant(value: str) -> datetime:
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
 
 
+#: ``keys create --dpop-required``.
+DPoPRequiredOption = Annotated[
+    bool,
+    typer.Option(
+        "--dpop-required",
+        help="Its tokens need a DPoP proof (RFC 9449): it never gets a bearer token.",
+    ),
+]
+
+
 @keys_app.command("create")
 def keys_create(
     *,
@@ -132,13 +142,7 @@ def keys_create(
             "authenticates with private_key_jwt and gets no secret. Repeatable.",
         ),
     ] = None,
-    dpop_required: Annotated[
-        bool,
-        typer.Option(
-            "--dpop-required",
-            help="Its tokens need a DPoP proof (RFC 9449): it never gets a bearer token.",
-        ),
-    ] = False,
+    dpop_required: DPoPRequiredOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Create an API key and print it: the only time it is shown."""

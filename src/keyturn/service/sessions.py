@@ -64,9 +64,8 @@ class PasswordLogin:
         An unknown email, a wrong password and a disabled user fail alike, after the same
         argon2 work (a dummy verification for unknown emails; ASVS 6.3.8). A hash made
         with other parameters is replaced on success. ``refresh`` False issues only the
-        access token (``POST /login``). ``dpop_jkt``, the thumbprint of the request's
-        checked DPoP proof, binds the access token and the refresh-token family to that key
-        (RFC 9449 §5: a public client's).
+        access token (``POST /login``). ``dpop_jkt`` (a checked DPoP proof's thumbprint)
+        binds the access token and the refresh-token family to that key (RFC 9449 §5).
 
         Raises:
             InvalidGrantError: the email or password is not valid, or the user is disabled.
@@ -77,15 +76,10 @@ class PasswordLogin:
         now = self._context.clock()
         user = await self._check_password(email, password, now, request_id)
         grant = self._issuer.grant_for(user, scopes)
-        hasher = self._passwords.hasher
-        rehashed = None
+        hasher, rehashed, mint = self._passwords.hasher, None, self._issuer.mint_refresh_token
         if hasher.needs_rehash(user.password_hash):
             rehashed = await self._passwords.run(hasher.hash, password)
-        minted = (
-            self._issuer.mint_refresh_token(user, grant, now, dpop_jkt=dpop_jkt)
-            if refresh
-            else None
-        )
+        minted = mint(user, grant, now, dpop_jkt=dpop_jkt) if refresh else None
         family = None if minted is None else minted[1].family_id
         access = self._issuer.issue(user, grant, now, family=family, jkt=dpop_jkt)
         await self._context.storage.users.record_login(
