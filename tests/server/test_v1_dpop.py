@@ -281,6 +281,27 @@ async def test_dpop_required_by_a_key_refuses_its_token_requests_without_a_proof
     assert (await dpop_token(public, key)).status_code == 200  # other keys are unaffected
 
 
+async def test_dpop_required_by_a_key_also_holds_for_its_refresh_token(
+    open_state: OpenState, sqlite_database_url: str, make_client: MakeClient
+) -> None:
+    state = await open_state(sqlite_database_url, client_credentials_refresh_tokens=True)
+    public = make_client(build_public_app(state), peer=REMOTE)
+    strict = (await create_key(make_client(build_admin_app(state)), dpop_required=True))["key"]
+    refresh_token = (await dpop_token(public, strict, proof())).json()["refresh_token"]
+
+    def refresh(dpop: str | None) -> Any:
+        headers = {} if dpop is None else {"DPoP": dpop}
+        data = {"grant_type": "refresh_token", "refresh_token": refresh_token}
+        return public.post("/v1/token", data=data, auth=(strict, ""), headers=headers)
+
+    refused = await refresh(None)
+    bound = await refresh(proof())
+
+    assert_dpop_error(refused)
+    assert bound.status_code == 200, bound.text
+    assert bound.json()["token_type"] == "DPoP"
+
+
 async def test_dpop_required_must_be_a_boolean_in_the_admin_api(
     admin: httpx.AsyncClient,
 ) -> None:
