@@ -1,6 +1,6 @@
 """DPoP against bearer: the token endpoint's grant and /v1/validate, on SQLite and PostgreSQL.
 
-Usage: python bench/bench_dpop.py [--seconds 3] [--concurrency 16] [--backend both]
+Usage: python bench/bench_dpop_server.py [--seconds 3] [--concurrency 16] [--backend both]
                                   [--rounds 3] [--serial 400]
 
 Same harness as ``bench_service.py`` (one process, N concurrent callers, median of the
