@@ -19,6 +19,7 @@ import pytest
 
 from keyturn.core.dpop import proof_jwk
 from keyturn.server import KeyturnState, build_admin_app, build_public_app
+from keyturn.service.dpop import DPoPNonces
 from keyturn.testing import FakeClock
 from tests.security.forge import b64, forge
 
@@ -374,3 +375,26 @@ async def test_rfc9449_8_without_the_setting_no_nonce_is_asked_or_sent(
     assert response.status_code == 200, response.text
     assert "DPoP-Nonce" not in response.headers
     assert state.service.dpop.nonce() is None
+
+
+def test_rfc9449_8_a_nonce_that_is_not_ascii_is_refused_not_a_crash() -> None:
+    nonces = DPoPNonces(b"k" * 32)
+
+    assert nonces.accepts(nonces.issue(NOW), NOW)
+    assert not nonces.accepts("\ud800", NOW)
+    assert not nonces.accepts("é" * 24, NOW)
+
+
+async def test_rfc9449_8_a_proof_with_a_lone_surrogate_nonce_gets_use_dpop_nonce(
+    open_state: OpenState, sqlite_database_url: str, make_client: MakeClient
+) -> None:
+    state = await open_state(sqlite_database_url, dpop_nonce=True)
+    public = make_client(build_public_app(state), peer=REMOTE)
+    key = (await create_key(make_client(build_admin_app(state))))["key"]
+    claims_ = {**_claims(), "nonce": "\ud800"}
+    payload = b64(json.dumps(claims_).encode())  # ASCII JSON with a \ud800 escape
+    header = _segment({"typ": "dpop+jwt", "alg": "ES256", "jwk": proof_jwk(DEVICE)})
+    signing_input = f"{header}.{payload}"
+    signed = f"{signing_input}.{b64(DEVICE.sign(signing_input.encode()))}"
+
+    assert_dpop_error(await dpop_token(public, key, signed), "use_dpop_nonce")

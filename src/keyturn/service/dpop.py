@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from keyturn.core.dpop import (
+    MAX_PROOF_BYTES,
     DPoPProof,
     InvalidDPoPProofError,
     normalize_htu,
@@ -124,15 +125,19 @@ class DPoPNonces:
 
     def accepts(self, nonce: str, now: int) -> bool:
         """Whether ``nonce`` is the current or the previous window's."""
+        if not nonce.isascii():  # ours are base64url; a lone surrogate must not reach encode
+            return False
         window = now // self._window
         return any(
-            hmac.compare_digest(nonce.encode("utf-8"), self._for(w).encode("ascii"))
+            hmac.compare_digest(nonce.encode("ascii"), self._for(w).encode("ascii"))
             for w in (window, window - 1)
         )
 
 
 def _unverified_claims(proof: str) -> dict[str, Any]:
     """The proof's payload before any check (only to pick the htu and nonce to check)."""
+    if len(proof) > MAX_PROOF_BYTES:
+        return {}  # verify_dpop_proof refuses it
     try:
         segment = proof.split(".")[1]
         value = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
