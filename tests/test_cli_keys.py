@@ -40,6 +40,7 @@ KEY_FIELDS = {
     "revoked_at",
     "revoked_reason",
     "rotation_grace_until",
+    "dpop_required",
 }
 SIGNING_KEY_FIELDS = {
     "kid",
@@ -286,9 +287,10 @@ def test_list_for_people_is_a_table(created: dict[str, Any]) -> None:
         "used",
         "revoked",
         "hash",
+        "dpop",
     ]
     assert row.split()[:5] == [created["record"]["id"], "billing", "svc-billing", "-", "read"]
-    assert row.split()[-1] == "hmac"
+    assert row.split()[-2:] == ["hmac", "-"]
     assert "2999-01-31 12:00Z" in row
 
 

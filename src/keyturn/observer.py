@@ -42,6 +42,8 @@ AUTH_FAILURE_REASONS: Final = (
     "admin_credential",
     "invalid_client_assertion",
     "client_assertion_replayed",
+    "invalid_dpop_proof",
+    "dpop_proof_replayed",
 )
 
 

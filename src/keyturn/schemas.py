@@ -146,6 +146,7 @@ class TokenResponse(BaseModel):
     """RFC 6749 §5.1 access-token response."""
 
     access_token: str
+    #: ``Bearer``, or ``DPoP`` for a token bound to a DPoP key (RFC 9449 §5).
     token_type: str = "Bearer"  # noqa: S105 -- the RFC 6750 scheme name
     expires_in: int
     refresh_token: str | None = None
@@ -215,6 +216,8 @@ class CreateKeyRequest(_Strict):
     metadata: dict[str, Any] = Field(default_factory=dict, max_length=64)
     expires_at: datetime | None = None
     jwks: JWKSetIn | None = None
+    #: RFC 9449: the key's tokens need a DPoP proof (it never gets a bearer token).
+    dpop_required: bool = Field(False, strict=True)
 
 
 class RevokeKeyRequest(_Strict):
@@ -255,6 +258,7 @@ class KeyOut(BaseModel):
     revoked_at: datetime | None
     revoked_reason: str | None
     rotation_grace_until: datetime | None
+    dpop_required: bool = False
 
     @classmethod
     def of(cls, record: ApiKeyRecord) -> KeyOut:
@@ -274,6 +278,7 @@ class KeyOut(BaseModel):
             revoked_at=record.revoked_at,
             revoked_reason=record.revoked_reason,
             rotation_grace_until=record.previous_expires_at,
+            dpop_required=record.dpop_required,
         )
 
 

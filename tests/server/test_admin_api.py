@@ -77,6 +77,7 @@ async def test_create_returns_the_secret_once_with_the_record(admin: httpx.Async
         "revoked_at": None,
         "revoked_reason": None,
         "rotation_grace_until": None,
+        "dpop_required": False,
     }
 
 

@@ -783,4 +783,5 @@ async def test_authorization_server_metadata(sqlite_public: httpx.AsyncClient) -
         "introspection_endpoint_auth_methods_supported": ["bearer"],
         "token_endpoint_auth_signing_alg_values_supported": ["ES256", "RS256", "EdDSA"],
         "revocation_endpoint_auth_signing_alg_values_supported": ["ES256", "RS256", "EdDSA"],
+        "dpop_signing_alg_values_supported": ["ES256", "RS256", "EdDSA"],
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import sqlalchemy as sa
 from tests.service.conftest import CONFIG, PEPPER, START, WRAPPER, make_service
 from tests.storage.factories import api_key, audit_actions, event
 
@@ -14,9 +15,13 @@ from keyturn.service import PEPPER_FINGERPRINT_SETTING, KeyturnService
 from keyturn.storage.engine import create_engine
 from keyturn.storage.migrate import upgrade
 from keyturn.storage.sql import SQLStorage
+from keyturn.storage.sql.rows import api_key_values
+from keyturn.storage.tables import api_keys
 from keyturn.testing import FakeClock
 
 OTHER_PEPPER = Pepper(b"q" * 32)
+#: ``api_keys``' columns at revision 0002 (0005 added ``dpop_required``).
+_COLUMNS_0002 = frozenset(api_keys.c.keys()) - {"dpop_required"}
 MESSAGE = (
     "this instance's KEYTURN_PEPPER differs from the one this database was set up with "
     "(every stored API key and refresh token would be refused); give every instance the "
@@ -102,15 +107,16 @@ async def test_a_database_from_before_the_check_adopts_the_running_pepper(
     """Upgrading to 0003 leaves the fingerprint unset: the next start records its own,
     and keys hashed with that pepper before the upgrade keep working."""
     await upgrade(empty_database_url, "0002")
-    old = SQLStorage(create_engine(empty_database_url))
+    secret = "a-legacy-key-from-before-the-upgrade"
+    old = api_key("k1", key_hash=PEPPER.hash(secret, SecretKind.API_KEY), legacy=True)
+    # Written as 0002's table has it: today's repositories know later columns.
+    values = {k: v for k, v in api_key_values(old).items() if k in _COLUMNS_0002}
+    engine = create_engine(empty_database_url)
     try:
-        secret = "a-legacy-key-from-before-the-upgrade"
-        await old.keys.add(
-            api_key("k1", key_hash=PEPPER.hash(secret, SecretKind.API_KEY), legacy=True),
-            audit=event("key.registered"),
-        )
+        async with engine.begin() as connection:
+            await connection.execute(sa.insert(api_keys).values(values))
     finally:
-        await old.close()
+        await engine.dispose()
     await upgrade(empty_database_url)
     storage = SQLStorage(create_engine(empty_database_url))
     try:

@@ -102,6 +102,16 @@ def _parse_instant(value: str) -> datetime:
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
 
 
+#: ``keys create --dpop-required``.
+DPoPRequiredOption = Annotated[
+    bool,
+    typer.Option(
+        "--dpop-required",
+        help="Its tokens need a DPoP proof (RFC 9449): it never gets a bearer token.",
+    ),
+]
+
+
 @keys_app.command("create")
 def keys_create(
     *,
@@ -132,6 +142,7 @@ def keys_create(
             "authenticates with private_key_jwt and gets no secret. Repeatable.",
         ),
     ] = None,
+    dpop_required: DPoPRequiredOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Create an API key and print it: the only time it is shown."""
@@ -150,6 +161,7 @@ def keys_create(
             scopes=scope or None,
             expires_at=expiry,
             public_keys=public_keys,
+            dpop_required=dpop_required,
             actor=_actor(),
         )
 
@@ -201,6 +213,7 @@ def keys_list(
         "last used",
         "revoked",
         "hash",
+        "dpop",
     )
     rows = [
         (
@@ -215,6 +228,7 @@ def keys_list(
             _short(r.revoked_at),
             # An imported JWThenticator SHA-512, re-hashed with the pepper on first use.
             "sha512" if r.legacy_hash else "hmac",
+            "required" if r.dpop_required else "-",
         )
         for r in result.keys
     ]

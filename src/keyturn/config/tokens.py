@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from keyturn.core.dpop import DEFAULT_PROOF_MAX_AGE
 from keyturn.core.signing import SUPPORTED_ALGORITHMS
 from keyturn.service.config import ServiceConfig
 
@@ -50,6 +51,15 @@ class TokenSettings(BaseModel):
     signing_key_publish_delay: timedelta = Field(timedelta(minutes=10), description="Seconds.")
     leeway: int = Field(30, ge=0, le=300, description="Clock skew tolerated, seconds.")
     policy_file: Path | None = Field(None, description="TOML claims policy (docs/policy.md).")
+    dpop_required: bool = Field(
+        False, description="Every token request needs a DPoP proof (RFC 9449): no bearer tokens."
+    )
+    dpop_nonce: bool = Field(
+        False, description="/v1/token and /v1/login demand a server nonce in DPoP proofs (§8)."
+    )
+    dpop_proof_max_age: int = Field(
+        DEFAULT_PROOF_MAX_AGE, ge=1, le=600, description="How old a DPoP proof may be, seconds."
+    )
 
     @field_validator(*DURATIONS, mode="before")
     @classmethod
@@ -100,4 +110,7 @@ class TokenSettings(BaseModel):
             signing_algorithm=self.signing_algorithm,
             signing_key_publish_delay=self.signing_key_publish_delay,
             leeway=self.leeway,
+            dpop_required=self.dpop_required,
+            dpop_nonce=self.dpop_nonce,
+            dpop_proof_max_age=self.dpop_proof_max_age,
         )

@@ -9,6 +9,7 @@ caller's job (`DPoPProof.replay_id` is what to claim in the replay store), as is
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import re
@@ -58,6 +59,8 @@ _COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 _ALLOWED_HEADER: Final = frozenset({"typ", "alg", "jwk"})
 _JTI = re.compile(r"[\x21-\x7e]{1,256}")
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+#: Proof headers (one per device key) whose checked key is kept.
+_KEY_CACHE_SIZE: Final = 4096
 
 
 class InvalidDPoPProofError(KeyturnError):
@@ -224,6 +227,17 @@ def _checked_key(header: Mapping[str, Any]) -> VerificationKey:
     return _public_key(header, str(alg))
 
 
+@functools.lru_cache(maxsize=_KEY_CACHE_SIZE)
+def _header_key(segment: str) -> tuple[VerificationKey, str]:
+    """The checked key of a proof's header segment and its thumbprint.
+
+    One device sends the same header with every proof, so loading its key and hashing it
+    is done once per header (bounded; a refused header raises and is not kept).
+    """
+    key = _checked_key(_object(segment))
+    return key, jwk_thumbprint(key.to_jwk())
+
+
 def _checked_request(claims: Mapping[str, Any], *, method: str, url: str) -> str:
     """RFC 9449 §4.3 checks 8-9 (``htm``, ``htu``) and a ``jti``; returns the ``jti``."""
     jti = claims.get("jti")
@@ -278,7 +292,7 @@ def verify_dpop_proof(
     if _COMPACT_JWS.fullmatch(proof) is None:
         raise InvalidDPoPProofError("the DPoP proof is not a compact JWS")
     header_segment, payload_segment, signature_segment = proof.split(".")
-    key = _checked_key(_object(header_segment))
+    key, jkt = _header_key(header_segment)
     try:
         signature = b64url_decode(signature_segment)
     except ValueError as exc:
@@ -292,4 +306,4 @@ def verify_dpop_proof(
         raise UseDPoPNonceError("the DPoP proof must carry the server's nonce (DPoP-Nonce)")
     if access_token is not None and claims.get("ath") != access_token_hash(access_token):
         raise InvalidDPoPProofError("the DPoP proof's ath does not match the access token")
-    return DPoPProof(jkt=jwk_thumbprint(key.to_jwk()), jti=jti, iat=iat, key=key)
+    return DPoPProof(jkt=jkt, jti=jti, iat=iat, key=key)

@@ -47,6 +47,8 @@ class ApiKeyRecord:
     revoked_reason: str | None = None
     previous_hash: bytes | None = field(default=None, repr=False)
     previous_expires_at: datetime | None = None
+    #: Tokens for this key need a DPoP proof (RFC 9449): it never gets a bearer token.
+    dpop_required: bool = False
 
     @property
     def subject(self) -> str:
@@ -109,6 +111,8 @@ class RefreshTokenRecord:
 
     ``rotating`` False marks a legacy JWThenticator token: reusable until ``expires_at``.
     ``expires_at`` is absolute: a rotated successor inherits its family's deadline.
+    ``dpop_jkt``: the family is bound to the DPoP key with this thumbprint (RFC 9449 §5,
+    a public client's tokens); redeeming it needs a proof by that key.
     """
 
     id: str
@@ -126,6 +130,7 @@ class RefreshTokenRecord:
     used_at: datetime | None = None
     replaced_by: str | None = None
     revoked_at: datetime | None = None
+    dpop_jkt: str | None = None
 
 
 class SigningKeyState(StrEnum):

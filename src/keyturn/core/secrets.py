@@ -58,6 +58,7 @@ LEGACY_KEY_MAX_LENGTH: Final = 1024  # caller-chosen (JWThenticator) keys
 FINGERPRINT_BYTES: Final = 16  # 128 bits: two peppers never share a fingerprint by chance
 # Cannot equal a `Pepper.hash` message, which starts "kt\x00" or "ktr\x00".
 _FINGERPRINT_MESSAGE: Final = b"keyturn pepper fingerprint v1"
+_DERIVE_MESSAGE: Final = b"keyturn derived key v1\x00"
 _BASE62_PAIRS: Final = tuple(high + low for high in _ALPHABET for low in _ALPHABET)
 # Random ids by rejection sampling: a byte below 248 (4 * 62) becomes digit ``byte % 62``,
 # uniformly; bytes 248-255 are dropped.
@@ -244,6 +245,15 @@ class Pepper:
     def matches(self, value: str, kind: SecretKind, stored_hash: bytes) -> bool:
         """Compare a presented secret with a stored hash in constant time."""
         return secret_hashes_match(self.hash(value, kind), stored_hash)
+
+    def derive(self, purpose: str) -> bytes:
+        """A 32-byte key for ``purpose``, the same on every instance sharing this pepper.
+
+        HMAC-SHA-256(pepper, "keyturn derived key v1" ‖ purpose): independent of the
+        stored hashes and of any other purpose's key (e.g. the DPoP nonce key).
+        """
+        message = _DERIVE_MESSAGE + purpose.encode("utf-8")
+        return hmac.digest(self._key, message, hashlib.sha256)
 
     def fingerprint(self) -> str:
         """A public name for this pepper: equal peppers have equal fingerprints.

@@ -171,13 +171,14 @@ def issue_access_token(
     extra_claims: Mapping[str, Any] | None = None,
     jti: str | None = None,
     family: str | None = None,
+    confirmation: Mapping[str, str] | None = None,
 ) -> IssuedToken:
     """Sign an RFC 9068 access token.
 
     Claims: ``iss``, ``sub``, ``aud``, ``exp``, ``iat``, ``jti``, ``client_id``, ``scope``,
     JWThenticator's ``token_id`` (= ``jti``) and ``identifier``, ``sid`` (the refresh-token
     ``family`` it was issued with, if any), then ``extra_claims`` (the claims policy's
-    output: ``level``, ``factor``, ``roles``, ...).
+    output: ``level``, ``factor``, ``roles``, ...). ``confirmation`` is ``cnf`` (RFC 9449 §6.1).
 
     Raises:
         PolicyViolation: ``extra_claims`` tries to set a registered claim, or the lifetime
@@ -186,8 +187,7 @@ def issue_access_token(
     """
     if isinstance(lifetime, bool) or not isinstance(lifetime, int) or lifetime <= 0:
         raise PolicyViolation("exp", lifetime, "token lifetime must be a positive integer")
-    token_id = jti or new_token_id()
-    issued_at = int(now)
+    token_id, issued_at = jti or new_token_id(), int(now)
     claims = _registered_claims(
         issuer=issuer,
         audience=audience,
@@ -198,10 +198,10 @@ def issue_access_token(
         scope=_scope(scopes),
         token_id=token_id,
     )
-    if identifier is not None:
-        claims["identifier"] = identifier
-    if family is not None:
-        claims[FAMILY_CLAIM] = family
+    cnf = None if confirmation is None else dict(confirmation)
+    for name, value in (("identifier", identifier), (FAMILY_CLAIM, family), ("cnf", cnf)):
+        if value is not None:
+            claims[name] = value
     for name, value in (extra_claims or {}).items():
         if name in REGISTERED_CLAIMS:
             raise PolicyViolation(name, value, "registered claims cannot be set as extras")

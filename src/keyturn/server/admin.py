@@ -142,6 +142,7 @@ async def create_key(request: Request) -> Response:
         metadata=body.metadata,
         expires_at=body.expires_at,
         public_keys=public_keys,
+        dpop_required=body.dpop_required,
         actor=ACTOR,
         request_id=request_id(request),
     )

@@ -39,6 +39,7 @@ from keyturn.errors import (
     StorageUnavailableError,
 )
 from keyturn.rfc6750 import REALM, bearer_challenge
+from keyturn.rfc9449 import dpop_challenge
 
 __all__ = [
     "ADMIN_CHALLENGE",
@@ -50,6 +51,7 @@ __all__ = [
     "RequestRejectedError",
     "bearer_challenge",
     "bearer_error",
+    "dpop_error",
     "legacy_error",
     "oauth_error",
     "problem",
@@ -68,6 +70,8 @@ NO_STORE: Final = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 #: The challenge of the admin API (its own realm: the admin token, not an access token).
 ADMIN_CHALLENGE: Final = 'Bearer realm="keyturn-admin"'
 Handler = Callable[[Request], Awaitable[Response]]
+#: RFC 9449's error codes: answered with the ``DPoP`` challenge on the token-check routes.
+DPOP_ERRORS: Final = frozenset({"invalid_dpop_proof", "use_dpop_nonce"})
 
 
 class ErrorStyle(enum.Enum):
@@ -154,6 +158,8 @@ def bearer_error(exc: KeyturnError | None) -> Response:
     """
     if exc is None:
         return Response(status_code=401, headers={"WWW-Authenticate": bearer_challenge()})
+    if exc.error_code in DPOP_ERRORS:
+        return dpop_error(exc)  # a DPoP-bound token sent as Bearer (RFC 9449 §7.1)
     if isinstance(exc, InsufficientScopeError):
         challenge = bearer_challenge("insufficient_scope", exc.message, exc.required)
         return Response(status_code=403, headers={"WWW-Authenticate": challenge})
@@ -161,6 +167,22 @@ def bearer_error(exc: KeyturnError | None) -> Response:
         # A gateway must not read an outage as "bad token": 503, never 401 (docs/threats.md).
         return Response(status_code=503, headers=retry_headers(exc) or {"Retry-After": "1"})
     challenge = bearer_challenge(exc.error_code, exc.message)
+    return Response(status_code=401, headers={"WWW-Authenticate": challenge})
+
+
+def dpop_error(exc: KeyturnError | None) -> Response:
+    """RFC 9449 §7.1 response of a DPoP-scheme request: the ``DPoP`` challenge, ``algs``.
+
+    401 for a missing or bad token or proof, 403 for a missing scope, 503 for an outage.
+    """
+    if exc is None:
+        return Response(status_code=401, headers={"WWW-Authenticate": dpop_challenge()})
+    if isinstance(exc, InsufficientScopeError):
+        challenge = dpop_challenge("insufficient_scope", exc.message, exc.required)
+        return Response(status_code=403, headers={"WWW-Authenticate": challenge})
+    if isinstance(exc, StorageUnavailableError | RateLimitedError):
+        return Response(status_code=503, headers=retry_headers(exc) or {"Retry-After": "1"})
+    challenge = dpop_challenge(exc.error_code, exc.message)
     return Response(status_code=401, headers={"WWW-Authenticate": challenge})
 
 

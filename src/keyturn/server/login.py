@@ -14,17 +14,23 @@ Every attempt is charged to the login throttle before any password is hashed (42
 
 from __future__ import annotations
 
+from typing import Final
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from keyturn.errors import InvalidRequestError
+from keyturn.server.dpop import token_proof, with_dpop_nonce
 from keyturn.server.errors import NO_STORE, WRONG_CREDENTIALS, ErrorStyle, renders
 from keyturn.server.requests import keyturn_state, read_form_or_json, request_id
 from keyturn.server.routes.oauth import requested_scopes, token_response
 from keyturn.server.state import client_address
 
-__all__ = ["WRONG_CREDENTIALS", "public_routes"]
+__all__ = ["LOGIN_PATH", "WRONG_CREDENTIALS", "public_routes"]
+
+#: ``/v1/login``'s path under the prefix (a DPoP proof's ``htu``).
+LOGIN_PATH: Final = "/v1/login"
 
 
 def _credentials(params: dict[str, str]) -> tuple[str, str]:
@@ -44,15 +50,27 @@ async def login(request: Request) -> Response:
     return JSONResponse({"token": pair.access.token}, headers=NO_STORE)
 
 
+@with_dpop_nonce
 @renders(ErrorStyle.OAUTH)
 async def login_v1(request: Request) -> Response:
-    """``POST /v1/login``: the RFC 6749 §5.1 token response with a rotating refresh token."""
+    """``POST /v1/login``: the RFC 6749 §5.1 token response with a rotating refresh token.
+
+    With a DPoP proof (RFC 9449 §5) the access token and the refresh-token family are
+    bound to the proof's key.
+    """
     state = keyturn_state(request)
     params = await read_form_or_json(request)
     email, password = _credentials(params)
     scopes = requested_scopes(params)
     await state.check_login_rate(client_address(request.scope), email)
-    pair = await state.service.login(email, password, scopes=scopes, request_id=request_id(request))
+    proof = await token_proof(request, LOGIN_PATH)
+    pair = await state.service.login(
+        email,
+        password,
+        scopes=scopes,
+        request_id=request_id(request),
+        dpop_jkt=None if proof is None else proof.jkt,
+    )
     return token_response(pair)
 
 
@@ -73,6 +91,6 @@ def public_routes(prefix: str) -> list[Route]:
     """The login routes of the public listener."""
     return [
         Route(f"{prefix}/login", login, methods=["POST"]),
-        Route(f"{prefix}/v1/login", login_v1, methods=["POST"]),
+        Route(f"{prefix}{LOGIN_PATH}", login_v1, methods=["POST"]),
         Route(f"{prefix}/v1/logout", logout, methods=["POST"]),
     ]

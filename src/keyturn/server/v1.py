@@ -15,12 +15,13 @@
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from keyturn.core.dpop import DPOP_ALGORITHMS, confirmation
 from keyturn.core.signing import SUPPORTED_ALGORITHMS
 from keyturn.core.tokens import format_scope
 from keyturn.errors import (
@@ -32,6 +33,7 @@ from keyturn.errors import (
     UnsupportedGrantTypeError,
 )
 from keyturn.rfc6750 import bearer_challenge, bearer_matches
+from keyturn.server.dpop import token_proof, with_dpop_nonce
 from keyturn.server.errors import NO_STORE, ErrorStyle, render, renders
 from keyturn.server.gateway.answers import IDENTITY_HEADERS, V1_JWKS, identity_headers
 from keyturn.server.gateway.endpoints import JwksEndpoint, V1ValidateEndpoint
@@ -48,6 +50,8 @@ from keyturn.server.state import client_address
 __all__ = ["IDENTITY_HEADERS", "identity_headers", "public_routes"]
 
 
+#: The token endpoint's path under the prefix (a DPoP proof's ``htu``).
+TOKEN_PATH: Final = "/v1/token"  # noqa: S105 -- a path, not a secret
 #: RFC 8414 §3: where the authorization server metadata lives.
 METADATA_PATH: Final = "/.well-known/oauth-authorization-server"
 #: The client authentication methods ``/v1/token`` and ``/v1/revoke`` accept (RFC 8414 §2).
@@ -59,9 +63,10 @@ CLIENT_AUTH_METHODS: Final = (
 )
 
 
+@with_dpop_nonce
 @renders(ErrorStyle.OAUTH)
 async def token(request: Request) -> Response:
-    """``POST /v1/token``: client_credentials or refresh_token grant."""
+    """``POST /v1/token``: client_credentials or refresh_token grant (with DPoP, bound)."""
     state = keyturn_state(request)
     params = await read_form_or_json(request)
     grant_type = params.get("grant_type")
@@ -73,6 +78,7 @@ async def token(request: Request) -> Response:
         if client is None:
             raise InvalidClientError(NO_CREDENTIALS)
         await state.check_rate(client_address(request.scope), key_bucket=client.bucket)
+        proof = await token_proof(request, TOKEN_PATH)
         try:
             pair = await state.service.authenticate(
                 client.credential(request),
@@ -83,6 +89,7 @@ async def token(request: Request) -> Response:
                 # RFC 6749 §4.4.3: no refresh token unless the deployment asks for one.
                 issue_refresh_token=state.settings.client_credentials_refresh_tokens,
                 request_id=request_id(request),
+                dpop_jkt=None if proof is None else proof.jkt,
             )
         except InvalidGrantError as exc:
             # RFC 6749 §5.2: failed client authentication is invalid_client (401).
@@ -95,6 +102,7 @@ async def token(request: Request) -> Response:
         client = client_credentials(request, params)
         bucket = None if client is None else client.bucket
         await state.check_rate(client_address(request.scope), key_bucket=bucket)
+        proof = await token_proof(request, TOKEN_PATH)
         # RFC 6749 §6: presented credentials are checked first, then the token's owner.
         authenticated = await authenticated_client(request, client)
         pair = await state.service.refresh(
@@ -104,6 +112,7 @@ async def token(request: Request) -> Response:
             check_client=True,
             client=authenticated,
             request_id=request_id(request),
+            dpop_jkt=None if proof is None else proof.jkt,
         )
         return token_response(pair)
     if grant_type is None:
@@ -150,15 +159,16 @@ async def introspect(request: Request) -> Response:
     except RequestRejectedError as exc:
         return render(exc, ErrorStyle.PROBLEM)
     try:
-        verified = keyturn_state(request).service.validate(params["token"])
+        # RFC 9449 §6.2: a bound token is reported with its cnf (the caller checks the proof).
+        verified = keyturn_state(request).service.validate(params["token"], allow_bound=True)
     except KeyturnError:
         return JSONResponse({"active": False}, headers=NO_STORE)
     claims = verified.claims
-    body = {
+    body: dict[str, Any] = {
         "active": True,
         "scope": format_scope(verified.scopes),
         "client_id": verified.client_id,
-        "token_type": "Bearer",
+        "token_type": "Bearer" if verified.jkt is None else "DPoP",
         "exp": verified.expires_at,
         "iat": verified.issued_at,
         "sub": verified.subject,
@@ -166,6 +176,8 @@ async def introspect(request: Request) -> Response:
         "iss": claims["iss"],
         "jti": verified.jti,
     }
+    if verified.jkt is not None:
+        body["cnf"] = confirmation(verified.jkt)
     return JSONResponse(body, headers=NO_STORE)
 
 
@@ -189,6 +201,8 @@ async def metadata(request: Request) -> Response:
             # RFC 8414 §2: the algorithms private_key_jwt assertions may be signed with.
             "token_endpoint_auth_signing_alg_values_supported": SUPPORTED_ALGORITHMS,
             "revocation_endpoint_auth_signing_alg_values_supported": SUPPORTED_ALGORITHMS,
+            # RFC 9449 §5.1: the algorithms DPoP proofs may be signed with.
+            "dpop_signing_alg_values_supported": DPOP_ALGORITHMS,
         },
         headers={"Cache-Control": "public, max-age=3600"},
     )
@@ -201,7 +215,7 @@ def public_routes(prefix: str) -> list[Route]:
     with that path, ``/.well-known/oauth-authorization-server<prefix>``.
     """
     routes = [
-        Route(f"{prefix}/v1/token", token, methods=["POST"]),
+        Route(f"{prefix}{TOKEN_PATH}", token, methods=["POST"]),
         Route(f"{prefix}/v1/revoke", revoke, methods=["POST"]),
         Route(f"{prefix}/v1/introspect", introspect, methods=["POST"]),
         Route(f"{prefix}/v1/validate", V1ValidateEndpoint(), methods=["GET"]),

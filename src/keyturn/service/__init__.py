@@ -15,6 +15,7 @@ It is built from parts, one module each, and delegates to them:
 * `keyturn.service.tokens` (`TokenService`): client credentials, revocation, validation,
   and `keyturn.service.refreshing` (`RefreshGrant`): the refresh-token grant;
 * `keyturn.service.signing` (`SigningKeys`): the signing-key lifecycle;
+* `keyturn.service.dpop` (`DPoPChecker`): a request's DPoP proof (RFC 9449);
 * underneath them, `keyturn.service.credentials` (a secret becomes a hash and a lookup),
   `keyturn.service.issuing` (grants, access tokens, new refresh tokens) and
   `keyturn.service.families` (a refresh family revoked with its audit row).
@@ -40,6 +41,7 @@ from keyturn.service.client_keys import ClientKeys
 from keyturn.service.config import MAX_ACCESS_TOKEN_LIFETIME, ServiceConfig, utc_now
 from keyturn.service.context import ServiceContext
 from keyturn.service.credentials import Credentials
+from keyturn.service.dpop import NONCE_KEY_PURPOSE, DPoPChecker, DPoPNonces
 from keyturn.service.families import RefreshFamilies
 from keyturn.service.issuing import (
     LOGIN_CLIENT_ID,
@@ -134,6 +136,9 @@ class KeyturnService:
         issuer = TokenIssuer(context, self.signing, credentials)
         self.keys = KeyAdmin(context, credentials)
         self.client_keys = ClientKeys(context, self.keys, replays)
+        nonces = DPoPNonces(self._pepper.derive(NONCE_KEY_PURPOSE))
+        #: RFC 9449: a request's DPoP proof checked (`DPoPChecker.check`), server nonces.
+        self.dpop = DPoPChecker(context, replays, nonces)
         self.users = UserAdmin(context, self.passwords)
         self.sessions = PasswordLogin(context, self.passwords, issuer, credentials, families)
         self.tokens = TokenService(

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
+from keyturn.core.dpop import DEFAULT_PROOF_MAX_AGE
 from keyturn.core.signing import DEFAULT_ALGORITHM
 from keyturn.core.tokens import DEFAULT_LEEWAY
 
@@ -43,6 +44,9 @@ class ServiceConfig:
             (at least the JWKS cache lifetime of every verifier).
         leeway: clock skew tolerated by the verifier, in seconds.
         last_used_resolution: ``last_used_at`` is written at most this often per key.
+        dpop_required: every token request needs a DPoP proof (RFC 9449), deployment-wide.
+        dpop_nonce: token requests need a server nonce in their DPoP proof (RFC 9449 §8).
+        dpop_proof_max_age: how old a DPoP proof's ``iat`` may be, in seconds.
     """
 
     issuer: str = "http://localhost:8080"
@@ -57,6 +61,9 @@ class ServiceConfig:
     signing_key_publish_delay: timedelta = timedelta(minutes=10)
     leeway: int = DEFAULT_LEEWAY
     last_used_resolution: timedelta = timedelta(minutes=1)
+    dpop_required: bool = False
+    dpop_nonce: bool = False
+    dpop_proof_max_age: int = DEFAULT_PROOF_MAX_AGE
 
     def __post_init__(self) -> None:
         for name in (
@@ -70,6 +77,8 @@ class ServiceConfig:
                 raise ValueError(f"{name} must be positive")
         if self.access_token_lifetime > MAX_ACCESS_TOKEN_LIFETIME:
             raise ValueError("access_token_lifetime may be at most two days")
+        if self.dpop_proof_max_age <= 0:
+            raise ValueError("dpop_proof_max_age must be positive")
         for name in ("key_rotation_grace", "refresh_reuse_grace", "signing_key_publish_delay"):
             if getattr(self, name) < timedelta(0):
                 raise ValueError(f"{name} may not be negative")

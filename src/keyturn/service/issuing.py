@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
+from keyturn.core.dpop import confirmation
 from keyturn.core.policy import ClaimsPolicy, Grant
 from keyturn.core.records import ApiKeyRecord, RefreshTokenRecord, UserRecord
 from keyturn.core.secrets import SecretKind, generate_secret
@@ -94,8 +95,11 @@ class TokenIssuer:
         now: datetime,
         *,
         family: str | None = None,
+        jkt: str | None = None,
     ) -> IssuedToken:
         """Sign an access token for ``holder`` carrying ``grant``.
+
+        ``jkt`` binds it to a DPoP key (RFC 9449 §6.1: ``cnf``).
 
         Raises:
             SigningKeyError: there is no active signing key yet (before ``start()``).
@@ -117,6 +121,7 @@ class TokenIssuer:
             identifier=holder.identifier if isinstance(holder, ApiKeyRecord) else None,
             extra_claims=grant.claims,
             family=family,
+            confirmation=None if jkt is None else confirmation(jkt),
         )
 
     def mint_refresh_token(
@@ -126,10 +131,12 @@ class TokenIssuer:
         now: datetime,
         *,
         rotating: bool = True,
+        dpop_jkt: str | None = None,
     ) -> tuple[str, RefreshTokenRecord]:
         """A new refresh token starting its own family: the secret (once) and its record.
 
         ``rotating`` False makes a legacy (JWThenticator) token, reused instead of rotated.
+        ``dpop_jkt`` binds the family to a DPoP key (RFC 9449 §5, public clients).
         """
         config = self._context.config
         secret = generate_secret(SecretKind.REFRESH_TOKEN)
@@ -149,6 +156,7 @@ class TokenIssuer:
             key_id=holder.id if is_key else None,
             user_id=None if is_key else holder.id,
             identifier=holder.identifier if isinstance(holder, ApiKeyRecord) else None,
+            dpop_jkt=dpop_jkt,
         )
         return secret.value, record
 
@@ -170,6 +178,7 @@ class TokenIssuer:
             key_id=record.key_id,
             user_id=record.user_id,
             identifier=record.identifier,
+            dpop_jkt=record.dpop_jkt,  # the family stays bound to its key
         )
         return secret.value, successor
 

@@ -75,6 +75,7 @@ class KeyAdmin:
         metadata: Mapping[str, Any] | None = None,
         expires_at: datetime | None = None,
         public_keys: Iterable[VerificationKey] = (),
+        dpop_required: bool = False,
         actor: str | None = None,
         request_id: str | None = None,
     ) -> CreatedKey:
@@ -83,7 +84,8 @@ class KeyAdmin:
         Roles, scopes and extra claims are checked against the claims policy now, so a
         key can never hold what the policy forbids. With ``public_keys`` the key
         authenticates with ``private_key_jwt`` instead and gets no secret (a secret can be
-        added later with `rotate`).
+        added later with `rotate`). ``dpop_required``: its tokens need a DPoP proof
+        (RFC 9449), so it is never issued a bearer token.
 
         Raises:
             PolicyViolation: a role, scope or claim the policy does not allow.
@@ -112,6 +114,7 @@ class KeyAdmin:
             extra_claims=dict(extra_claims or {}),
             metadata=dict(metadata or {}),
             expires_at=expires_at,
+            dpop_required=dpop_required,
         )
         await self._store_new(record, public_keys, now, actor=actor, request_id=request_id)
         return CreatedKey(record=record, secret=None if public_keys else secret.value)
@@ -127,6 +130,7 @@ class KeyAdmin:
     ) -> None:
         """Store a new key, with its public keys when it authenticates by them."""
         storage = self._context.storage
+        detail: dict[str, Any] = {"dpop_required": True} if record.dpop_required else {}
         if public_keys:
             audit = audit_event(
                 "key.created",
@@ -135,11 +139,14 @@ class KeyAdmin:
                 request_id=request_id,
                 at=now,
                 kids=[k.kid for k in public_keys],
+                **detail,
             )
             stored = [public_key_record(record.id, key, now) for key in public_keys]
             await storage.client_keys.create_key(record, stored, audit=audit)
             return
-        audit = audit_event("key.created", record.id, actor=actor, request_id=request_id, at=now)
+        audit = audit_event(
+            "key.created", record.id, actor=actor, request_id=request_id, at=now, **detail
+        )
         await storage.keys.add(record, audit=audit)
 
     async def register(

@@ -8,9 +8,11 @@ rotated-out token again after the grace window revokes the whole family. A legac
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import datetime
 from typing import Final
 
+from keyturn.core.dpop import InvalidDPoPProofError
 from keyturn.core.policy import Grant
 from keyturn.core.records import ApiKeyRecord, RefreshTokenRecord, UserRecord
 from keyturn.core.refresh import RefreshDecision, decide_refresh
@@ -24,6 +26,7 @@ from keyturn.errors import (
 from keyturn.service.audit import audit_event
 from keyturn.service.context import ServiceContext
 from keyturn.service.credentials import Credentials
+from keyturn.service.dpop import require_proof
 from keyturn.service.families import RefreshFamilies
 from keyturn.service.issuing import TokenIssuer, TokenPair
 
@@ -67,8 +70,14 @@ class RefreshGrant:
         check_client: bool = False,
         client: str | None = None,
         request_id: str | None = None,
+        dpop_jkt: str | None = None,
     ) -> TokenPair:
         """Trade a refresh token for a new access token (and, if rotating, a successor).
+
+        ``dpop_jkt``, the thumbprint of the request's checked DPoP proof (RFC 9449 §5),
+        binds the new access token. A family bound to a DPoP key (a login's, made with a
+        proof) needs a proof by that key; a public client's unbound family becomes bound
+        from its next token on. A key's family stays bound by its client authentication.
 
         RFC 9700 §4.14.2: presenting a rotated-out token again after the grace window
         revokes its whole family.
@@ -82,14 +91,18 @@ class RefreshGrant:
         Raises:
             InvalidClientError: the token was issued to an API key and ``client`` is None.
             InvalidGrantError: unknown, expired, revoked or reused token, wrong identifier,
-                a token issued to another client, or its key is no longer usable.
+                a token issued to another client, its key is no longer usable, or a DPoP
+                proof by another key than the family is bound to.
+            InvalidDPoPProofError: a bound family, or DPoP required, and no proof came.
             PolicyViolation: a scope beyond the original grant (RFC 6749 §6).
         """
+        require_proof(self._context.config, None, dpop_jkt)
         now = self._context.clock()
         observer = self._context.observer
         record, holder = await self._refresh_holder(refresh_token, now)
         if check_client:
             self._check_refresh_client(record, holder, client)
+        self._check_refresh_binding(record, holder, dpop_jkt)
         if identifier is not None and identifier != record.identifier:
             observer.authentication_failed("identifier_mismatch", key_id=holder.id)
             raise InvalidGrantError(_BAD_REFRESH)
@@ -100,10 +113,12 @@ class RefreshGrant:
             observer.authentication_failed(_REFRESH_REFUSALS[decision], key_id=holder.id)
             raise InvalidGrantError(_BAD_REFRESH)
         grant = self._refresh_grant(record, holder, scopes)
-        access = self._issuer.issue(holder, grant, now, family=record.family_id)
+        access = self._issuer.issue(holder, grant, now, family=record.family_id, jkt=dpop_jkt)
         if decision is RefreshDecision.REUSE_LEGACY:
             self._refreshed(rotating=False, key_id=holder.id, jti=access.jti)
             return TokenPair(access=access, scopes=grant.scopes)
+        if record.user_id is not None and record.dpop_jkt is None and dpop_jkt is not None:
+            record = replace(record, dpop_jkt=dpop_jkt)  # RFC 9449 §5: bind from now on
         return await self._rotate(record, holder, grant, access, now=now, request_id=request_id)
 
     async def _refresh_holder(
@@ -209,6 +224,23 @@ class RefreshGrant:
             raise InvalidClientError(_CLIENT_REQUIRED)
         self._context.observer.authentication_failed("wrong_client", key_id=holder.id)
         raise InvalidGrantError(_NOT_YOUR_REFRESH)
+
+    def _check_refresh_binding(
+        self, record: RefreshTokenRecord, holder: ApiKeyRecord | UserRecord, jkt: str | None
+    ) -> None:
+        """RFC 9449 §5: a bound family needs a proof by its key; a key may require DPoP."""
+        require_proof(self._context.config, holder, jkt)
+        if record.dpop_jkt is None:
+            return
+        observer = self._context.observer
+        if jkt is None:
+            observer.authentication_failed("invalid_dpop_proof", key_id=holder.id)
+            raise InvalidDPoPProofError(
+                "this refresh token is DPoP-bound: send a DPoP proof made with its key"
+            )
+        if jkt != record.dpop_jkt:
+            observer.authentication_failed("invalid_dpop_proof", key_id=holder.id)
+            raise InvalidGrantError(_BAD_REFRESH)
 
     def _refreshed(self, *, rotating: bool, key_id: str, jti: str) -> None:
         self._context.observer.token_refreshed(rotating=rotating, key_id=key_id, jti=jti)

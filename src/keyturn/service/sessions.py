@@ -13,6 +13,7 @@ from keyturn.errors import InvalidGrantError, InvalidRequestError, MalformedSecr
 from keyturn.service.audit import audit_event
 from keyturn.service.context import ServiceContext
 from keyturn.service.credentials import Credentials
+from keyturn.service.dpop import require_proof
 from keyturn.service.families import RefreshFamilies
 from keyturn.service.issuing import TokenIssuer, TokenPair
 from keyturn.service.passwords import PasswordWorker
@@ -56,28 +57,31 @@ class PasswordLogin:
         scopes: Iterable[str] | None = None,
         refresh: bool = True,
         request_id: str | None = None,
+        dpop_jkt: str | None = None,
     ) -> TokenPair:
         """Trade an email and a password for an access token and a rotating refresh token.
 
         An unknown email, a wrong password and a disabled user fail alike, after the same
         argon2 work (a dummy verification for unknown emails; ASVS 6.3.8). A hash made
         with other parameters is replaced on success. ``refresh`` False issues only the
-        access token (``POST /login``).
+        access token (``POST /login``). ``dpop_jkt`` (a checked DPoP proof's thumbprint)
+        binds the access token and the refresh-token family to that key (RFC 9449 §5).
 
         Raises:
             InvalidGrantError: the email or password is not valid, or the user is disabled.
+            InvalidDPoPProofError: the deployment requires DPoP and no proof came.
             PolicyViolation: a requested scope the user or the policy does not allow.
         """
+        require_proof(self._context.config, None, dpop_jkt)
         now = self._context.clock()
         user = await self._check_password(email, password, now, request_id)
         grant = self._issuer.grant_for(user, scopes)
-        hasher = self._passwords.hasher
-        rehashed = None
+        hasher, rehashed, mint = self._passwords.hasher, None, self._issuer.mint_refresh_token
         if hasher.needs_rehash(user.password_hash):
             rehashed = await self._passwords.run(hasher.hash, password)
-        minted = self._issuer.mint_refresh_token(user, grant, now) if refresh else None
+        minted = mint(user, grant, now, dpop_jkt=dpop_jkt) if refresh else None
         family = None if minted is None else minted[1].family_id
-        access = self._issuer.issue(user, grant, now, family=family)
+        access = self._issuer.issue(user, grant, now, family=family, jkt=dpop_jkt)
         await self._context.storage.users.record_login(
             user.id,
             at=now,

@@ -28,6 +28,7 @@ from keyturn.service.audit import audit_event
 from keyturn.service.client_keys import ClientKeys
 from keyturn.service.context import ServiceContext
 from keyturn.service.credentials import BAD_KEY, Credentials
+from keyturn.service.dpop import refuse_unproven, require_proof
 from keyturn.service.families import RefreshFamilies
 from keyturn.service.issuing import TokenIssuer, TokenPair
 from keyturn.storage.base import RevocationSnapshot
@@ -67,6 +68,7 @@ class TokenService:
         client_id: str | None = None,
         issue_refresh_token: bool = True,
         request_id: str | None = None,
+        dpop_jkt: str | None = None,
     ) -> TokenPair:
         """Trade an API key for an access token and a refresh token.
 
@@ -76,13 +78,17 @@ class TokenService:
         mismatch fails exactly like an unknown key. ``issue_refresh_token`` False issues
         the access token alone (RFC 6749 §4.4.3). ``key`` may instead be a
         `ClientAssertion` (``private_key_jwt``, RFC 7523), checked by `authenticate_client`'s
-        rules.
+        rules. ``dpop_jkt``, the thumbprint of the request's checked DPoP proof, binds the
+        access token (RFC 9449 §5; the key's refresh token stays bound by its client
+        authentication).
 
         Raises:
             InvalidGrantError: unknown, malformed, expired or revoked key, or wrong identifier.
             InvalidClientError: the client assertion is refused.
+            InvalidDPoPProofError: DPoP is required (deployment or key) and no proof came.
             PolicyViolation: a requested scope the key or the policy does not allow.
         """
+        require_proof(self._context.config, None, dpop_jkt)
         now = self._context.clock()
         if isinstance(key, ClientAssertion):
             record = await self._client_keys.authenticate(key, now)
@@ -93,11 +99,12 @@ class TokenService:
             record = await self._credentials.authenticate_key(
                 key, now, identifier=identifier, client_id=client_id
             )
+        require_proof(self._context.config, record, dpop_jkt)
         grant = self._issuer.grant_for(record, scopes)
         if not issue_refresh_token:
-            return await self._access_only(record, grant, now, request_id)
+            return await self._access_only(record, grant, now, request_id, dpop_jkt)
         secret, refresh = self._issuer.mint_refresh_token(record, grant, now, rotating=rotating)
-        access = self._issuer.issue(record, grant, now, family=refresh.family_id)
+        access = self._issuer.issue(record, grant, now, family=refresh.family_id, jkt=dpop_jkt)
         if not await self._issuer.store_refresh_token(
             refresh, record, access, now, request_id=request_id
         ):  # revoked since it was read: nothing is issued once that committed
@@ -112,10 +119,15 @@ class TokenService:
         return await self._issued(record, now, pair)
 
     async def _access_only(
-        self, record: ApiKeyRecord, grant: Grant, now: datetime, request_id: str | None
+        self,
+        record: ApiKeyRecord,
+        grant: Grant,
+        now: datetime,
+        request_id: str | None,
+        jkt: str | None,
     ) -> TokenPair:
         """The access token alone (RFC 6749 §4.4.3), audited without a refresh token."""
-        access = self._issuer.issue(record, grant, now)
+        access = self._issuer.issue(record, grant, now, jkt=jkt)
         await self._context.storage.audit.record(
             audit_event(
                 "token.issued",
@@ -224,15 +236,25 @@ class TokenService:
             self._context.observer.authentication_failed("wrong_client", key_id=client)
             raise UnauthorizedClientError(_NOT_YOUR_TOKEN)
 
-    def validate(self, token: str, *, required_scopes: Iterable[str] = ()) -> VerifiedToken:
+    def validate(
+        self, token: str, *, required_scopes: Iterable[str] = (), allow_bound: bool = False
+    ) -> VerifiedToken:
         """Verify an access token against the current keys and revocation state.
 
+        A DPoP-bound token (``cnf.jkt``) is refused unless ``allow_bound``: this check sees
+        no DPoP proof (`keyturn.service.dpop.refuse_unproven`). A caller that checks the
+        proof itself, or only reports the binding (introspection), allows it.
+
         Raises:
-            InvalidTokenError: the token is not valid.
+            InvalidTokenError: the token is not valid, or is DPoP-bound and not allowed
+                (`keyturn.service.dpop.DPoPBoundTokenError`).
             InsufficientScopeError: a required scope is missing.
         """
         try:
-            return self._verifier.verify(token, required_scopes=required_scopes)
+            verified = self._verifier.verify(token, required_scopes=required_scopes)
+            if not allow_bound:
+                refuse_unproven(verified)
+            return verified
         except InsufficientScopeError:
             self._context.observer.authentication_failed("insufficient_scope")
             raise

@@ -88,6 +88,7 @@ api_keys: Final = sa.Table(
     sa.Column("revoked_reason", sa.String(255)),
     sa.Column("previous_hash", sa.LargeBinary(64)),
     sa.Column("previous_expires_at", UTCDateTime()),
+    sa.Column("dpop_required", sa.Boolean(), nullable=False, server_default=sa.false()),
     sa.Index("uq_api_keys_key_hash", "key_hash", unique=True),
     sa.Index(None, "previous_hash"),
     sa.Index(None, "identifier", "id"),
@@ -111,6 +112,7 @@ refresh_tokens: Final = sa.Table(
     sa.Column("used_at", UTCDateTime()),
     sa.Column("replaced_by", sa.String(64)),
     sa.Column("revoked_at", UTCDateTime()),
+    sa.Column("dpop_jkt", sa.String(64)),  # RFC 7638 thumbprint the family is bound to
     sa.Index("uq_refresh_tokens_token_hash", "token_hash", unique=True),
     sa.Index(None, "family_id"),
     sa.Index(None, "key_id"),

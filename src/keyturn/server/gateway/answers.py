@@ -34,9 +34,11 @@ __all__ = [
     "Verify",
     "identity_headers",
     "jwks",
+    "required_scopes",
     "v1_validate",
     "validate_body",
     "validate_request",
+    "verified_answer",
 ]
 
 #: `KeyturnService.validate`: a token (and the scopes it must hold) to its verified form.
@@ -107,17 +109,29 @@ def v1_validate(verify: Verify, authorization: str | None, query: bytes) -> Answ
     token = bearer_token_of(authorization)
     if token is None:
         return Answer.of(bearer_error(None))
-    required: frozenset[str] = frozenset()
-    if query:  # gateways mostly send none
-        try:
-            required = parse_scope(QueryParams(query).get("scope", ""))
-        except ValueError:
-            # A gateway misconfiguration, not the client's fault: deny.
-            return Answer.of(bearer_error(InvalidRequestError("the required scope is malformed")))
+    required = required_scopes(query)
+    if isinstance(required, Answer):
+        return required
     try:
         verified = verify(token, required_scopes=required) if required else verify(token)
     except KeyturnError as exc:
         return Answer.of(bearer_error(exc))
+    return verified_answer(verified)
+
+
+def required_scopes(query: bytes) -> frozenset[str] | Answer:
+    """The scopes ``?scope=`` requires, or the 400 answer of a malformed one."""
+    if not query:  # gateways mostly send none
+        return frozenset()
+    try:
+        return parse_scope(QueryParams(query).get("scope", ""))
+    except ValueError:
+        # A gateway misconfiguration, not the client's fault: deny.
+        return Answer.of(bearer_error(InvalidRequestError("the required scope is malformed")))
+
+
+def verified_answer(verified: VerifiedToken) -> Answer:
+    """``/v1/validate``'s 200: no body, the identity headers."""
     headers = [
         (name.lower().encode("latin-1"), value.encode("latin-1"))
         for name, value in identity_headers(verified).items()

@@ -22,6 +22,7 @@ from starlette.types import Receive, Scope, Send
 from keyturn.server.errors import RequestRejectedError
 from keyturn.server.gateway import answers
 from keyturn.server.gateway.answers import Answer, JwksStyle, Refuse
+from keyturn.server.gateway.dpop import is_dpop_request, v1_validate_dpop
 from keyturn.server.http.bodies import check_declared_size, read_body
 from keyturn.server.requests import MAX_BODY_BYTES, check_json_media_type, parse_body
 from keyturn.server.state import KeyturnState, client_address
@@ -96,13 +97,22 @@ class ValidateRequestEndpoint(GatewayEndpoint):
 
 
 class V1ValidateEndpoint(GatewayEndpoint):
-    """``GET /v1/validate[?scope=a+b]``: 200 with identity headers, or 401/403."""
+    """``GET /v1/validate[?scope=a+b]``: 200 with identity headers, or 401/403.
+
+    A request with ``Authorization: DPoP`` or a ``DPoP`` header takes the DPoP path
+    (`keyturn.server.gateway.dpop`); a Bearer one is answered as before (a bound token
+    presented as Bearer is refused by `KeyturnService.validate`).
+    """
 
     logs = False
 
     async def respond(self, scope: Scope, receive: Receive) -> Answer:
-        verify = (self._state or self.state(scope)).service.validate
-        return answers.v1_validate(verify, _authorization(scope), scope["query_string"])
+        service = (self._state or self.state(scope)).service
+        authorization = _authorization(scope)
+        headers = scope["headers"]
+        if is_dpop_request(authorization, headers):
+            return await v1_validate_dpop(service, authorization, headers, scope["query_string"])
+        return answers.v1_validate(service.validate, authorization, scope["query_string"])
 
 
 async def _json_body(scope: Scope, receive: Receive) -> bytes:

@@ -147,7 +147,8 @@ def _oauth_errors() -> dict[str, Any]:
             "RFC 6749 §5.2 error: invalid_grant (an unknown, expired, revoked or reused "
             "refresh token, or one of another client), invalid_scope, invalid_request "
             "(a missing refresh_token, HTTP Basic and client_secret both sent), "
-            "unsupported_grant_type",
+            "unsupported_grant_type; RFC 9449 §5: invalid_dpop_proof (a DPoP proof failed "
+            "a check, or DPoP is required), use_dpop_nonce (retry with the DPoP-Nonce header)",
         ),
         "401": {
             **_body(
@@ -238,6 +239,36 @@ _SCOPE_QUERY = {
     "schema": _SCOPE,
     "description": "Space-separated scopes the token must carry (else 403)",
 }
+_DPOP_PROOF = {
+    "name": "DPoP",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "A DPoP proof (RFC 9449 §4): binds the tokens issued to its key "
+    "(token_type DPoP); at most one",
+}
+_DPOP_VALIDATE = (
+    {
+        **_DPOP_PROOF,
+        "description": "The original request's DPoP proof, with 'Authorization: DPoP <token>' "
+        "(RFC 9449 §7)",
+    },
+    {
+        "name": "X-Original-Method",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": "The original request's method (nginx); or X-Forwarded-Method",
+    },
+    {
+        "name": "X-Original-URL",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": "The original request's URL (nginx); or X-Forwarded-Proto, "
+        "X-Forwarded-Host and X-Forwarded-Uri (Traefik, Envoy)",
+    },
+)
 _KEY_ID = {"name": "key_id", "in": "path", "required": True, "schema": {"type": "string"}}
 _LIMIT = {"type": "integer", "minimum": 1, "maximum": 1000}
 

@@ -38,10 +38,13 @@ _NO_CLIENT: Final = ""
 
 
 def token_response(pair: TokenPair) -> JSONResponse:
-    """The RFC 6749 §5.1 answer: access token, type, lifetime, scope, maybe a refresh token."""
+    """The RFC 6749 §5.1 answer: access token, type, lifetime, scope, maybe a refresh token.
+
+    A DPoP-bound access token (``cnf``) is of type ``DPoP`` (RFC 9449 §5).
+    """
     body: dict[str, Any] = {
         "access_token": pair.access.token,
-        "token_type": "Bearer",
+        "token_type": "DPoP" if "cnf" in pair.access.claims else "Bearer",
         "expires_in": pair.access.expires_in,
         "scope": format_scope(pair.scopes),
     }

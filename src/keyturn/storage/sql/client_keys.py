@@ -145,6 +145,20 @@ class SQLClientKeyRepository(Repository):
         return await self._pooled.read("read the public keys", read)
 
 
+#: The claim, one statement both dialects speak (PostgreSQL and SQLite >= 3.35 upserts).
+#: Text, so SQLAlchemy compiles it once: its dialect ``insert`` constructs have no cache
+#: key and were compiled on every claim (a DPoP proof at every bound request).
+_CLAIM: Final = sa.text(
+    "INSERT INTO replay_guard (id, expires_at) VALUES (:id, :expires_at) "
+    "ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at "
+    "WHERE replay_guard.expires_at <= :now RETURNING id"
+).bindparams(
+    sa.bindparam("id", type_=replay_guard.c.id.type),
+    sa.bindparam("expires_at", type_=replay_guard.c.expires_at.type),
+    sa.bindparam("now", type_=replay_guard.c.expires_at.type),
+)
+
+
 class SQLReplayRepository(Repository):
     """Single-use ids (`keyturn.storage.base.ReplayRepository`)."""
 
@@ -153,14 +167,9 @@ class SQLReplayRepository(Repository):
 
         An entry that has expired by ``now`` is taken over (its id may be used again).
         """
-        insert = self._pooled.insert(replay_guard).values(id=replay_id, expires_at=expires_at)
-        query = insert.on_conflict_do_update(
-            index_elements=[replay_guard.c.id],
-            set_={"expires_at": insert.excluded.expires_at},
-            where=replay_guard.c.expires_at <= now,
-        ).returning(replay_guard.c.id)
+        params = {"id": replay_id, "expires_at": expires_at, "now": now}
         first = await self._pooled.write(
-            "claim the single-use id", lambda c: c.execute(query).first()
+            "claim the single-use id", lambda c: c.execute(_CLAIM, params).first()
         )
         return first is not None
 

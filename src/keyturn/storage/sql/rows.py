@@ -65,6 +65,7 @@ API_KEY_COLUMNS: Final = tuple(
         "revoked_reason",
         "previous_hash",
         "previous_expires_at",
+        "dpop_required",
     )
 )
 REFRESH_TOKEN_FIELDS: Final = (
@@ -83,6 +84,7 @@ REFRESH_TOKEN_FIELDS: Final = (
     "used_at",
     "replaced_by",
     "revoked_at",
+    "dpop_jkt",
 )
 REFRESH_TOKEN_COLUMNS: Final = tuple(refresh_tokens.c[name] for name in REFRESH_TOKEN_FIELDS)
 AUDIT_FIELDS: Final = (
@@ -115,6 +117,7 @@ def api_key_values(key: ApiKeyRecord) -> dict[str, Any]:
         "revoked_reason": key.revoked_reason,
         "previous_hash": key.previous_hash,
         "previous_expires_at": key.previous_expires_at,
+        "dpop_required": key.dpop_required,
     }
 
 
@@ -137,6 +140,7 @@ def api_key_record(row: Sequence[Any]) -> ApiKeyRecord:
         revoked_reason,
         previous_hash,
         previous_expires_at,
+        dpop_required,
     ) = row
     return ApiKeyRecord(
         id=key_id,
@@ -155,6 +159,7 @@ def api_key_record(row: Sequence[Any]) -> ApiKeyRecord:
         revoked_reason=revoked_reason,
         previous_hash=None if previous_hash is None else bytes(previous_hash),
         previous_expires_at=previous_expires_at,
+        dpop_required=bool(dpop_required),
     )
 
 
@@ -176,6 +181,7 @@ def new_token_params(token: RefreshTokenRecord) -> dict[str, Any]:
         "new_used_at": token.used_at,
         "new_replaced_by": token.replaced_by,
         "new_revoked_at": token.revoked_at,
+        "new_dpop_jkt": token.dpop_jkt,
     }
 
 
@@ -197,6 +203,7 @@ def refresh_token_record(row: Sequence[Any]) -> RefreshTokenRecord:
         used_at,
         replaced_by,
         revoked_at,
+        dpop_jkt,
     ) = row
     return RefreshTokenRecord(
         id=token_id,
@@ -214,6 +221,7 @@ def refresh_token_record(row: Sequence[Any]) -> RefreshTokenRecord:
         used_at=used_at,
         replaced_by=replaced_by,
         revoked_at=revoked_at,
+        dpop_jkt=dpop_jkt,
     )
 
 
