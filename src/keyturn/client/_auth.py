@@ -12,6 +12,7 @@ from typing import Any, TypeAlias
 import httpx
 
 from keyturn.client._errors import KeyturnUnavailableError
+from keyturn.client._proofs import DPoP, PrivateKeySource, load_private_key
 from keyturn.client._tokens import (
     AccessToken,
     Persist,
@@ -22,6 +23,7 @@ from keyturn.client._tokens import (
     Wait,
     token_flow,
 )
+from keyturn.core.signing import SigningKey
 
 __all__ = ["KeyturnAuth", "RefreshTokenCallback"]
 
@@ -43,6 +45,12 @@ class KeyturnAuth(httpx.Auth):
     only Keyturn's ``invalid_grant``/``invalid_client`` make the client discard a
     credential.
 
+    With ``private_key`` the client authenticates with a fresh signed client assertion
+    per token request (``private_key_jwt``, RFC 7523) instead of an API key. With
+    ``dpop`` every token request carries a DPoP proof (RFC 9449), and a DPoP-bound token
+    is sent as ``Authorization: DPoP`` with a fresh proof on every request; a server's
+    ``use_dpop_nonce`` is answered by one retry with the nonce it sent (§8, §9).
+
     Token requests go to ``server_url`` through a short-lived httpx client of their own
     (over ``transport``/``async_transport`` when given), never through the client the
     auth is attached to, so that client's base URL, headers and cookies do not leak to
@@ -52,6 +60,13 @@ class KeyturnAuth(httpx.Auth):
         server_url: Keyturn's public base URL, e.g. ``https://auth.example``.
         api_key: the API key; used when there is no (valid) refresh token.
         refresh_token: a refresh token saved from an earlier run.
+        client_id: the Keyturn key's id; required with ``private_key``.
+        private_key: the key's private key (a `keyturn.core.signing.SigningKey`, a PEM
+            file's path or PEM bytes), whose public key is registered to the key.
+        audience: the ``aud`` of client assertions (default: the token endpoint URL;
+            Keyturn also accepts its issuer identifier, ``KEYTURN_ISSUER``).
+        dpop: a `SigningKey` to bind tokens to with DPoP, or True for a fresh ES256 key
+            held in memory (a refresh token bound to it dies with the process).
         identifier: the identifier the key was registered with; Keyturn checks it.
         scopes: scopes to ask for (default: all the key's scopes).
         on_refresh_token: called with every new refresh token (persist it), and with
@@ -73,6 +88,10 @@ class KeyturnAuth(httpx.Auth):
         *,
         api_key: str | None = None,
         refresh_token: str | None = None,
+        client_id: str | None = None,
+        private_key: PrivateKeySource | None = None,
+        audience: str | None = None,
+        dpop: SigningKey | bool = False,
         identifier: str | None = None,
         scopes: Iterable[str] | None = None,
         on_refresh_token: RefreshTokenCallback | None = None,
@@ -86,10 +105,18 @@ class KeyturnAuth(httpx.Auth):
         transport: httpx.BaseTransport | None = None,
         async_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        if isinstance(dpop, SigningKey):
+            self._dpop: DPoP | None = DPoP(dpop)
+        else:
+            self._dpop = DPoP(SigningKey.generate()) if dpop else None
         self._state = TokenState(
             server_url,
             api_key=api_key,
             refresh_token=refresh_token,
+            private_key=load_private_key(private_key) if private_key is not None else None,
+            client_id=client_id,
+            audience=audience,
+            dpop=self._dpop,
             identifier=identifier,
             scopes=scopes,
             refresh_ratio=refresh_ratio,
@@ -115,33 +142,69 @@ class KeyturnAuth(httpx.Auth):
         """The refresh token the next renewal will use (persist it to resume later)."""
         return self._state.refresh_token
 
+    @property
+    def dpop_key(self) -> SigningKey | None:
+        """The key DPoP proofs are signed with (None without DPoP)."""
+        return self._dpop.key if self._dpop is not None else None
+
     # -- httpx.Auth ---------------------------------------------------------------------
 
     def sync_auth_flow(
         self, request: httpx.Request
     ) -> Generator[httpx.Request, httpx.Response, None]:
-        """Send ``request`` with a token; after a 401, once more with a fresh one."""
+        """Send ``request`` with a token; after a 401, once more with a fresh one.
+
+        With DPoP, a 401 asking for a nonce is first retried with the same token.
+        """
         request.read()
         token = self._sync_token()
-        request.headers["Authorization"] = f"Bearer {token.value}"
-        response = yield request
+        response = yield self._authorize(request, token)
+        if self._wants_nonce(request, response, token):
+            response = yield self._authorize(request, token)
+            if self._wants_nonce(request, response, token):
+                return  # a second challenge is the service's answer
         if response.status_code == 401:
             token = self._sync_token(stale=token.generation)
-            request.headers["Authorization"] = f"Bearer {token.value}"
-            yield request
+            response = yield self._authorize(request, token)
+            self._wants_nonce(request, response, token)  # remember its nonce
 
     async def async_auth_flow(
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        """Send ``request`` with a token; after a 401, once more with a fresh one."""
+        """Send ``request`` with a token; after a 401, once more with a fresh one.
+
+        With DPoP, a 401 asking for a nonce is first retried with the same token.
+        """
         await request.aread()
         token = await self._async_token()
-        request.headers["Authorization"] = f"Bearer {token.value}"
-        response = yield request
+        response = yield self._authorize(request, token)
+        if self._wants_nonce(request, response, token):
+            response = yield self._authorize(request, token)
+            if self._wants_nonce(request, response, token):
+                return  # a second challenge is the service's answer
         if response.status_code == 401:
             token = await self._async_token(stale=token.generation)
-            request.headers["Authorization"] = f"Bearer {token.value}"
-            yield request
+            response = yield self._authorize(request, token)
+            self._wants_nonce(request, response, token)
+
+    def _authorize(self, request: httpx.Request, token: AccessToken) -> httpx.Request:
+        """Put ``token`` on ``request``, with a fresh DPoP proof when the token is bound."""
+        request.headers["Authorization"] = f"{token.token_type} {token.value}"
+        if token.bound and self._dpop is not None:
+            request.headers["DPoP"] = self._dpop.proof(
+                request.method, request.url, now=self._clock(), access_token=token.value
+            )
+        return request
+
+    def _wants_nonce(
+        self, request: httpx.Request, response: httpx.Response, token: AccessToken
+    ) -> bool:
+        """Remember the nonce a response carries; True when the service refused the
+        request for want of one (RFC 9449 §9) and a retry with it may pass."""
+        if self._dpop is None:
+            return False
+        wants = self._dpop.resource_wants_nonce(request.url, response)
+        return wants and token.bound
 
     # -- tokens -------------------------------------------------------------------------
 

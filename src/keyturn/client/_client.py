@@ -11,7 +11,9 @@ from typing import Any, Self
 import httpx
 
 from keyturn.client._auth import KeyturnAuth, RefreshTokenCallback
+from keyturn.client._proofs import PrivateKeySource
 from keyturn.client._tokens import RetryPolicy
+from keyturn.core.signing import SigningKey
 
 __all__ = ["AsyncClient", "Client"]
 
@@ -28,6 +30,10 @@ class Client:
 
         with Client("https://auth.example", api_key=KEY, base_url="https://api.example") as c:
             c.get("/reports").raise_for_status()
+
+    A device that holds a private key instead of an API key, with DPoP-bound tokens::
+
+        Client("https://auth.example", client_id=KEY_ID, private_key="device.pem", dpop=True)
     """
 
     def __init__(
@@ -36,6 +42,10 @@ class Client:
         *,
         api_key: str | None = None,
         refresh_token: str | None = None,
+        client_id: str | None = None,
+        private_key: PrivateKeySource | None = None,
+        audience: str | None = None,
+        dpop: SigningKey | bool = False,
         identifier: str | None = None,
         scopes: Iterable[str] | None = None,
         on_refresh_token: RefreshTokenCallback | None = None,
@@ -52,6 +62,10 @@ class Client:
             server_url,
             api_key=api_key,
             refresh_token=refresh_token,
+            client_id=client_id,
+            private_key=private_key,
+            audience=audience,
+            dpop=dpop,
             identifier=identifier,
             scopes=scopes,
             on_refresh_token=on_refresh_token,
@@ -134,6 +148,10 @@ class AsyncClient:
         *,
         api_key: str | None = None,
         refresh_token: str | None = None,
+        client_id: str | None = None,
+        private_key: PrivateKeySource | None = None,
+        audience: str | None = None,
+        dpop: SigningKey | bool = False,
         identifier: str | None = None,
         scopes: Iterable[str] | None = None,
         on_refresh_token: RefreshTokenCallback | None = None,
@@ -150,6 +168,10 @@ class AsyncClient:
             server_url,
             api_key=api_key,
             refresh_token=refresh_token,
+            client_id=client_id,
+            private_key=private_key,
+            audience=audience,
+            dpop=dpop,
             identifier=identifier,
             scopes=scopes,
             on_refresh_token=on_refresh_token,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import email.utils
 import math
+import time
 from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypeAlias
@@ -25,6 +26,9 @@ from keyturn.client._errors import (
     NoCredentialsError,
     TokenEndpointError,
 )
+from keyturn.client._proofs import DPoP
+from keyturn.core.assertions import CLIENT_ASSERTION_TYPE, create_client_assertion
+from keyturn.core.signing import SigningKey
 from keyturn.core.tokens import peek_unverified_claims
 from keyturn.errors import MalformedTokenError
 
@@ -45,6 +49,10 @@ Result: TypeAlias = "httpx.Response | httpx.TransportError | None"
 _TRANSIENT_STATUSES: Final = frozenset({408, 425, 429, 500, 502, 503, 504})
 #: RFC 6749 §5.2 codes that say the presented credential itself is no good.
 _REFUSED_CREDENTIAL: Final = frozenset({"invalid_grant", "invalid_client"})
+#: The token types the client can send (RFC 6750 ``Bearer``, RFC 9449 ``DPoP``).
+_TOKEN_TYPES: Final = {"bearer": "Bearer", "dpop": "DPoP"}
+#: Seconds a client assertion lives (Keyturn accepts at most 300; it is single use anyway).
+ASSERTION_LIFETIME: Final = 60
 #: A token response is a few hundred bytes; anything this big is not one (OWASP API10).
 MAX_TOKEN_RESPONSE_BYTES: Final = 64 * 1024
 
@@ -94,19 +102,36 @@ class Persist:
 
 @dataclass(frozen=True, slots=True)
 class AccessToken:
-    """An access token and, on the client's own clock, when to renew and stop using it."""
+    """An access token and, on the client's own clock, when to renew and stop using it.
+
+    ``token_type`` is the ``Authorization`` scheme to send it with: ``Bearer``, or
+    ``DPoP`` for a token bound to the client's DPoP key (every use needs a proof).
+    """
 
     value: str = field(repr=False)
     refresh_at: float
     expires_at: float
     scope: str | None
     generation: int
+    token_type: str = "Bearer"  # noqa: S105 -- a scheme name, not a secret
+
+    @property
+    def bound(self) -> bool:
+        """True for a DPoP-bound token: every use needs a proof signed by the DPoP key."""
+        return self.token_type == "DPoP"  # noqa: S105 -- a scheme name, not a secret
 
 
 @dataclass(frozen=True, slots=True)
 class _Rejected:
     error: CredentialsRejectedError
     persist: Persist | None
+
+
+@dataclass(frozen=True, slots=True)
+class _NonceWanted:
+    """RFC 9449 §8: the token endpoint wants a proof with the nonce it has just sent."""
+
+    error: TokenEndpointError
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +150,11 @@ class TokenState:
         server_url: Keyturn's public base URL (with any ``KEYTURN_URL_PREFIX``).
         api_key: the API key (``client_credentials`` grant).
         refresh_token: a refresh token to start from (``refresh_token`` grant).
+        private_key: authenticate with a client assertion signed by this key
+            (``private_key_jwt``, RFC 7523) instead of an API key.
+        client_id: the Keyturn key id, the assertion's ``iss`` and ``sub``.
+        audience: the assertion's ``aud`` (default: the token endpoint URL).
+        dpop: DPoP-bind the tokens (RFC 9449): each token request carries a proof.
         identifier: sent with every token request; Keyturn refuses a key registered
             to another identifier.
         scopes: scopes to ask for; ``None`` asks for the key's default.
@@ -139,13 +169,23 @@ class TokenState:
         *,
         api_key: str | None = None,
         refresh_token: str | None = None,
+        private_key: SigningKey | None = None,
+        client_id: str | None = None,
+        audience: str | None = None,
+        dpop: DPoP | None = None,
         identifier: str | None = None,
         scopes: Iterable[str] | None = None,
         refresh_ratio: float = 0.8,
         leeway: float = 10.0,
     ) -> None:
-        if not api_key and not refresh_token:
-            raise NoCredentialsError("give the client an api_key, a refresh_token, or both")
+        if not api_key and not refresh_token and private_key is None:
+            raise NoCredentialsError(
+                "give the client an api_key or a private_key, a refresh_token, or both"
+            )
+        if api_key and private_key is not None:
+            raise ValueError("give the client an api_key or a private_key, not both")
+        if private_key is not None and not client_id:
+            raise ValueError("a private_key needs its client_id: the Keyturn key's id")
         if not 0 < refresh_ratio <= 1 or leeway < 0:
             raise ValueError("need 0 < refresh_ratio <= 1 and leeway >= 0")
         url = httpx.URL(server_url)
@@ -154,6 +194,10 @@ class TokenState:
         self.token_url = str(url).rstrip("/") + "/v1/token"
         self.api_key = api_key or None
         self.refresh_token = refresh_token or None
+        self.private_key = private_key
+        self.client_id = client_id or None
+        self.audience = audience or self.token_url
+        self.dpop = dpop
         self.identifier = identifier
         self.scope = " ".join(sorted(set(scopes))) if scopes is not None else None
         self.refresh_ratio = refresh_ratio
@@ -174,48 +218,72 @@ class TokenState:
         """True when a new token should be fetched (none yet, or renewal time reached)."""
         return self.token is None or (now >= self.token.refresh_at and now >= self.hold_until)
 
-    def build_request(self) -> tuple[GrantType, httpx.Request]:
-        """The next token request: the refresh token if there is one, else the API key.
+    def build_request(self, now: float | None = None) -> tuple[GrantType, httpx.Request]:
+        """The next token request: the refresh token if there is one, else the key.
 
-        With an API key, every request authenticates with it (HTTP Basic): Keyturn issues
-        no refresh token to ``client_credentials`` by default, so the key is used again at
-        each renewal; with ``KEYTURN_CLIENT_CREDENTIALS_REFRESH_TOKENS=true`` it redeems
-        the key's refresh tokens, which need the key's authentication (RFC 6749 §6).
+        With an API key or a private key, every request authenticates with it (HTTP
+        Basic, or a fresh client assertion): Keyturn issues no refresh token to
+        ``client_credentials`` by default, so the key is used again at each renewal; with
+        ``KEYTURN_CLIENT_CREDENTIALS_REFRESH_TOKENS=true`` it redeems the key's refresh
+        tokens, which need the key's authentication (RFC 6749 §6). With DPoP, the request
+        carries a fresh proof. ``now`` (default: the time) dates the assertion and proof.
         """
+        now = time.time() if now is None else now
         params: dict[str, str] = {}
         headers = {"Accept": "application/json"}
         grant: GrantType
         if self.refresh_token is not None:
             grant = "refresh_token"
             params = {"grant_type": grant, "refresh_token": self.refresh_token}
-        elif self.api_key is not None:
+        elif self.api_key is not None or self.private_key is not None:
             grant = "client_credentials"
             params = {"grant_type": grant}
         else:
             raise NoCredentialsError(
-                "no API key or refresh token is left (both were refused earlier); "
-                "create a new API key and construct a new client"
+                "no key or refresh token is left (both were refused earlier); "
+                "create a new key and construct a new client"
             )
-        if self.api_key is not None:
-            # RFC 6749 §6: a key's refresh token is redeemed with the key's authentication
-            # too. §2.3.1: form-urlencode the secret before HTTP Basic.
-            credentials = base64.b64encode(f":{quote(self.api_key, safe='')}".encode()).decode()
-            headers["Authorization"] = f"Basic {credentials}"
+        self._authenticate(params, headers, now)
         if self.scope is not None:
             params["scope"] = self.scope
         if self.identifier is not None:
             params["identifier"] = self.identifier
-        return grant, httpx.Request("POST", self.token_url, data=params, headers=headers)
+        request = httpx.Request("POST", self.token_url, data=params, headers=headers)
+        if self.dpop is not None:
+            request.headers["DPoP"] = self.dpop.proof("POST", request.url, now=now)
+        return grant, request
+
+    def _authenticate(self, params: dict[str, str], headers: dict[str, str], now: float) -> None:
+        """Add the client authentication, if any: the key's, even to a refresh grant
+        (RFC 6749 §6: a key's refresh token is redeemed with the key's authentication)."""
+        if self.api_key is not None:
+            # RFC 6749 §2.3.1: form-urlencode the client id and secret before HTTP Basic.
+            user = quote(self.client_id, safe="") if self.client_id is not None else ""
+            secret = quote(self.api_key, safe="")
+            credentials = base64.b64encode(f"{user}:{secret}".encode()).decode()
+            headers["Authorization"] = f"Basic {credentials}"
+        elif self.private_key is not None and self.client_id is not None:
+            # RFC 7523 §2.2: a fresh single-use assertion per request.
+            params["client_id"] = self.client_id
+            params["client_assertion_type"] = CLIENT_ASSERTION_TYPE
+            params["client_assertion"] = create_client_assertion(
+                self.private_key,
+                client_id=self.client_id,
+                audience=self.audience,
+                now=int(now),
+                lifetime=ASSERTION_LIFETIME,
+            )
 
     def apply(
         self, grant: GrantType, result: httpx.Response | httpx.TransportError, now: float
-    ) -> _Transient | _Rejected | Persist | None:
+    ) -> _Transient | _Rejected | _NonceWanted | Persist | None:
         """Take Keyturn's answer in; return what the flow must do next.
 
         Returns None when a token was stored and the refresh token did not change,
         `Persist` when it did (or was discarded and the key is still there to try),
         `_Rejected` when the credential was refused and nothing is left to try,
-        `_Transient` when the request may be retried.
+        `_Transient` when the request may be retried, `_NonceWanted` when it may be
+        retried at once with the DPoP nonce Keyturn sent.
 
         Raises:
             TokenEndpointError: any other refusal or a malformed answer.
@@ -223,6 +291,8 @@ class TokenState:
         if isinstance(result, httpx.TransportError):
             return _Transient(f"could not reach Keyturn ({type(result).__name__})")
         status = result.status_code
+        # RFC 9449 §8: every response may carry the nonce for the next proof.
+        has_nonce = self.dpop is not None and self.dpop.remember(httpx.URL(self.token_url), result)
         if status in _TRANSIENT_STATUSES:
             return _Transient(
                 f"Keyturn answered {status}",
@@ -237,6 +307,14 @@ class TokenState:
         detail = f": {description}" if isinstance(description, str) else ""
         if status in (400, 401) and error in _REFUSED_CREDENTIAL:
             return self._discard(grant, status, str(error), detail)
+        if status == 400 and error == "use_dpop_nonce" and has_nonce:
+            return _NonceWanted(
+                TokenEndpointError(
+                    f"Keyturn wants a DPoP nonce again after a retry with one{detail}",
+                    status_code=status,
+                    error_code=error,
+                )
+            )
         if status in (404, 405):  # no token endpoint there: the URL, not the credentials
             raise TokenEndpointError(
                 f"{self.token_url} answered {status}: check server_url, which must be "
@@ -265,8 +343,11 @@ class TokenState:
         token_type = body.get("token_type")
         if not isinstance(value, str) or not value:
             raise _not_a_token("access_token is missing")
-        if not isinstance(token_type, str) or token_type.lower() != "bearer":
-            raise _not_a_token("token_type is not Bearer")
+        scheme = _TOKEN_TYPES.get(token_type.lower()) if isinstance(token_type, str) else None
+        if scheme is None or (scheme == "DPoP" and self.dpop is None):
+            raise _not_a_token(
+                "token_type is not Bearer" if self.dpop is None else "token_type is not DPoP"
+            )
         lifetime = _lifetime(body.get("expires_in"), value)
         scope = body.get("scope")
         self.generation += 1
@@ -278,6 +359,7 @@ class TokenState:
             expires_at=now + max(lifetime - self.leeway, lifetime * self.refresh_ratio),
             scope=scope if isinstance(scope, str) else None,
             generation=self.generation,
+            token_type=scheme,
         )
         self.hold_until = -math.inf
         rotated = body.get("refresh_token")
@@ -294,10 +376,17 @@ class TokenState:
         if grant == "refresh_token":
             self.refresh_token = None
             persist = Persist(None)
-            if self.api_key is not None:
-                return persist  # the flow goes on with the API key
+            if self.api_key is not None or self.private_key is not None:
+                return persist  # the flow goes on with the key
             what = "the refresh token"
-            todo = "give the client an API key or a new refresh token"
+            todo = "give the client a key or a new refresh token"
+        elif self.private_key is not None:
+            self.private_key = None
+            what = "the private key's client assertion"
+            todo = (
+                "the key is unknown, expired or revoked, this public key is not registered "
+                "to it, or this machine's clock is wrong: check the key and the clock"
+            )
         else:
             self.api_key = None
             what = "the API key"
@@ -325,12 +414,18 @@ def token_flow(
         NoCredentialsError, TokenEndpointError: see their docs.
     """
     attempt = 0
+    nonce_retried = False
     while True:
-        grant, request = state.build_request()
+        grant, request = state.build_request(clock())
         result = yield request
         if result is None:
             raise TypeError("the driver must send a response or a transport error")
         outcome = state.apply(grant, result, clock())
+        if isinstance(outcome, _NonceWanted):
+            if nonce_retried:
+                raise outcome.error
+            nonce_retried = True  # RFC 9449 §8: once, at once, with the nonce just sent
+            continue
         if isinstance(outcome, _Rejected):
             if outcome.persist is not None:
                 yield outcome.persist
@@ -338,7 +433,7 @@ def token_flow(
         if isinstance(outcome, Persist):
             yield outcome
             if outcome.refresh_token is None:
-                continue  # the refresh token was refused: go on at once with the API key
+                continue  # the refresh token was refused: go on at once with the key
         if not isinstance(outcome, _Transient):
             assert state.token is not None  # noqa: S101 -- apply() stored one
             return state.token
