@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shlex
+import tempfile
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -16,6 +20,7 @@ from keyturn.cli._output import (
     _check_each,
     _default_policy,
     _emit,
+    _fail,
     _iso,
     _scopes_text,
     _scripted,
@@ -26,7 +31,7 @@ from keyturn.cli._runtime import _actor, _run
 from keyturn.core.assertions import load_client_public_key
 from keyturn.core.records import ClientPublicKeyRecord
 from keyturn.core.secrets import SecretKind, generate_secret
-from keyturn.core.signing import VerificationKey
+from keyturn.core.signing import SigningKey, VerificationKey
 from keyturn.errors import SigningKeyError
 from keyturn.schemas import KeyOut, Label, RoleName, ScopeName
 
@@ -379,3 +384,87 @@ def keys_remove_public_key(
         return await state.service.list_public_keys(key_id)
 
     _emit_public_keys(_run(remove), as_json)
+
+
+class DeviceAlgorithm(StrEnum):
+    """The algorithms a device key pair may use (Keyturn registers no other)."""
+
+    ES256 = "ES256"
+    EdDSA = "EdDSA"
+    RS256 = "RS256"
+
+
+def _public_path(out: Path) -> Path:
+    """Where the public half goes: ``device.pem`` -> ``device.pub.pem``."""
+    if out.suffix == ".pem":
+        return out.with_suffix(".pub.pem")
+    return out.with_name(f"{out.name}.pub.pem")
+
+
+def _write_file(path: Path, data: bytes, mode: int, *, force: bool) -> None:
+    """Write ``data`` with ``mode`` whatever the umask; replace ``path`` only with ``force``.
+
+    Without ``force``, O_EXCL refuses an existing file (or a symlink) atomically; with it,
+    a temporary file beside ``path`` is renamed over it, so a reader never sees half a key.
+    """
+    if force:
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    else:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), mode)
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if force:
+            os.replace(temporary, path)
+    except BaseException:
+        Path(temporary if force else path).unlink(missing_ok=True)
+        raise
+
+
+@keys_app.command("keypair")
+def keys_keypair(
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Write the device's PRIVATE key PEM here (mode 0600); the public key goes "
+            "beside it (device.pem -> device.pub.pem).",
+        ),
+    ],
+    alg: Annotated[
+        DeviceAlgorithm, typer.Option(help="The key's algorithm (RS256: 3072 bits).")
+    ] = DeviceAlgorithm.ES256,
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite the two files if they exist.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Make a device key pair for private_key_jwt and DPoP (offline: no database, nothing
+    stored or sent); register the public half with `keys create --public-key`."""
+    public = _public_path(out)
+    if not force:
+        for path in (out, public):
+            if path.exists() or path.is_symlink():
+                _fail(f"{path} exists; pass --force to overwrite it", exit_code=2)
+    key = SigningKey.generate(alg.value)
+    try:
+        # The private key: 0600 whatever the umask (T-KEY-01); it never leaves the device.
+        _write_file(out, key.private_pem(), 0o600, force=force)
+        _write_file(public, key.verification_key.public_pem(), 0o644, force=force)
+    except OSError as exc:
+        _fail(f"cannot write {exc.filename or out}: {exc.strerror}", exit_code=2)
+    command = f"keyturn keys create --public-key {shlex.quote(str(public))}"
+    _emit(
+        {
+            "kid": key.kid,
+            "alg": key.alg,
+            "private_key": str(out),
+            "public_key": str(public),
+            "next": command,
+        },
+        as_json,
+    )
