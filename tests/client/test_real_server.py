@@ -13,7 +13,14 @@ import httpx
 import pytest
 
 import keyturn
-from keyturn.client import Client, CredentialsRejectedError, TokenEndpointError
+from keyturn.client import (
+    AsyncClient,
+    Client,
+    CredentialsRejectedError,
+    KeyturnAuth,
+    TokenEndpointError,
+)
+from keyturn.core.signing import SigningKey
 from tests.serve_fixtures import KeyturnServer
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "client_script.py"
@@ -164,3 +171,74 @@ def test_a_client_pointed_at_the_wrong_url_is_told_to_check_server_url(
     )
     with Client(server.public, api_key=created["key"]) as client:  # the key itself is fine
         assert client.access_token()
+
+
+def device_key(server: KeyturnServer, device: SigningKey) -> str:
+    """A key that authenticates with ``device``'s public key only; its id."""
+    public_jwk = dict(device.verification_key.to_jwk())
+    created = create_key(server, scopes=["read"], jwks={"keys": [public_jwk]})
+    assert created["key"] is None  # no secret at all
+    key_id: str = created["record"]["id"]
+    return key_id
+
+
+def issuer(server: KeyturnServer) -> str:
+    """Keyturn's issuer identifier from its RFC 8414 metadata (here not its listener's URL,
+    so the assertions name it as their audience)."""
+    metadata = httpx.get(f"{server.public}/.well-known/oauth-authorization-server", timeout=10)
+    value: str = metadata.json()["issuer"]
+    assert value != server.public
+    return value
+
+
+def test_private_key_jwt_with_the_client(server: KeyturnServer, tmp_path: Path) -> None:
+    """RFC 7523 §2.2 against Keyturn: each renewal signs a new assertion (a replayed one
+    would be refused), from a PEM file as `keyturn keys keypair` writes it."""
+    device = SigningKey.generate("ES256")
+    pem = tmp_path / "device.pem"
+    pem.write_bytes(device.private_pem())
+    key_id = device_key(server, device)
+    validate = f"{server.public}/v1/validate"
+
+    with Client(
+        server.public, client_id=key_id, private_key=pem, audience=issuer(server)
+    ) as client:
+        first = client.get(validate)
+        renewed = client.access_token(force=True)
+        second = client.get(validate)
+
+    assert (first.status_code, second.status_code) == (200, 200)
+    assert first.headers["X-Keyturn-Subject"] == second.headers["X-Keyturn-Subject"]
+    assert key_id in first.headers["X-Keyturn-Subject"]
+    assert renewed
+
+
+async def test_private_key_jwt_with_the_async_client_and_keyturn_auth(
+    server: KeyturnServer,
+) -> None:
+    """The token endpoint URL is an accepted audience too (OpenID Connect Core §9)."""
+    device = SigningKey.generate("EdDSA")
+    key_id = device_key(server, device)
+    audience = f"{issuer(server)}/v1/token"
+
+    async with AsyncClient(
+        server.public, client_id=key_id, private_key=device, audience=audience
+    ) as client:
+        response = await client.get(f"{server.public}/v1/validate")
+    auth = KeyturnAuth(server.public, client_id=key_id, private_key=device, audience=audience)
+    with httpx.Client(auth=auth) as http:
+        again = http.get(f"{server.public}/v1/validate")
+
+    assert (response.status_code, again.status_code) == (200, 200)
+
+
+def test_a_private_key_keyturn_does_not_know_is_rejected(server: KeyturnServer) -> None:
+    key_id = device_key(server, SigningKey.generate("ES256"))
+    stranger = SigningKey.generate("ES256")
+
+    with pytest.raises(CredentialsRejectedError) as refused:
+        Client(
+            server.public, client_id=key_id, private_key=stranger, audience=issuer(server)
+        ).access_token()
+
+    assert (refused.value.status_code, refused.value.error_code) == (401, "invalid_client")
