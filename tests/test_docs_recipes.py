@@ -5,14 +5,20 @@ Each test names the finding of the newcomer trial (issue 15) it guards.
 
 from __future__ import annotations
 
+import json
 import re
+import shlex
 import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
+import httpx
+
+from keyturn.core.assertions import load_client_public_key
 from tests.deploy.conftest import main_config
-from tests.serve_fixtures import free_port
+from tests.serve_fixtures import KeyturnServer, free_port, keyturn_command, server_environment
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
@@ -153,3 +159,56 @@ def test_every_page_that_verifies_against_keyturn_says_the_issuer_must_match() -
 
     assert len(verifying) >= 5
     assert silent == []
+
+
+def indented_blocks(text: str, language: str) -> list[str]:
+    """Fenced blocks inside list items too, dedented."""
+    found = re.findall(rf"^( *)```{language}\n(.*?)^\1```$", text, re.S | re.M)
+    return [textwrap.dedent(block) for _, block in found]
+
+
+def _run(command: list[str], cwd: Path, env: dict[str, str]) -> str:
+    result = subprocess.run(  # noqa: S603 -- this interpreter and the doc's commands
+        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def test_the_keyless_device_walkthrough_runs(tmp_path: Path) -> None:
+    """Issue 17: keyless.md's "A device, step by step" as written: `keys keypair` on the
+    device (which creates no data directory there), `keys create --public-key` on the
+    server, then the Python client signing assertions with the PEM file."""
+    steps = section("keyless.md", "A device, step by step")
+    keypair_block, create_block = indented_blocks(steps, "sh")
+    (client_block,) = indented_blocks(steps, "python")
+    device = tmp_path / "device"
+    device.mkdir()
+    server = KeyturnServer.start(tmp_path / "data", tmp_path / "keyturn.log")
+    try:
+        on_device = server_environment({})
+        keypair = shlex.split(keypair_block.splitlines()[0], comments=True)
+        _run(keyturn_command(*keypair[1:]), device, on_device)
+        on_server = server_environment({"KEYTURN_DATA_DIR": str(server.data_dir)})
+        create = shlex.split(create_block.replace("\\\n", " "), comments=True)
+        created = json.loads(_run(keyturn_command(*create[1:]), device, on_server))
+        issuer = httpx.get(f"{server.public}/.well-known/oauth-authorization-server").json()
+        script = (
+            client_block.replace(
+                '"https://auth.example.com",',
+                f'"{server.public}", audience="{issuer["issuer"]}",',
+            )
+            .replace("3Jx...", created["record"]["id"])
+            .replace("https://api.example.com/telemetry", f"{server.public}/v1/validate")
+        )
+        printed = _run([sys.executable, "-c", script], device, on_device)
+    finally:
+        stopped = server.stop()
+        server.kill()
+
+    assert stopped == 0
+    assert printed == "200\n"
+    assert sorted(p.name for p in device.iterdir()) == ["device.pem", "device.pub.pem"]
+    assert [k["kid"] for k in created["public_keys"]] == [
+        load_client_public_key((device / "device.pub.pem").read_bytes()).kid
+    ]

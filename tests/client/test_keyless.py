@@ -58,6 +58,7 @@ class Scripted:
     token_answers: list[httpx.Response] = field(default_factory=list)
     service_answers: list[httpx.Response] = field(default_factory=list)
     forms: list[dict[str, str]] = field(default_factory=list)
+    basic: list[str] = field(default_factory=list)
     assertions: list[VerifiedAssertion] = field(default_factory=list)
     token_proofs: list[tuple[DPoPProof, str | None]] = field(default_factory=list)
     service_requests: list[httpx.Request] = field(default_factory=list)
@@ -74,6 +75,7 @@ class Scripted:
     def token(self, request: httpx.Request) -> httpx.Response:
         form = dict(parse_qsl(request.content.decode()))
         self.forms.append(form)
+        self.basic.append(request.headers.get("authorization", ""))
         if "client_assertion" in form:
             assert form["client_assertion_type"] == CLIENT_ASSERTION_TYPE
             assert "authorization" not in request.headers  # one method (RFC 6749 §2.3)
@@ -188,6 +190,7 @@ def test_rfc7523_2_2_each_token_request_carries_a_fresh_assertion(
     assert keyturn.assertions[0].jti != keyturn.assertions[1].jti
     assert [form["grant_type"] for form in keyturn.forms] == ["client_credentials"] * 2
     assert all(form["client_id"] == CLIENT_ID for form in keyturn.forms)
+    assert keyturn.basic == ["", ""]  # no other client authentication
     claims = _claims(keyturn.forms[1]["client_assertion"])
     assert claims["aud"] == TOKEN_URL
     assert claims["iat"] == int(clock.timestamp())
@@ -489,3 +492,15 @@ async def test_the_async_client_proves_and_retries_nonces_the_same_way(
     first, second = keyturn.service_requests
     assert check_resource_proof(first, "at-1", clock) is None
     assert check_resource_proof(second, "at-1", clock) == "rs-1"
+
+
+def test_a_client_id_with_an_api_key_is_the_basic_user_name(
+    make: Callable[..., Client], keyturn: Scripted
+) -> None:
+    """RFC 6749 §2.3.1: ``client_id:secret``, each form-urlencoded (Keyturn checks both)."""
+    keyturn.token_type = "Bearer"
+
+    make(api_key="kt_k1/secret", client_id=CLIENT_ID).access_token()
+
+    basic = keyturn.basic[0].removeprefix("Basic ")
+    assert base64.b64decode(basic) == b"k_device17:kt_k1%2Fsecret"
