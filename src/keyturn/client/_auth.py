@@ -274,22 +274,7 @@ class KeyturnAuth(httpx.Auth):
     def _drive_sync(self, flow: _Flow) -> AccessToken:
         http = httpx.Client(transport=self._transport, timeout=self._timeout)
         try:
-            step = next(flow)
-            while True:
-                result: Result = None
-                if isinstance(step, httpx.Request):
-                    try:
-                        result = http.send(step)
-                    except httpx.TransportError as exc:
-                        result = exc
-                elif isinstance(step, Wait):
-                    self._sleep(step.seconds)
-                else:
-                    self._persist_sync(step)
-                step = flow.send(result)
-        except StopIteration as stop:
-            token: AccessToken = stop.value
-            return token
+            return _run_sync(flow, http, self._sleep, self._persist_sync)
         finally:
             if self._transport is None:
                 http.close()
@@ -297,24 +282,7 @@ class KeyturnAuth(httpx.Auth):
     async def _drive_async(self, flow: _Flow) -> AccessToken:
         http = httpx.AsyncClient(transport=self._async_transport, timeout=self._timeout)
         try:
-            step = next(flow)
-            while True:
-                result: Result = None
-                if isinstance(step, httpx.Request):
-                    try:
-                        result = await http.send(step)
-                    except httpx.TransportError as exc:
-                        result = exc
-                elif isinstance(step, Wait):
-                    await self._async_sleep(step.seconds)
-                else:
-                    outcome = self._callback(step)
-                    if inspect.isawaitable(outcome):
-                        await outcome
-                step = flow.send(result)
-        except StopIteration as stop:
-            token: AccessToken = stop.value
-            return token
+            return await _run_async(flow, http, self._async_sleep, self._callback)
         finally:
             if self._async_transport is None:
                 await http.aclose()
@@ -330,3 +298,57 @@ class KeyturnAuth(httpx.Auth):
         if self._on_refresh_token is None:
             return None
         return self._on_refresh_token(step.refresh_token)
+
+
+def _run_sync(
+    flow: _Flow,
+    http: httpx.Client,
+    sleep: Callable[[float], None],
+    persist: Callable[[Persist], None],
+) -> AccessToken:
+    """Send, sleep and report for ``flow`` until it returns its token."""
+    try:
+        step = next(flow)
+        while True:
+            result: Result = None
+            if isinstance(step, httpx.Request):
+                try:
+                    result = http.send(step)
+                except httpx.TransportError as exc:
+                    result = exc
+            elif isinstance(step, Wait):
+                sleep(step.seconds)
+            else:
+                persist(step)
+            step = flow.send(result)
+    except StopIteration as stop:
+        token: AccessToken = stop.value
+        return token
+
+
+async def _run_async(
+    flow: _Flow,
+    http: httpx.AsyncClient,
+    sleep: Callable[[float], Awaitable[None]],
+    persist: Callable[[Persist], Any],
+) -> AccessToken:
+    """`_run_sync` for asyncio: ``persist`` may return an awaitable, which is awaited."""
+    try:
+        step = next(flow)
+        while True:
+            result: Result = None
+            if isinstance(step, httpx.Request):
+                try:
+                    result = await http.send(step)
+                except httpx.TransportError as exc:
+                    result = exc
+            elif isinstance(step, Wait):
+                await sleep(step.seconds)
+            else:
+                outcome = persist(step)
+                if inspect.isawaitable(outcome):
+                    await outcome
+            step = flow.send(result)
+    except StopIteration as stop:
+        token: AccessToken = stop.value
+        return token

@@ -49,6 +49,8 @@ Result: TypeAlias = "httpx.Response | httpx.TransportError | None"
 _TRANSIENT_STATUSES: Final = frozenset({408, 425, 429, 500, 502, 503, 504})
 #: RFC 6749 §5.2 codes that say the presented credential itself is no good.
 _REFUSED_CREDENTIAL: Final = frozenset({"invalid_grant", "invalid_client"})
+#: What to check after an error (RFC 9449 §5: a proof is dated, so a clock off fails it).
+_CHECK: Final = {"invalid_dpop_proof": "this machine's clock and the client's dpop key"}
 #: The token types the client can send (RFC 6750 ``Bearer``, RFC 9449 ``DPoP``).
 _TOKEN_TYPES: Final = {"bearer": "Bearer", "dpop": "DPoP"}
 #: Seconds a client assertion lives (Keyturn accepts at most 300; it is single use anyway).
@@ -302,12 +304,19 @@ class TokenState:
         body = _json_body(result)
         if status == 200:
             return self._store(body, now)
+        return self._refusal(grant, status, body, nonce_sent=has_nonce)
+
+    def _refusal(
+        self, grant: GrantType, status: int, body: Any, *, nonce_sent: bool
+    ) -> _Rejected | _NonceWanted | Persist:
+        """What an error answer means: a refused credential, a nonce to retry with, or
+        (raised) a `TokenEndpointError` that names what to check."""
         error = body.get("error") if isinstance(body, dict) else None
         description = body.get("error_description") if isinstance(body, dict) else None
         detail = f": {description}" if isinstance(description, str) else ""
         if status in (400, 401) and error in _REFUSED_CREDENTIAL:
             return self._discard(grant, status, str(error), detail)
-        if status == 400 and error == "use_dpop_nonce" and has_nonce:
+        if status == 400 and error == "use_dpop_nonce" and nonce_sent:
             return _NonceWanted(
                 TokenEndpointError(
                     f"Keyturn wants a DPoP nonce again after a retry with one{detail}",
@@ -323,9 +332,9 @@ class TokenState:
                 error_code=error if isinstance(error, str) else "invalid_response",
             )
         if isinstance(error, str):
+            check = _CHECK.get(error, "the client's scopes and identifier")
             raise TokenEndpointError(
-                f"Keyturn refused the token request ({error}{detail}); "
-                "check the client's scopes and identifier",
+                f"Keyturn refused the token request ({error}{detail}); check {check}",
                 status_code=status,
                 error_code=error,
             )
