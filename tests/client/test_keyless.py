@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import httpx
+import jwt
 import pytest
 
 from keyturn.client import (
@@ -111,8 +112,9 @@ class Scripted:
         return httpx.Response(200)
 
 
-def _claims(proof: str) -> dict[str, Any]:
-    payload = proof.split(".")[1]
+def _claims(proof: str, part: int = 1) -> dict[str, Any]:
+    """A JWS's payload (``part=0``: its header), decoded without checking anything."""
+    payload = proof.split(".")[part]
     decoded: dict[str, Any] = json.loads(
         base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
     )
@@ -504,3 +506,47 @@ def test_a_client_id_with_an_api_key_is_the_basic_user_name(
 
     basic = keyturn.basic[0].removeprefix("Basic ")
     assert base64.b64decode(basic) == b"k_device17:kt_k1%2Fsecret"
+
+
+@pytest.mark.parametrize("alg", ["ES256", "EdDSA", "RS256"])
+def test_pyjwt_an_independent_implementation_accepts_the_proofs_and_assertions(
+    make: Callable[..., Client], keyturn: Scripted, alg: str
+) -> None:
+    """What the client signs is plain RFC 7515/7523/9449 JWTs: PyJWT verifies them with
+    the proof's embedded jwk and the device's public PEM."""
+    device = SigningKey.generate(alg)
+    dpop = SigningKey.generate(alg)
+    seen: list[httpx.Request] = []
+
+    def record(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        body = {"access_token": "at-1", "token_type": "DPoP", "expires_in": 900}
+        return httpx.Response(200, json=body)
+
+    Client(
+        KEYTURN,
+        client_id=CLIENT_ID,
+        private_key=device,
+        dpop=dpop,
+        transport=httpx.MockTransport(record),
+    ).access_token()
+
+    [request] = seen
+    proof = request.headers["dpop"]
+    header = _claims(proof, part=0)
+    proof_claims = jwt.decode(proof, jwt.PyJWK(header["jwk"]).key, algorithms=[alg])
+    form = dict(parse_qsl(request.content.decode()))
+    assertion = jwt.decode(
+        form["client_assertion"],
+        device.verification_key.public_pem(),
+        algorithms=[alg],
+        audience=TOKEN_URL,
+        issuer=CLIENT_ID,
+        options={"require": ["exp", "iat", "jti", "sub"]},
+    )
+    assert (header["typ"], proof_claims["htm"], proof_claims["htu"]) == (
+        "dpop+jwt",
+        "POST",
+        TOKEN_URL,
+    )
+    assert assertion["sub"] == CLIENT_ID
