@@ -42,7 +42,10 @@ if TYPE_CHECKING:
 
 __all__ = ["keys_app"]
 
-keys_app = typer.Typer(help="Create, list, show, rotate and revoke API keys.", no_args_is_help=True)
+keys_app = typer.Typer(
+    help="Create, list, show, rotate and revoke API keys; make device key pairs.",
+    no_args_is_help=True,
+)
 
 
 @keys_app.command("generate")
@@ -443,8 +446,10 @@ def keys_keypair(
     ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Make a device key pair for private_key_jwt and DPoP (offline: no database, nothing
-    stored or sent); register the public half with `keys create --public-key`."""
+    """Make a device key pair for private_key_jwt and DPoP (offline; nothing is stored).
+
+    Register the public half with `keys create --public-key`. Needs no database or settings.
+    """
     public = _public_path(out)
     if not force:
         for path in (out, public):
