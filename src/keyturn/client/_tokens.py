@@ -49,8 +49,9 @@ Result: TypeAlias = "httpx.Response | httpx.TransportError | None"
 _TRANSIENT_STATUSES: Final = frozenset({408, 425, 429, 500, 502, 503, 504})
 #: RFC 6749 §5.2 codes that say the presented credential itself is no good.
 _REFUSED_CREDENTIAL: Final = frozenset({"invalid_grant", "invalid_client"})
-#: What to check after an error (RFC 9449 §5: a proof is dated, so a clock off fails it).
-_CHECK: Final = {"invalid_dpop_proof": "this machine's clock and the client's dpop key"}
+#: What to check after ``invalid_dpop_proof`` without and with DPoP (a proof is dated).
+_NO_DPOP: Final = "the client's dpop option: Keyturn wants DPoP proofs here (dpop=True)"
+_BAD_DPOP: Final = "this machine's clock and the client's dpop key"
 #: The token types the client can send (RFC 6750 ``Bearer``, RFC 9449 ``DPoP``).
 _TOKEN_TYPES: Final = {"bearer": "Bearer", "dpop": "DPoP"}
 #: Seconds a client assertion lives (Keyturn accepts at most 300; it is single use anyway).
@@ -332,7 +333,9 @@ class TokenState:
                 error_code=error if isinstance(error, str) else "invalid_response",
             )
         if isinstance(error, str):
-            check = _CHECK.get(error, "the client's scopes and identifier")
+            check = "the client's scopes and identifier"
+            if error == "invalid_dpop_proof":  # RFC 9449 §5
+                check = _NO_DPOP if self.dpop is None else _BAD_DPOP
             raise TokenEndpointError(
                 f"Keyturn refused the token request ({error}{detail}); check {check}",
                 status_code=status,
