@@ -42,7 +42,7 @@ HOT_PATHS: dict[str, tuple[HotPath, str]] = {
         ),
         "asyncpg",
     ),
-    "audit.record": (lambda s: s.audit.record(event("login.failed")), "sqlalchemy"),
+    "audit.record": (lambda s: s.audit.record(event("login.failed")), "asyncpg"),
 }
 
 

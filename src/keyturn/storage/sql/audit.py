@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import contextlib
 
 import sqlalchemy as sa
 
@@ -10,6 +11,7 @@ from keyturn.core.records import (
     AuditEvent,
 )
 from keyturn.storage.base import StoredAuditEvent
+from keyturn.storage.sql.hot import Busy
 from keyturn.storage.sql.pooled import Repository
 from keyturn.storage.sql.rows import (
     audit_params,
@@ -29,8 +31,16 @@ class SQLAuditRepository(Repository):
     """The audit trail (`keyturn.storage.base.AuditRepository`)."""
 
     async def record(self, event: AuditEvent) -> None:
-        """Append an event that goes with no other state change."""
+        """Append an event that goes with no other state change, durable once it returns.
+
+        On the hot path the events of concurrent callers share one statement (PostgreSQL)
+        or one group commit (SQLite); each caller returns after that commit.
+        """
         params = audit_params(event)
+        if self._hot is not None:
+            with contextlib.suppress(Busy):
+                await self._hot.record_audit(params)
+                return
         await self._pooled.write(
             "record the audit event", lambda conn: conn.execute(INSERT_AUDIT_EVENT, params)
         )

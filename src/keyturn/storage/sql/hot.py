@@ -1,8 +1,10 @@
 """The hot path: the verbs that have a faster way to the database than the pooled one.
 
-Five verbs run on every authentication and refresh: finding a key by its hash, recording
-its use, storing a refresh token, finding one, and rotating it. Each database engine may
-offer them a faster way than the pooled SQLAlchemy path (`keyturn.storage.sql.pooled`):
+Six verbs run on every authentication and refresh: finding a key by its hash, recording
+its use, storing a refresh token, finding one, rotating it, and appending the audit row
+of an issuance that stores no token (client credentials without a refresh token). Each
+database engine may offer them a faster way than the pooled SQLAlchemy path
+(`keyturn.storage.sql.pooled`):
 
 * PostgreSQL (`keyturn.storage.sql.hot_postgres`): the same statements, rendered once,
   on asyncpg connections leased from the pool, concurrent calls batched into one
@@ -34,7 +36,7 @@ class Busy(Exception):  # noqa: N818 -- a signal to fall back, not an error
 
 
 class HotPath(Protocol):
-    """The fast versions of the five hot verbs, for one database engine."""
+    """The fast versions of the six hot verbs, for one database engine."""
 
     async def find_key_by_hash(self, params: Mapping[str, Any]) -> Sequence[Any] | None:
         """`statements.FIND_KEY_BY_HASH` (``hash``, ``now``): the key's row, or None."""
@@ -57,6 +59,10 @@ class HotPath(Protocol):
     ) -> bool:
         """Mark a live token used (``token``, ``now``, ``new_id``), store its successor
         and the audit row; False, and nothing written, when the token was not live."""
+        ...
+
+    async def record_audit(self, audit: Mapping[str, Any]) -> None:
+        """`statements.INSERT_AUDIT_EVENT` (``audit_*``), committed before it returns."""
         ...
 
     async def close(self) -> None:

@@ -39,6 +39,8 @@ from keyturn.storage.sql.statements import (
     FIND_KEYS_BY_HASH,
     FIND_REFRESH_TOKEN_WITH_KEY,
     FIND_REFRESH_TOKENS_WITH_KEY,
+    INSERT_AUDIT_EVENT,
+    INSERT_AUDIT_EVENTS,
     MARK_KEY_USED,
     ROTATE_WITH_SUCCESSOR_AND_AUDIT,
 )
@@ -298,12 +300,21 @@ class FastPath:
 class PostgresHotPath:
     """The hot verbs on PostgreSQL (`keyturn.storage.sql.hot.HotPath`), through `FastPath`.
 
-    Lookups and stores of refresh tokens are batched per event-loop turn; storing a
+    Lookups and stores of refresh tokens, and audit rows appended alone, are batched per
+    event-loop turn (each caller resumes once its batch's statement committed); storing a
     refresh token and rotating one are one data-modifying CTE each (the token, its audit
     row, and for a rotation the compare-and-set), hence one round trip.
     """
 
-    __slots__ = ("_add_token", "_find_key", "_find_token", "_mark_key_used", "_rotate", "fast")
+    __slots__ = (
+        "_add_token",
+        "_audit",
+        "_find_key",
+        "_find_token",
+        "_mark_key_used",
+        "_rotate",
+        "fast",
+    )
 
     def __init__(self, fast: FastPath) -> None:
         self.fast: Final = fast
@@ -318,6 +329,9 @@ class PostgresHotPath:
             "look up the refresh token", FIND_REFRESH_TOKEN_WITH_KEY, FIND_REFRESH_TOKENS_WITH_KEY
         )
         self._rotate: Final = fast.prepare(ROTATE_WITH_SUCCESSOR_AND_AUDIT)
+        self._audit: Final = fast.batched_writes(
+            "record the audit event", INSERT_AUDIT_EVENT, INSERT_AUDIT_EVENTS
+        )
 
     async def find_key_by_hash(self, params: Mapping[str, Any]) -> Sequence[Any] | None:
         """The key's row, batched with the lookups of the same turn."""
@@ -344,6 +358,10 @@ class PostgresHotPath:
         params = {**used, **successor, **audit}
         row = await self.fast.fetchrow("rotate the refresh token", self._rotate, params)
         return bool(row[0])
+
+    async def record_audit(self, audit: Mapping[str, Any]) -> None:
+        """Append the audit row, batched with the same turn's (one autocommit statement)."""
+        await self._audit(audit)
 
     async def close(self) -> None:
         """Give the leased connections back to the pool."""

@@ -390,6 +390,11 @@ class SqliteHotPath:
 
         return await self.lite.write("rotate the refresh token", rotate)
 
+    async def record_audit(self, audit: Mapping[str, Any]) -> None:
+        """Append the audit row, in the next group commit."""
+        insert = self._insert_audit
+        await self.lite.write("record the audit event", lambda conn: conn.execute(insert, audit))
+
     async def close(self) -> None:
         """Wait for running checkpoints, then close the loop's connection."""
         await self.lite.close()

@@ -43,6 +43,7 @@ __all__ = [
     "HASH",
     "INSERT_API_KEY",
     "INSERT_AUDIT_EVENT",
+    "INSERT_AUDIT_EVENTS",
     "INSERT_REFRESH_TOKEN",
     "KEY_IS_LIVE",
     "MARK_KEY_USED",
@@ -229,7 +230,8 @@ def _inserts(table: sa.Table, params: Mapping[str, sa.BindParameter[Any]]) -> sa
     ``params`` maps each column to the single-row statement's parameter for it.
     """
     each = _each(params)
-    return sa.insert(table).from_select(list(params), sa.select(*(each.c[name] for name in params)))
+    rows = sa.select(*(each.c[name] for name in params)).order_by(each.c.n)
+    return sa.insert(table).from_select(list(params), rows)
 
 
 FIND_KEYS_BY_HASH: Final = _lookups({"hash": HASH, "now": NOW}, _key_with_hash)
@@ -263,6 +265,8 @@ def _add_refresh_tokens_with_audit() -> sa.Select[tuple[int, str]]:
 
 
 ADD_REFRESH_TOKENS_WITH_AUDIT: Final = _add_refresh_tokens_with_audit()
+# `INSERT_AUDIT_EVENT` for a batch: the audit rows of one turn's issuances, one statement.
+INSERT_AUDIT_EVENTS: Final = _inserts(audit_events, AUDIT)
 REVOKE_REFRESH_FAMILY: Final = (
     sa.update(refresh_tokens)
     .where(

@@ -2,7 +2,7 @@
 
 Each verb is one transaction, and each state change writes its audit row in it. Reads
 and single-statement writes run on autocommit connections (no BEGIN/COMMIT round
-trips). Every verb runs on the pooled path (`keyturn.storage.sql.pooled`); the five hot
+trips). Every verb runs on the pooled path (`keyturn.storage.sql.pooled`); the six hot
 verbs of authentication and refresh first try the database's hot path
 (`keyturn.storage.sql.hot`), which `SQLStorage` picks once, when it is built: asyncpg
 with batched one-round-trip statements on PostgreSQL (`keyturn.storage.sql.hot_postgres`),
@@ -67,7 +67,7 @@ class SQLStorage:
         self._users = SQLUserRepository(pooled)
         self._signing_keys = SQLSigningKeyRepository(pooled)
         self._revocations = SQLRevocationRepository(pooled)
-        self._audit = SQLAuditRepository(pooled)
+        self._audit = SQLAuditRepository(pooled, self._hot)
         self._settings = SQLServerSettings(pooled)
         self._client_keys = SQLClientKeyRepository(pooled)
         self._replays = SQLReplayRepository(pooled)
