@@ -8,6 +8,7 @@ inherits them all and adds reading the environment and the rules that span group
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from datetime import timedelta
@@ -30,7 +31,7 @@ from keyturn.config.process import ProcessSettings
 from keyturn.config.secrets import SecretSettings
 from keyturn.config.storage import StorageSettings
 from keyturn.config.tokens import TokenSettings
-from keyturn.service.config import MAX_ACCESS_TOKEN_LIFETIME
+from keyturn.service.config import MAX_ACCESS_TOKEN_LIFETIME, ServiceConfig
 
 __all__ = ["Settings", "closest_setting", "unknown_variables"]
 
@@ -99,6 +100,12 @@ class Settings(
             raise SettingsError(_problems(exc, sources, values)) from None
         settings._sources = sources
         return settings
+
+    def service_config(self) -> ServiceConfig:
+        """`TokenSettings.service_config`, with key records trusted from memory for at most
+        ``poll_interval``: the bound the verifier honours for revocations (issue 19)."""
+        config = super().service_config()
+        return dataclasses.replace(config, key_cache_ttl=timedelta(seconds=self.poll_interval))
 
     def source(self, name: str) -> str:
         """Where setting ``name`` came from: ``default``, ``command line``, or a variable."""

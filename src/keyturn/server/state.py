@@ -142,6 +142,10 @@ class KeyturnState:
                 await task
         self._tasks = []
         self.metrics.flush()  # with several workers, counts left here would be lost
+        try:
+            await self.service.flush_key_usage()  # the keys' last uses noted since the poll
+        except KeyturnError as exc:
+            logger.warning("could not record the API keys' last use: %s", exc.message)
         await self.limiter.close()
         await self.runtime.close()
 
@@ -158,6 +162,7 @@ class KeyturnState:
         await self.service.reload_revocations()
         if not await self.service.activate_due_signing_keys():
             await self.service.reload_signing_keys()
+        await self.service.flush_key_usage()
 
     @staticmethod
     async def _every(seconds: float, job: object) -> None:

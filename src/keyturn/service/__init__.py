@@ -50,6 +50,7 @@ from keyturn.service.issuing import (
     TokenIssuer,
     TokenPair,
 )
+from keyturn.service.keycache import KeyCache, KeyUsage
 from keyturn.service.keys import CreatedKey, KeyAdmin, KeyPage
 from keyturn.service.passwords import PasswordWorker, default_password_concurrency
 from keyturn.service.refreshing import RefreshGrant
@@ -103,13 +104,16 @@ class KeyturnService:
         observer: ServiceObserver | None = None,
         replays: ReplayRepository | None = None,
     ) -> None:
+        config = config or ServiceConfig()
         context = ServiceContext(
             storage=storage,
-            config=config or ServiceConfig(),
+            config=config,
             policy=policy or ClaimsPolicy.default(),
             clock=clock,
             observer=observer or NullObserver(),
             revocations=RevocationList(),
+            key_cache=KeyCache(config.key_cache_ttl),
+            key_usage=KeyUsage(config.last_used_resolution),
         )
         self._context = context
         self._pepper = pepper
@@ -195,6 +199,7 @@ class KeyturnService:
     @storage.setter
     def storage(self, storage: Storage) -> None:
         self._context.storage = storage
+        self._context.key_cache.clear()
 
     @property
     def config(self) -> ServiceConfig:
@@ -286,9 +291,17 @@ class KeyturnService:
         """The public JWK Set to publish."""
         return dict(self.key_set.jwks())
 
+    async def flush_key_usage(self) -> int:
+        """Write the keys' uses noted since the last flush (``last_used_at``); how many.
+
+        The server calls it every ``KEYTURN_POLL_INTERVAL`` and when it shuts down.
+        """
+        return await self._context.key_usage.flush(self.storage.keys)
+
     async def maintain(self) -> None:
         """Periodic upkeep: activate due signing keys, drop expired state, reload caches."""
         now = self._context.clock()
+        await self.flush_key_usage()
         await self.activate_due_signing_keys()
         await self.storage.signing_keys.delete_unpublished(now=now)
         await self.storage.refresh_tokens.delete_expired(before=now)

@@ -47,6 +47,10 @@ class ServiceConfig:
         dpop_required: every token request needs a DPoP proof (RFC 9449), deployment-wide.
         dpop_nonce: token requests need a server nonce in their DPoP proof (RFC 9449 §8).
         dpop_proof_max_age: how old a DPoP proof's ``iat`` may be, in seconds.
+        key_cache_ttl: how long a key record read from storage authenticates without being
+            read again (`keyturn.service.keycache`): the bound within which a secret
+            rotated out by another instance stops authenticating here. Zero (the library's
+            default) reads every time; the server uses ``KEYTURN_POLL_INTERVAL``.
     """
 
     issuer: str = "http://localhost:8080"
@@ -64,6 +68,7 @@ class ServiceConfig:
     dpop_required: bool = False
     dpop_nonce: bool = False
     dpop_proof_max_age: int = DEFAULT_PROOF_MAX_AGE
+    key_cache_ttl: timedelta = timedelta(0)
 
     def __post_init__(self) -> None:
         for name in (
@@ -79,7 +84,12 @@ class ServiceConfig:
             raise ValueError("access_token_lifetime may be at most two days")
         if self.dpop_proof_max_age <= 0:
             raise ValueError("dpop_proof_max_age must be positive")
-        for name in ("key_rotation_grace", "refresh_reuse_grace", "signing_key_publish_delay"):
+        for name in (
+            "key_rotation_grace",
+            "refresh_reuse_grace",
+            "signing_key_publish_delay",
+            "key_cache_ttl",
+        ):
             if getattr(self, name) < timedelta(0):
                 raise ValueError(f"{name} may not be negative")
 

@@ -10,6 +10,7 @@ from keyturn.core.policy import ClaimsPolicy
 from keyturn.core.revocation import RevocationList
 from keyturn.observer import ServiceObserver
 from keyturn.service.config import ServiceConfig
+from keyturn.service.keycache import KeyCache, KeyUsage
 from keyturn.storage.base import Storage
 
 __all__ = ["ServiceContext"]
@@ -30,3 +31,7 @@ class ServiceContext:
     observer: ServiceObserver
     #: The in-memory revocation state the verifier consults.
     revocations: RevocationList
+    #: API-key records found by hash, each kept for ``config.key_cache_ttl``.
+    key_cache: KeyCache
+    #: Keys' latest uses, written to ``last_used_at`` in batches.
+    key_usage: KeyUsage

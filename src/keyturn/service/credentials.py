@@ -66,9 +66,15 @@ class Credentials:
         else:
             value = check_legacy_key(key)
         key_hash = self.hash(value, SecretKind.API_KEY)
+        cache = self._context.key_cache
+        record = cache.get(key_hash, now)
+        if record is not None:
+            return record
         record = await self._context.storage.keys.find_by_hash(key_hash, now=now)
         if record is None and not looks_generated(key):
             record = await self._upgrade_imported_key(value, key_hash, now)
+        if record is not None:
+            cache.put(key_hash, record, now)
         return record
 
     async def find_usable_key(self, key: str, now: datetime) -> ApiKeyRecord | None:

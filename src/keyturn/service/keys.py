@@ -178,7 +178,9 @@ class KeyAdmin:
             expires_at=now + self._context.config.legacy_key_lifetime,
         )
         audit = audit_event("key.registered", record.id, actor=actor, request_id=request_id, at=now)
-        return await self._context.storage.keys.register_legacy(record, audit=audit)
+        stored = await self._context.storage.keys.register_legacy(record, audit=audit)
+        self._context.key_cache.forget(stored.id)  # a renewed expiry counts at once here
+        return stored
 
     async def is_registered(self, key: str) -> bool:
         """Tell whether ``key`` is a usable registered key (JWThenticator semantics)."""
@@ -194,7 +196,7 @@ class KeyAdmin:
         record = await self._context.storage.keys.get(key_id)
         if record is None:
             raise NotFoundError(f"no API key with id {key_id!r}")
-        return record
+        return self._context.key_usage.latest(record)
 
     async def list(
         self,
@@ -212,7 +214,8 @@ class KeyAdmin:
             ),
             limit,
         )
-        return KeyPage(keys=page, next_after=next_after)
+        latest = self._context.key_usage.latest
+        return KeyPage(keys=[latest(record) for record in page], next_after=next_after)
 
     async def revoke(
         self,
@@ -232,13 +235,14 @@ class KeyAdmin:
             "key.revoked", key_id, actor=actor, request_id=request_id, at=now, reason=reason
         )
         record = await self._context.storage.keys.revoke(key_id, at=now, reason=reason, audit=audit)
+        self._context.key_cache.forget(key_id)
         if record is None:
             raise NotFoundError(f"no API key with id {key_id!r}")
         assert record.revoked_at is not None  # noqa: S101 -- revoke() sets it
         self._context.revocations.revoke_subject(
             record.subject, at=int(record.revoked_at.timestamp())
         )
-        return record
+        return self._context.key_usage.latest(record)
 
     async def rotate(
         self,
@@ -280,6 +284,7 @@ class KeyAdmin:
                 grace_seconds=int(grace.total_seconds()),
             ),
         )
+        self._context.key_cache.forget(key_id)
         if record is None:
             raise NotFoundError(f"no usable API key with id {key_id!r}")
         return CreatedKey(record=record, secret=secret.value)
@@ -334,6 +339,7 @@ class KeyAdmin:
                 expires_at=when.isoformat(),
             ),
         )
+        self._context.key_cache.forget(key_id)
         if record is None:
             raise NotFoundError(f"no API key with id {key_id!r}")
         return record

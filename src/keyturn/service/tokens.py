@@ -7,6 +7,7 @@ revocation state. The refresh-token grant is `keyturn.service.refreshing.Refresh
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Final
@@ -21,6 +22,7 @@ from keyturn.errors import (
     InvalidClientError,
     InvalidGrantError,
     InvalidTokenError,
+    KeyturnError,
     MalformedSecretError,
     UnauthorizedClientError,
 )
@@ -141,11 +143,15 @@ class TokenService:
         return await self._issued(record, now, TokenPair(access=access, scopes=grant.scopes))
 
     async def _issued(self, record: ApiKeyRecord, now: datetime, pair: TokenPair) -> TokenPair:
-        """Note a key's use (at most every ``last_used_resolution``) and report the token."""
-        last = record.last_used_at
-        if last is None or now - last >= self._context.config.last_used_resolution:
-            await self._context.storage.keys.mark_used(record.id, at=now)
-        self._context.observer.token_issued("api_key", key_id=record.id, jti=pair.access.jti)
+        """Note a key's use (written in batches, see `KeyUsage`) and report the token."""
+        context = self._context
+        if context.key_usage.note(record, now):
+            # No poller flushed for a whole resolution (a library without the server's
+            # background tasks): this request does. ``last_used_at`` is informational, so
+            # an outage here does not refuse the token already issued and audited.
+            with contextlib.suppress(KeyturnError):
+                await context.key_usage.flush(context.storage.keys)
+        context.observer.token_issued("api_key", key_id=record.id, jti=pair.access.jti)
         return pair
 
     async def authenticate_client(
