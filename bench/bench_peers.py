@@ -273,7 +273,8 @@ def run_keyturn(backend: str, workdir: Path, args: Any) -> list[dict]:
             ),
         ]
         for route, path, env in runs:
-            results.append(measure(server, route, path, env, args))
+            if args.routes is None or route in args.routes:
+                results.append(measure(server, route, path, env, args))
     finally:
         server.stop()
     return results
@@ -423,6 +424,13 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=0, help="keys + refresh tokens to preload")
     parser.add_argument("--oidc-provider", default="9", help="npm version of oidc-provider")
     parser.add_argument("--no-node", action="store_true", help="skip node-oidc-provider")
+    parser.add_argument("--no-floor", action="store_true", help="skip the raw-ASGI floor")
+    parser.add_argument(
+        "--routes",
+        type=lambda text: set(text.split(",")),
+        default=None,
+        help="Keyturn's routes to run, e.g. token,authenticate (default: all three)",
+    )
     parser.add_argument("--grow", type=int, default=0, help="rounds of the growth run")
     parser.add_argument("--grow-seconds", type=float, default=10.0, help="/authenticate per round")
     parser.add_argument("--grow-rows", type=int, default=0, help="load_rows.py rows per round")
@@ -442,7 +450,8 @@ def main() -> None:
             if args.grow:
                 run_grow(workdir, args)
                 return
-            results += run_floor(workdir, args)
+            if not args.no_floor:
+                results += run_floor(workdir, args)
             if not args.no_node:
                 results += run_node(workdir, args)
             backends = ("sqlite", "postgresql") if args.backend == "both" else (args.backend,)
