@@ -112,12 +112,18 @@ def measure(server: bh.Server, route: str, path: str, env: dict[str, str], args:
         raise RuntimeError(f"{server.label}: {path} answered {status}: {answer!r}")
     if args.warmup > 0:
         bh.run_wrk(url, env, args.warmup, args)
+    profiler = None
+    if args.py_spy:
+        profiler = bh.start_profiler(server, argparse.Namespace(name=route), args)
     postgres = functools.partial(bh.postgres_cpu_ticks, server.database, reaped=server.reaps)
     server_before, postgres_before = server.cpu_seconds(), postgres()
     cores_before, started = bh.cpu_times(), time.monotonic()
     text = bh.run_wrk(url, env, args.duration, args)
     elapsed = time.monotonic() - started
     busy = bh.busy_shares(cores_before, bh.cpu_times())
+    server_after, postgres_after = server.cpu_seconds(), postgres()
+    if profiler is not None:
+        bh.finish_profiler(*profiler)
     parsed = bh.parse_wrk(text)
     lua = parsed["lua"]
     requests = max(1, lua["requests"])
@@ -128,8 +134,8 @@ def measure(server: bh.Server, route: str, path: str, env: dict[str, str], args:
         "p50_ms": lua["p50_us"] / 1e3,
         "p99_ms": lua["p99_us"] / 1e3,
         "errors": {name: n for name, n in lua["errors"].items() if n},
-        "server_us": 1e6 * (server.cpu_seconds() - server_before) / requests,
-        "postgres_us": 1e6 * bh.postgres_cpu_seconds(postgres_before, postgres()) / requests,
+        "server_us": 1e6 * (server_after - server_before) / requests,
+        "postgres_us": 1e6 * bh.postgres_cpu_seconds(postgres_before, postgres_after) / requests,
         "cores_busy": busy,
         "elapsed": elapsed,
     }
@@ -440,7 +446,12 @@ def main() -> None:
     parser.add_argument("--keyturn", type=Path, default=Path(sys.executable).parent / "keyturn")
     parser.add_argument("--keyturn-env", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
+    parser.add_argument(
+        "--py-spy", type=Path, help="sample each measured run with py-spy into this folder"
+    )
+    parser.add_argument("--py-spy-args", default="", help="extra py-spy record arguments")
     args = parser.parse_args()
+    args.py_spy_bin = str(Path(sys.executable).parent / "py-spy")
     args.databases = []
     print(f"load average {os.getloadavg()}; {os.cpu_count()} CPUs", flush=True)
     results: list[dict] = []

@@ -257,6 +257,26 @@ async def test_concurrent_token_stores_write_what_sequential_ones_write(
 
 
 @pytest.mark.postgresql
+async def test_concurrent_issuances_and_audit_events_go_in_one_round_trip_each(
+    pg_storage: SQLStorage, round_trips: list[str]
+) -> None:
+    await _seed_keys(pg_storage)  # k3 is revoked
+    round_trips.clear()
+
+    recorded = await asyncio.gather(
+        *(pg_storage.audit.record_issuance(event("token.issued", k)) for k in ("k1", "k3", "k2"))
+    )
+    await asyncio.gather(*(pg_storage.audit.record(event("login.failed")) for _ in range(3)))
+
+    assert recorded == [True, False, True]
+    assert len(round_trips) == 2
+    assert all("unnest" in sql for sql in round_trips)
+    issued = await pg_storage.audit.list(limit=10, action="token.issued")
+    assert [stored.event.target_id for stored in issued] == ["k2", "k1"]
+    assert len(await pg_storage.audit.list(limit=10, action="login.failed")) == 3
+
+
+@pytest.mark.postgresql
 async def test_concurrent_token_lookups_answer_as_sequential_ones(
     pg_storage: SQLStorage, round_trips: list[str]
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from datetime import timedelta
 
@@ -156,7 +157,10 @@ async def test_every_state_change_is_audited_and_no_audit_row_holds_a_secret(
     await sql_storage.keys.rotate(
         "k1", new_hash=hashes[1], grace_until=NOW, audit=event("key.rotated", "k1")
     )
-    await sql_storage.keys.set_expiry("k1", expires_at=NOW, audit=event("key.expired", "k1"))
+    # Expiring later: a key expired by then gets no refresh token (issue 19).
+    await sql_storage.keys.set_expiry(
+        "k1", expires_at=NOW + timedelta(hours=1), audit=event("key.expired", "k1")
+    )
     await sql_storage.refresh_tokens.add(
         refresh_token("t1", token_hash=hashes[2]), audit=event("refresh.issued", "t1")
     )
@@ -202,3 +206,53 @@ async def test_every_state_change_is_audited_and_no_audit_row_holds_a_secret(
     for row in rows:
         text = repr(tuple(row))
         assert not [secret for secret in secrets_as_text if secret in text]
+
+
+async def _issuance_keys(storage: SQLStorage) -> None:
+    await storage.keys.add(api_key("k1"), audit=event("key.registered"))
+    await storage.keys.add(api_key("k2"), audit=event("key.registered"))
+    await storage.keys.revoke("k2", at=NOW, reason="leaked", audit=event("key.revoked"))
+    await storage.keys.add(
+        api_key("k3", expires_at=NOW + timedelta(seconds=1)), audit=event("key.registered")
+    )
+
+
+_ISSUANCES = [
+    ("k1", NOW, True),
+    ("k2", NOW, False),  # revoked
+    ("k3", NOW, True),
+    ("k3", NOW + timedelta(seconds=1), False),  # expired by then
+]
+
+
+async def test_an_issuance_is_recorded_only_while_its_key_is_live(storage: SQLStorage) -> None:
+    """The database decides, whatever record of the key the service holds (issue 19)."""
+    await _issuance_keys(storage)
+
+    recorded = [
+        await storage.audit.record_issuance(event("token.issued", key_id, at=at, detail={"n": 1}))
+        for key_id, at, _ in _ISSUANCES
+    ]
+
+    assert recorded == [live for _, _, live in _ISSUANCES]
+    issued = await storage.audit.list(limit=10, action="token.issued")
+    assert [(stored.event.target_id, stored.event.detail) for stored in reversed(issued)] == [
+        ("k1", {"n": 1}),
+        ("k3", {"n": 1}),
+    ]
+
+
+async def test_concurrent_issuances_are_recorded_as_sequential_ones(storage: SQLStorage) -> None:
+    """On PostgreSQL one batched statement, on SQLite one group commit: the same answers."""
+    await _issuance_keys(storage)
+
+    recorded = await asyncio.gather(
+        *(
+            storage.audit.record_issuance(event("token.issued", key_id, at=at, request_id=key_id))
+            for key_id, at, _ in _ISSUANCES
+        )
+    )
+
+    assert recorded == [live for _, _, live in _ISSUANCES]
+    issued = await storage.audit.list(limit=10, action="token.issued")
+    assert sorted(stored.event.request_id or "" for stored in issued) == ["k1", "k3"]

@@ -130,7 +130,7 @@ class TokenService:
     ) -> TokenPair:
         """The access token alone (RFC 6749 §4.4.3), audited without a refresh token."""
         access = self._issuer.issue(record, grant, now, jkt=jkt)
-        await self._context.storage.audit.record(
+        recorded = await self._context.storage.audit.record_issuance(
             audit_event(
                 "token.issued",
                 record.id,
@@ -140,6 +140,10 @@ class TokenService:
                 jti=access.jti,
             )
         )
+        if not recorded:  # revoked or expired in the database since this record was read
+            self._context.key_cache.forget(record.id)
+            self._context.observer.authentication_failed("revoked_key", key_id=record.id)
+            raise InvalidGrantError(BAD_KEY)
         return await self._issued(record, now, TokenPair(access=access, scopes=grant.scopes))
 
     async def _issued(self, record: ApiKeyRecord, now: datetime, pair: TokenPair) -> TokenPair:

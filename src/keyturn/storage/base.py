@@ -184,9 +184,10 @@ class RefreshTokenRepository(Protocol):
     async def add(self, token: RefreshTokenRecord, *, audit: AuditEvent) -> bool:
         """Store a new refresh token (first of its family); True when stored.
 
-        A token of an API key is stored only if the key is not revoked, checked in the
-        same statement or transaction: False (nothing written, no audit row) once the
-        key's revocation has committed, so no token is issued for it from then on.
+        A token of an API key is stored only if the key is neither revoked nor expired at
+        the token's ``created_at``, checked in the same statement or transaction: False
+        (nothing written, no audit row) once the key's revocation or expiry has
+        committed, so no token is issued for it from then on.
         """
 
     async def find_with_key(
@@ -279,6 +280,11 @@ class AuditRepository(Protocol):
 
     async def record(self, event: AuditEvent) -> None:
         """Append an event that goes with no other state change."""
+
+    async def record_issuance(self, event: AuditEvent) -> bool:
+        """Append the audit row of an access token issued alone to key ``event.target_id``,
+        unless that key is revoked or expired at ``event.at``: then False, nothing written."""
+        ...
 
     async def list(
         self,

@@ -160,10 +160,10 @@ class InMemoryRefreshTokenRepository(Repository):
     """Refresh tokens (`keyturn.storage.base.RefreshTokenRepository`)."""
 
     async def add(self, token: RefreshTokenRecord, *, audit: AuditEvent) -> bool:
-        """Store a new refresh token and its audit row, unless its key is revoked."""
+        """Store a new refresh token and its audit row, unless its key is revoked or expired."""
         if token.key_id is not None:
             key = self._tables.keys.get(token.key_id)
-            if key is not None and key.revoked_at is not None:
+            if key is not None and not key.is_usable(token.created_at):
                 return False
         self._store(token)
         self._tables.record(audit)
@@ -426,6 +426,14 @@ class InMemoryAuditRepository(Repository):
     async def record(self, event: AuditEvent) -> None:
         """Append an event that goes with no other state change."""
         self._tables.record(event)
+
+    async def record_issuance(self, event: AuditEvent) -> bool:
+        """Append an issuance's event unless its key is revoked or expired at ``event.at``."""
+        key = self._tables.keys.get(event.target_id or "")
+        if key is not None and not key.is_usable(event.at):
+            return False
+        self._tables.record(event)
+        return True
 
     async def list(
         self,

@@ -19,6 +19,7 @@ from keyturn.storage.sql.rows import (
 )
 from keyturn.storage.sql.statements import (
     INSERT_AUDIT_EVENT,
+    ISSUANCE_KEY_IS_LIVE,
 )
 from keyturn.storage.tables import (
     audit_events,
@@ -44,6 +45,25 @@ class SQLAuditRepository(Repository):
         await self._pooled.write(
             "record the audit event", lambda conn: conn.execute(INSERT_AUDIT_EVENT, params)
         )
+
+    async def record_issuance(self, event: AuditEvent) -> bool:
+        """Append the audit row of a token issued to key ``event.target_id`` alone, unless
+        that key is revoked or expired at ``event.at``: then False, and nothing written.
+
+        The database decides, whatever record of the key the caller holds (issue 19).
+        """
+        params = audit_params(event)
+        if self._hot is not None:
+            with contextlib.suppress(Busy):
+                return await self._hot.record_issuance(params)
+
+        def record(conn: sa.Connection) -> bool:
+            if conn.execute(ISSUANCE_KEY_IS_LIVE, params).first() is None:
+                return False
+            conn.execute(INSERT_AUDIT_EVENT, params)
+            return True
+
+        return await self._pooled.write_transaction("record the token's issuance", record)
 
     async def list(
         self,

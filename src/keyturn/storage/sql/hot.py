@@ -1,8 +1,9 @@
 """The hot path: the verbs that have a faster way to the database than the pooled one.
 
-Six verbs run on every authentication and refresh: finding a key by its hash, recording
-its use, storing a refresh token, finding one, rotating it, and appending the audit row
-of an issuance that stores no token (client credentials without a refresh token). Each
+Seven verbs run on every authentication and refresh: finding a key by its hash, recording
+its use, storing a refresh token, finding one, rotating it, appending the audit row of an
+issuance that stores no token (client credentials without a refresh token, unless the key
+is revoked or expired by then), and appending an audit event on its own. Each
 database engine may offer them a faster way than the pooled SQLAlchemy path
 (`keyturn.storage.sql.pooled`):
 
@@ -36,7 +37,7 @@ class Busy(Exception):  # noqa: N818 -- a signal to fall back, not an error
 
 
 class HotPath(Protocol):
-    """The fast versions of the six hot verbs, for one database engine."""
+    """The fast versions of the seven hot verbs, for one database engine."""
 
     async def find_key_by_hash(self, params: Mapping[str, Any]) -> Sequence[Any] | None:
         """`statements.FIND_KEY_BY_HASH` (``hash``, ``now``): the key's row, or None."""
@@ -47,7 +48,7 @@ class HotPath(Protocol):
         ...
 
     async def add_refresh_token(self, token: Mapping[str, Any], audit: Mapping[str, Any]) -> bool:
-        """Store a token (``new_*``) and its audit row (``audit_*``) unless its key is revoked."""
+        """Store a token (``new_*``) and its audit row (``audit_*``) unless its key is dead."""
         ...
 
     async def find_refresh_token(self, params: Mapping[str, Any]) -> Sequence[Any] | None:
@@ -59,6 +60,11 @@ class HotPath(Protocol):
     ) -> bool:
         """Mark a live token used (``token``, ``now``, ``new_id``), store its successor
         and the audit row; False, and nothing written, when the token was not live."""
+        ...
+
+    async def record_issuance(self, audit: Mapping[str, Any]) -> bool:
+        """`statements.RECORD_ISSUANCE` (``audit_*``): False, and nothing written, when the
+        key ``audit_target_id`` is revoked or expired at ``audit_at``."""
         ...
 
     async def record_audit(self, audit: Mapping[str, Any]) -> None:

@@ -42,6 +42,8 @@ from keyturn.storage.sql.statements import (
     INSERT_AUDIT_EVENT,
     INSERT_AUDIT_EVENTS,
     MARK_KEY_USED,
+    RECORD_ISSUANCE,
+    RECORD_ISSUANCES,
     ROTATE_WITH_SUCCESSOR_AND_AUDIT,
 )
 
@@ -311,6 +313,7 @@ class PostgresHotPath:
         "_audit",
         "_find_key",
         "_find_token",
+        "_issuance",
         "_mark_key_used",
         "_rotate",
         "fast",
@@ -329,6 +332,9 @@ class PostgresHotPath:
             "look up the refresh token", FIND_REFRESH_TOKEN_WITH_KEY, FIND_REFRESH_TOKENS_WITH_KEY
         )
         self._rotate: Final = fast.prepare(ROTATE_WITH_SUCCESSOR_AND_AUDIT)
+        self._issuance: Final = fast.batched_lookups(
+            "record the token's issuance", RECORD_ISSUANCE, RECORD_ISSUANCES
+        )
         self._audit: Final = fast.batched_writes(
             "record the audit event", INSERT_AUDIT_EVENT, INSERT_AUDIT_EVENTS
         )
@@ -343,7 +349,7 @@ class PostgresHotPath:
         await self.fast.fetchrow("record the API key's use", self._mark_key_used, params)
 
     async def add_refresh_token(self, token: Mapping[str, Any], audit: Mapping[str, Any]) -> bool:
-        """Store the token and its audit row in one statement, unless its key is revoked."""
+        """Store the token and its audit row in one statement, unless its key is dead."""
         return await self._add_token({**token, **audit}) is not None
 
     async def find_refresh_token(self, params: Mapping[str, Any]) -> Sequence[Any] | None:
@@ -358,6 +364,10 @@ class PostgresHotPath:
         params = {**used, **successor, **audit}
         row = await self.fast.fetchrow("rotate the refresh token", self._rotate, params)
         return bool(row[0])
+
+    async def record_issuance(self, audit: Mapping[str, Any]) -> bool:
+        """The issuance's audit row unless its key is dead, batched with the same turn's."""
+        return await self._issuance(audit) is not None
 
     async def record_audit(self, audit: Mapping[str, Any]) -> None:
         """Append the audit row, batched with the same turn's (one autocommit statement)."""

@@ -36,6 +36,7 @@ from keyturn.storage.sql.statements import (
     FIND_REFRESH_TOKEN_WITH_KEY,
     INSERT_AUDIT_EVENT,
     INSERT_REFRESH_TOKEN,
+    ISSUANCE_KEY_IS_LIVE,
     KEY_IS_LIVE,
     MARK_KEY_USED,
     MARK_REFRESH_TOKEN_USED,
@@ -333,6 +334,7 @@ class SqliteHotPath:
         "_find_token",
         "_insert_audit",
         "_insert_token",
+        "_issuance_key_is_live",
         "_key_is_live",
         "_mark_key_used",
         "_mark_token_used",
@@ -348,6 +350,7 @@ class SqliteHotPath:
         self._mark_token_used: Final = lite.prepare(MARK_REFRESH_TOKEN_USED)
         self._insert_token: Final = lite.prepare(INSERT_REFRESH_TOKEN)
         self._insert_audit: Final = lite.prepare(INSERT_AUDIT_EVENT)
+        self._issuance_key_is_live: Final = lite.prepare(ISSUANCE_KEY_IS_LIVE)
 
     async def find_key_by_hash(self, params: Mapping[str, Any]) -> Sequence[Any] | None:
         """The key's row, read on the loop's connection."""
@@ -360,7 +363,7 @@ class SqliteHotPath:
         await self.lite.write("record the API key's use", lambda conn: conn.execute(mark, params))
 
     async def add_refresh_token(self, token: Mapping[str, Any], audit: Mapping[str, Any]) -> bool:
-        """Store the token and its audit row, unless its key is revoked."""
+        """Store the token and its audit row, unless its key is revoked or expired."""
 
         def store(conn: LiteConnection) -> bool:
             if conn.first(self._key_is_live, token) is None:
@@ -389,6 +392,17 @@ class SqliteHotPath:
             return True
 
         return await self.lite.write("rotate the refresh token", rotate)
+
+    async def record_issuance(self, audit: Mapping[str, Any]) -> bool:
+        """The issuance's audit row unless its key is dead, in the next group commit."""
+
+        def record(conn: LiteConnection) -> bool:
+            if conn.first(self._issuance_key_is_live, audit) is None:
+                return False
+            conn.execute(self._insert_audit, audit)
+            return True
+
+        return await self.lite.write("record the token's issuance", record)
 
     async def record_audit(self, audit: Mapping[str, Any]) -> None:
         """Append the audit row, in the next group commit."""

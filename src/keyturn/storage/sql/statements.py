@@ -45,12 +45,15 @@ __all__ = [
     "INSERT_AUDIT_EVENT",
     "INSERT_AUDIT_EVENTS",
     "INSERT_REFRESH_TOKEN",
+    "ISSUANCE_KEY_IS_LIVE",
     "KEY_IS_LIVE",
     "MARK_KEY_USED",
     "MARK_REFRESH_TOKEN_USED",
     "NEW_TOKEN",
     "NOW",
     "RECENT_REVOCATIONS",
+    "RECORD_ISSUANCE",
+    "RECORD_ISSUANCES",
     "REVOKE_REFRESH_FAMILY",
     "ROTATE_WITH_SUCCESSOR_AND_AUDIT",
 ]
@@ -76,12 +79,14 @@ INSERT_AUDIT_EVENT: Final = sa.insert(audit_events).values(AUDIT)
 INSERT_REFRESH_TOKEN: Final = sa.insert(refresh_tokens).values(NEW_TOKEN)
 
 
-def _key_live(key_id: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
-    """False for a revoked key (issue 18); a user's token (no key) is always stored.
+def _key_live(key_id: sa.ColumnElement[Any], at: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
+    """False for a dead key: revoked (issue 18), or expired ``at`` (issue 19: a cached key
+    record may not know yet); a user's token (no key) is always stored.
 
     An unknown key is left to the foreign key, which refuses it (`ConflictError`).
     """
-    return ~sa.exists().where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_not(None))
+    dead = sa.or_(api_keys.c.revoked_at.is_not(None), api_keys.c.expires_at <= at)
+    return ~sa.exists().where(api_keys.c.id == key_id, dead)
 
 
 def _add_refresh_token_with_audit() -> sa.Select[tuple[str]]:
@@ -91,7 +96,10 @@ def _add_refresh_token_with_audit() -> sa.Select[tuple[str]]:
     typed = _typed(refresh_tokens, NEW_TOKEN)
     stored = (
         sa.insert(refresh_tokens)
-        .from_select(list(NEW_TOKEN), sa.select(*typed).where(_key_live(NEW_TOKEN["key_id"])))
+        .from_select(
+            list(NEW_TOKEN),
+            sa.select(*typed).where(_key_live(NEW_TOKEN["key_id"], NEW_TOKEN["created_at"])),
+        )
         .returning(refresh_tokens.c.id)
         .cte("stored_token")
     )
@@ -107,7 +115,9 @@ def _add_refresh_token_with_audit() -> sa.Select[tuple[str]]:
 # PostgreSQL: one statement, one round trip; a row when stored.
 ADD_REFRESH_TOKEN_WITH_AUDIT: Final = _add_refresh_token_with_audit()
 # SQLite: the same check, in the storing transaction.
-KEY_IS_LIVE: Final = sa.select(sa.literal(1)).where(_key_live(NEW_TOKEN["key_id"]))
+KEY_IS_LIVE: Final = sa.select(sa.literal(1)).where(
+    _key_live(NEW_TOKEN["key_id"], NEW_TOKEN["created_at"])
+)
 
 
 def _key_with_hash(
@@ -246,7 +256,9 @@ def _add_refresh_tokens_with_audit() -> sa.Select[tuple[int, str]]:
         sa.insert(refresh_tokens)
         .from_select(
             list(NEW_TOKEN),
-            sa.select(*(calls.c[name] for name in NEW_TOKEN)).where(_key_live(calls.c.key_id)),
+            sa.select(*(calls.c[name] for name in NEW_TOKEN)).where(
+                _key_live(calls.c.key_id, calls.c.created_at)
+            ),
         )
         .returning(refresh_tokens.c.id)
         .cte("stored_tokens")
@@ -265,6 +277,43 @@ def _add_refresh_tokens_with_audit() -> sa.Select[tuple[int, str]]:
 
 
 ADD_REFRESH_TOKENS_WITH_AUDIT: Final = _add_refresh_tokens_with_audit()
+
+
+def _record_issuance() -> sa.Insert:
+    # The audit row of an access token issued alone (client credentials without a refresh
+    # token), unless the key it names (``audit_target_id``) is revoked or expired by then:
+    # the database decides, whatever a cached key record says (issue 19).
+    typed = sa.select(*_typed(audit_events, AUDIT)).where(
+        _key_live(AUDIT["target_id"], AUDIT["at"])
+    )
+    return sa.insert(audit_events).from_select(list(AUDIT), typed).returning(audit_events.c.id)
+
+
+def _record_issuances() -> sa.Select[tuple[int]]:
+    """`RECORD_ISSUANCE` for a batch: ``(n,)`` for each call whose row was written."""
+    each = _each(AUDIT)
+    live = (
+        sa.select(*each.c)
+        .select_from(each)
+        .where(_key_live(each.c.target_id, each.c.at))
+        .cte("live_calls")
+    )
+    audited = (
+        sa.insert(audit_events)
+        .from_select(list(AUDIT), sa.select(*(live.c[name] for name in AUDIT)).order_by(live.c.n))
+        .returning(audit_events.c.id)
+        .cte("audited")
+    )
+    return sa.select(live.c.n).add_cte(audited)
+
+
+# PostgreSQL: one statement; a row when written.
+RECORD_ISSUANCE: Final = _record_issuance()
+RECORD_ISSUANCES: Final = _record_issuances()
+# SQLite: the same check, in the writing transaction.
+ISSUANCE_KEY_IS_LIVE: Final = sa.select(sa.literal(1)).where(
+    _key_live(AUDIT["target_id"], AUDIT["at"])
+)
 # `INSERT_AUDIT_EVENT` for a batch: the audit rows of one turn's issuances, one statement.
 INSERT_AUDIT_EVENTS: Final = _inserts(audit_events, AUDIT)
 REVOKE_REFRESH_FAMILY: Final = (

@@ -2,7 +2,7 @@
 
 Each verb is one transaction, and each state change writes its audit row in it. Reads
 and single-statement writes run on autocommit connections (no BEGIN/COMMIT round
-trips). Every verb runs on the pooled path (`keyturn.storage.sql.pooled`); the six hot
+trips). Every verb runs on the pooled path (`keyturn.storage.sql.pooled`); the seven hot
 verbs of authentication and refresh first try the database's hot path
 (`keyturn.storage.sql.hot`), which `SQLStorage` picks once, when it is built: asyncpg
 with batched one-round-trip statements on PostgreSQL (`keyturn.storage.sql.hot_postgres`),
