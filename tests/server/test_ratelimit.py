@@ -98,3 +98,40 @@ async def test_redis_limiter_fails_open_when_redis_is_down() -> None:
         await limiter.close()
 
     assert results == [None, None, None]
+
+
+HITS = [("addr:a", 1, 60), ("key:k", 5, 60)]
+
+
+async def _hit_all_leaves_later_buckets_uncharged(limiter: RateLimiter) -> None:
+    assert await limiter.hit_all(HITS) is None
+    refused = await limiter.hit_all(HITS)  # the address is over: the key is not charged
+
+    assert refused is not None
+    index, wait = refused
+    assert index == 0
+    assert 1 <= wait <= 60
+    assert await limiter.hit("key:k", limit=2, window=60) is None  # its second hit only
+    assert await limiter.hit("key:k", limit=2, window=60) is not None
+
+
+async def test_hit_all_stops_at_the_first_refused_bucket() -> None:
+    await _hit_all_leaves_later_buckets_uncharged(MemoryRateLimiter())
+
+
+async def test_redis_hit_all_gives_back_the_hits_after_a_refused_bucket(
+    redis_limiter: RateLimiter,
+) -> None:
+    """One round trip for every bucket; the ones after a refusal are given their hit back."""
+    await _hit_all_leaves_later_buckets_uncharged(redis_limiter)
+
+
+async def test_redis_hit_all_fails_open_when_redis_is_down() -> None:
+    pytest.importorskip("redis.asyncio")
+    limiter = RedisRateLimiter("redis://127.0.0.1:1/0")
+    try:
+        results = [await limiter.hit_all(HITS) for _ in range(3)]
+    finally:
+        await limiter.close()
+
+    assert results == [None, None, None]

@@ -9,12 +9,15 @@ JWThenticator's client throw its credentials away.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from keyturn.storage._redis import connect_redis
 
-__all__ = ["MemoryRateLimiter", "RateLimiter", "RedisRateLimiter"]
+__all__ = ["Hit", "MemoryRateLimiter", "RateLimiter", "RedisRateLimiter"]
+
+#: One hit to count: the bucket, its limit and its window (seconds).
+Hit = tuple[str, int, int]
 
 
 class RateLimiter(Protocol):
@@ -23,8 +26,21 @@ class RateLimiter(Protocol):
     async def hit(self, bucket: str, *, limit: int, window: int) -> int | None:
         """Count one hit; return None if allowed, else the seconds to wait."""
 
+    async def hit_all(self, hits: Sequence[Hit]) -> tuple[int, int] | None:
+        """Count a hit in each bucket in order, up to the first one over its limit (the
+        buckets after it are not charged): None if all allowed, else that bucket's index
+        in ``hits`` and the seconds to wait."""
+
     async def close(self) -> None:
         """Release connections."""
+
+
+async def _one_by_one(limiter: RateLimiter, hits: Sequence[Hit]) -> tuple[int, int] | None:
+    for index, (bucket, limit, window) in enumerate(hits):
+        wait = await limiter.hit(bucket, limit=limit, window=window)
+        if wait is not None:
+            return index, wait
+    return None
 
 
 class MemoryRateLimiter:
@@ -52,6 +68,10 @@ class MemoryRateLimiter:
             return None  # refuse to grow without bound; fail open for new buckets
         self._counts[key] = count
         return None
+
+    async def hit_all(self, hits: Sequence[Hit]) -> tuple[int, int] | None:
+        """`RateLimiter.hit_all`: each bucket in turn."""
+        return await _one_by_one(self, hits)
 
     async def close(self) -> None:
         """Nothing to release."""
@@ -84,6 +104,50 @@ class RedisRateLimiter:
         if int(count) > limit:
             return max(1, int(start + window - now + 0.999))
         return None
+
+    async def hit_all(self, hits: Sequence[Hit]) -> tuple[int, int] | None:
+        """`RateLimiter.hit_all` in one round trip (issue 19: one per bucket cost ~200 µs
+        each): every bucket is charged in one pipeline, then the buckets after the first
+        refused one are given their hit back (a second round trip, on refusals only).
+
+        Fails open, like `hit`.
+        """
+        if len(hits) == 1:
+            bucket, limit, window = hits[0]
+            wait = await self.hit(bucket, limit=limit, window=window)
+            return None if wait is None else (0, wait)
+        now = time.time()
+        keys = [self._key(bucket, window, now) for bucket, _, window in hits]
+        try:
+            # No MULTI/EXEC: each INCR and its EXPIRE need no isolation from other
+            # clients, and the transaction's extra replies cost more CPU than the counts.
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key, (_, _, window) in zip(keys, hits, strict=True):
+                    pipe.incr(key)
+                    pipe.expire(key, window + 1)
+                replies = await pipe.execute()
+        except Exception:  # any Redis failure: fail open, by design
+            return None
+        for index, (_, limit, window) in enumerate(hits):
+            if int(replies[2 * index]) > limit:
+                await self._give_back(keys[index + 1 :])
+                start = int(now // window) * window
+                return index, max(1, int(start + window - now + 0.999))
+        return None
+
+    def _key(self, bucket: str, window: int, now: float) -> str:
+        return f"{self._prefix}{bucket}:{int(now // window) * window}"
+
+    async def _give_back(self, keys: Sequence[str]) -> None:
+        if not keys:
+            return
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                for key in keys:
+                    pipe.decr(key)
+                await pipe.execute()
+        except Exception:  # noqa: S110 -- best effort: the hit stays counted, by design
+            pass
 
     async def close(self) -> None:
         """Close the Redis connection pool."""

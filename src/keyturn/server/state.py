@@ -185,14 +185,14 @@ class KeyturnState:
         settings = self.settings
         if not settings.rate_limit_enabled:
             return
-        buckets = [("address", f"addr:{address}", settings.rate_limit_per_address)]
+        hits = [(f"addr:{address}", settings.rate_limit_per_address, 60)]
         if key_bucket is not None:
-            buckets.append(("key", f"key:{key_bucket}", settings.rate_limit_per_key))
-        for kind, bucket, limit in buckets:
-            wait = await self.limiter.hit(bucket, limit=limit, window=60)
-            if wait is not None:
-                self.metrics.rate_limit_hit(kind)
-                raise RateLimitedError("too many requests; retry later", retry_after=wait)
+            hits.append((f"key:{key_bucket}", settings.rate_limit_per_key, 60))
+        refused = await self.limiter.hit_all(hits)
+        if refused is not None:
+            index, wait = refused
+            self.metrics.rate_limit_hit(("address", "key")[index])
+            raise RateLimitedError("too many requests; retry later", retry_after=wait)
 
     async def check_login_rate(self, address: str, email: str) -> None:
         """Charge a login attempt to its address and account counters (before hashing).
