@@ -93,18 +93,21 @@ async def test_revocation_and_expiry_stop_the_key_at_once_on_every_instance(
     assert len(issued) == 4  # none for the refused requests
 
 
-async def test_a_refresh_token_is_never_issued_to_a_key_revoked_elsewhere(
+async def test_a_refresh_token_is_never_issued_to_a_key_revoked_or_expired_elsewhere(
     storage: Storage, clock: FakeClock
 ) -> None:
     here, there = await _instance(storage, clock), await _instance(storage, clock)
-    created = await here.create_key()
-    await there.authenticate(created.secret)  # cached there
+    revoked, expired = await here.create_key(), await here.create_key()
+    for created in (revoked, expired):
+        await there.authenticate(created.secret)  # cached there
 
-    await here.revoke_key(created.record.id)
+    await here.revoke_key(revoked.record.id)
+    await here.expire_key(expired.record.id)
 
     # The stored token's write checks the key in the database, whatever the cache holds.
-    with pytest.raises(InvalidGrantError):
-        await there.authenticate(created.secret)
+    for created in (revoked, expired):
+        with pytest.raises(InvalidGrantError):
+            await there.authenticate(created.secret)
 
 
 async def test_rotation_without_grace_ends_the_old_secret_within_the_bound(

@@ -109,7 +109,8 @@ class TokenService:
         access = self._issuer.issue(record, grant, now, family=refresh.family_id, jkt=dpop_jkt)
         if not await self._issuer.store_refresh_token(
             refresh, record, access, now, request_id=request_id
-        ):  # revoked since it was read: nothing is issued once that committed
+        ):  # revoked or expired since it was read: nothing is issued once that committed
+            self._context.key_cache.forget(record.id)
             self._context.observer.authentication_failed("revoked_key", key_id=record.id)
             raise InvalidGrantError(BAD_KEY)
         pair = TokenPair(
