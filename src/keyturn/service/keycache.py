@@ -6,12 +6,15 @@ looked up in the database on every request, and its use (``last_used_at``) writt
 * `KeyCache` keeps the record found for a key's peppered hash for at most
   ``ServiceConfig.key_cache_ttl`` (the server sets it to ``KEYTURN_POLL_INTERVAL``, the
   bound within which every instance honours a revocation made on another). A record
-  older than that is read again; so a key revoked, rotated, expired or renewed on another
-  instance (or by the CLI) is seen within that bound, and at once on the instance that
-  changed it (`KeyCache.forget`). Only keys found are kept (an unknown secret costs a
-  lookup every time, so guessing cannot fill memory), at most `MAX_CACHED_KEYS` of them,
-  the oldest dropped first. Whether a cached key may authenticate now (revoked, expired,
-  identifier) is decided per request from the record, as for a record just read.
+  older than that is read again; so a key rotated or renewed on another instance (or by
+  the CLI) is seen within that bound, and at once on the instance that changed it
+  (`KeyCache.forget`). Revocation and expiry do not wait for it: the statement that
+  records an issuance (`AuditRepository.record_issuance`, `RefreshTokenRepository.add`)
+  writes nothing for a key revoked or expired in the database, and the request is
+  refused. Only keys found are kept (an unknown secret costs a lookup every time, so
+  guessing cannot fill memory), at most `MAX_CACHED_KEYS` of them, the oldest dropped
+  first. Whether a cached key may authenticate now (revoked, expired, identifier) is
+  also decided per request from the record, as for a record just read.
 * `KeyUsage` keeps each key's latest use in memory and writes it at most once per
   ``last_used_resolution`` per key, in batches (`KeyUsage.flush`: the server's poll, its
   shutdown, and any request that finds the oldest unwritten use older than the
