@@ -72,7 +72,8 @@ async def storage_via_proxy(
 Call = Callable[[SQLStorage, int], Awaitable[object]]
 
 #: Writes and reads on each path: the batched asyncpg fast path (refresh tokens, key
-#: lookups), the SQLAlchemy path (transactions: revoke, audit), and the health check.
+#: lookups, audit events), the SQLAlchemy path (transactions: new keys, revoke), and the
+#: health check.
 CALLS: dict[str, Call] = {
     "refresh_tokens.add": lambda s, n: s.refresh_tokens.add(
         refresh_token(f"t{n}"), audit=event("token.issued")
@@ -155,7 +156,8 @@ async def test_a_database_that_stops_answering_fails_fast_twice_then_recovers(
                 await storage.refresh_tokens.add(
                     refresh_token(f"t{serial}"), audit=event("token.issued")
                 )
-                await storage.audit.record(event("probe"))
+                await storage.audit.record(event("probe"))  # the fast path
+                await storage.keys.add(api_key(f"k{serial}"), audit=event("probe"))  # pooled
             except StorageUnavailableError:
                 return False
             return True
