@@ -4,12 +4,15 @@ Usage: python bench/bench_dpop_server.py [--seconds 3] [--concurrency 16] [--bac
                                   [--rounds 3] [--serial 400]
 
 Same harness as ``bench_service.py`` (one process, N concurrent callers, median of the
-rounds). Four operations per backend:
+rounds). Five operations per backend:
 
 * ``client_credentials (bearer)``: `KeyturnService.authenticate` without a refresh token
   (``/v1/token``'s default), the bearer figure;
 * ``client_credentials (DPoP)``: the same after ``service.dpop.check`` of a fresh proof
   (one signature check plus one replay-store insert), binding the token;
+* ``client_credentials (private_key_jwt)``: the key authenticates with a fresh RFC 7523
+  client assertion instead of its secret (one signature check plus one replay-store
+  insert for the assertion's ``jti``);
 * ``validate (bearer)`` and ``validate (DPoP)``: the ``/v1/validate`` endpoint object
   (`V1ValidateEndpoint.respond`, headers parsed as the server gets them) for a bearer
   token, and for a bound token with the original request's proof (``ath``, a replay-store
@@ -37,6 +40,7 @@ import asyncpg
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_service import ADMIN_DSN, Operation, Row, _measure, _measure_serial, _print
 
+from keyturn.core.assertions import ClientAssertion, create_client_assertion
 from keyturn.core.dpop import create_dpop_proof
 from keyturn.core.keywrap import KeyEncryptionKey, KeyWrapper
 from keyturn.core.secrets import Pepper
@@ -57,8 +61,14 @@ class Proofs:
         self._key, self._method, self._url, self._token = key, method, url, token
         self._pool: list[str] = []
         self.ran_dry = 0
+        #: Set for a pool of client assertions (RFC 7523) instead of DPoP proofs.
+        self.client_id: str | None = None
 
     def _make(self) -> str:
+        if self.client_id is not None:
+            return create_client_assertion(
+                self._key, client_id=self.client_id, audience=self._url, now=int(time.time())
+            )
         return create_dpop_proof(
             self._key,
             method=self._method,
@@ -94,7 +104,11 @@ async def _bench_backend(url: str, args: argparse.Namespace) -> dict[str, Row]:
     device = SigningKey.generate("ES256")
     try:
         await service.start()
-        key = (await service.create_key(scopes=["read"])).secret or ""
+        created = await service.create_key(scopes=["read"])
+        key = created.secret or ""
+        await service.add_public_keys(created.record.id, [device.verification_key])
+        assertions = Proofs(device, "POST", TOKEN_URL, None)
+        assertions.client_id = created.record.id
         bearer = (await service.authenticate(key, issue_refresh_token=False)).access.token
         jkt = await service.dpop.check(
             [create_dpop_proof(device, method="POST", url=TOKEN_URL, now=int(time.time()))],
@@ -124,6 +138,10 @@ async def _bench_backend(url: str, args: argparse.Namespace) -> dict[str, Row]:
             assert proof is not None
             await service.authenticate(key, issue_refresh_token=False, dpop_jkt=proof.jkt)
 
+        async def cc_assertion(_: int) -> None:
+            credential = ClientAssertion(assertions.take(), created.record.id, (TOKEN_URL,))
+            await service.authenticate(credential, issue_refresh_token=False)
+
         async def validate_bearer(_: int) -> None:
             answer = await endpoint.respond(bearer_scope, _receive)
             assert answer.status == 200
@@ -144,6 +162,7 @@ async def _bench_backend(url: str, args: argparse.Namespace) -> dict[str, Row]:
         operations: dict[str, tuple[Operation, Proofs | None]] = {
             "client_credentials (bearer)": (cc_bearer, None),
             "client_credentials (DPoP)": (cc_dpop, token_proofs),
+            "client_credentials (private_key_jwt)": (cc_assertion, assertions),
             "validate (bearer)": (validate_bearer, None),
             "validate (DPoP)": (validate_dpop, validate_proofs),
         }
@@ -157,7 +176,7 @@ async def _bench_backend(url: str, args: argparse.Namespace) -> dict[str, Row]:
                     if pool is not None:
                         pool.refill(args.serial)
                     await _measure_serial(op, args.serial, rows[name])
-        dry = token_proofs.ran_dry + validate_proofs.ran_dry
+        dry = token_proofs.ran_dry + validate_proofs.ran_dry + assertions.ran_dry
         if dry:
             print(f"note: {dry} proofs were made during measurement (raise --proofs)")
         return rows
