@@ -36,6 +36,7 @@ HOT_ROUTES = [
     ("GET", "/.well-known/jwks.json"),
     ("POST", "/authenticate"),
     ("POST", "/refresh"),
+    ("POST", "/v1/token"),
 ]
 
 

@@ -63,7 +63,7 @@ async def login_v1(request: Request) -> Response:
     email, password = _credentials(params)
     scopes = requested_scopes(params)
     await state.check_login_rate(client_address(request.scope), email)
-    proof = await token_proof(request, LOGIN_PATH)
+    proof = await token_proof(state, request.scope, LOGIN_PATH)
     pair = await state.service.login(
         email,
         password,

@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl
 
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
+from starlette.types import Receive, Scope
 
 from keyturn import rfc6750
 from keyturn.errors import RequestRejectedError
@@ -26,16 +27,19 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_BODY_BYTES",
     "NO_NUL",
+    "authorization",
     "bearer_token",
     "bearer_token_of",
     "check_json_media_type",
     "key_bucket",
     "keyturn_state",
     "parse_body",
+    "parse_form",
     "read_form_or_json",
     "read_json",
     "read_model",
     "read_optional_json",
+    "read_params",
     "refuse_nul",
     "request_id",
     "validation_messages",
@@ -141,40 +145,70 @@ async def read_optional_json(request: Request) -> Any:
 async def read_form_or_json(request: Request) -> dict[str, str]:
     """Read an OAuth-style body: form-encoded (RFC 6749) or a flat JSON object of strings.
 
+    `read_params` on the request's scope and ``receive``.
+
     Raises:
         RequestRejectedError: 413, 415, or 400 for a malformed or repeated parameter.
     """
-    media_type = _media_type(request)
+    return await read_params(request.scope, request.receive)
+
+
+async def read_params(scope: Scope, receive: Receive) -> dict[str, str]:
+    """Read an OAuth-style body from ASGI: form-encoded (RFC 6749) or a flat JSON object.
+
+    The media type is checked first (415 before any byte is read), then the declared and
+    the actual size (413), then the parameters (`parse_form`, or JSON). The one reader of
+    the Starlette handlers (`read_form_or_json`) and the raw-ASGI ``/v1/token``.
+
+    Raises:
+        RequestRejectedError: 413, 415, or 400 for a malformed or repeated parameter.
+        ClientDisconnect: the client hung up mid-body.
+    """
+    headers = scope["headers"]
+    content_type = request_header(headers, b"content-type") or b""
+    media_type = content_type.decode("latin-1").split(";", 1)[0].strip().lower()
+    if media_type != _FORM_TYPE and media_type not in _JSON_TYPES:
+        raise RequestRejectedError(
+            f"send the body as {_FORM_TYPE} (or application/json)",
+            status_code=415,
+            error_code="unsupported_media_type",
+        )
+    check_declared_size(request_header(headers, b"content-length"), MAX_BODY_BYTES)
+    body = await read_body(receive, MAX_BODY_BYTES)
     if media_type == _FORM_TYPE:
-        body = await _body(request)
-        try:
-            pairs = parse_qsl(
-                body.decode("utf-8"),
-                keep_blank_values=True,
-                strict_parsing=bool(body),
-                max_num_fields=100,
-            )
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise RequestRejectedError("the form body is malformed") from exc
-        params: dict[str, str] = {}
-        for name, value in pairs:
-            if "\x00" in name or "\x00" in value:
-                raise RequestRejectedError(NO_NUL)
-            if name in params:  # RFC 6749 §3.1: parameters must not be repeated
-                raise RequestRejectedError(f"parameter {name!r} is repeated")
-            params[name] = value
-        return params
-    if media_type in _JSON_TYPES:
-        data = _parse_json(await _body(request))
-        if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
-            raise RequestRejectedError("the JSON body must be an object of string values")
-        refuse_nul(data)
-        return data
-    raise RequestRejectedError(
-        f"send the body as {_FORM_TYPE} (or application/json)",
-        status_code=415,
-        error_code="unsupported_media_type",
-    )
+        return parse_form(body)
+    data = _parse_json(body)
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise RequestRejectedError("the JSON body must be an object of string values")
+    refuse_nul(data)
+    return data
+
+
+def parse_form(body: bytes) -> dict[str, str]:
+    """The parameters of an ``application/x-www-form-urlencoded`` body (RFC 6749 §3.1).
+
+    UTF-8, blank values kept, at most 100 fields; an empty body has none.
+
+    Raises:
+        RequestRejectedError: 400, a malformed body, a NUL, or a repeated parameter.
+    """
+    try:
+        pairs = parse_qsl(
+            body.decode("utf-8"),
+            keep_blank_values=True,
+            strict_parsing=bool(body),
+            max_num_fields=100,
+        )
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RequestRejectedError("the form body is malformed") from exc
+    params: dict[str, str] = {}
+    for name, value in pairs:
+        if "\x00" in name or "\x00" in value:
+            raise RequestRejectedError(NO_NUL)
+        if name in params:  # RFC 6749 §3.1: parameters must not be repeated
+            raise RequestRejectedError(f"parameter {name!r} is repeated")
+        params[name] = value
+    return params
 
 
 def validation_messages(exc: ValidationError) -> dict[str, list[str]]:
@@ -224,6 +258,12 @@ def bearer_token(request: Request) -> str | None:
     with a bare challenge (`keyturn.rfc6750`).
     """
     return bearer_token_of(request.headers.get("authorization"))
+
+
+def authorization(scope: Scope) -> str | None:
+    """The request's (first) ``Authorization`` header, as Starlette's ``request.headers``."""
+    value = request_header(scope["headers"], b"authorization")
+    return None if value is None else value.decode("latin-1")
 
 
 def bearer_token_of(header: str | None) -> str | None:

@@ -20,6 +20,7 @@ from typing import Any, Final
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Scope
 
 from keyturn.core.dpop import DPOP_ALGORITHMS, confirmation
 from keyturn.core.signing import SUPPORTED_ALGORITHMS
@@ -33,11 +34,11 @@ from keyturn.errors import (
     UnsupportedGrantTypeError,
 )
 from keyturn.rfc6750 import bearer_challenge, bearer_matches
-from keyturn.server.dpop import token_proof, with_dpop_nonce
+from keyturn.server.dpop import token_proof
 from keyturn.server.errors import NO_STORE, ErrorStyle, render, renders
 from keyturn.server.gateway.answers import IDENTITY_HEADERS, V1_JWKS, identity_headers
-from keyturn.server.gateway.endpoints import JwksEndpoint, V1ValidateEndpoint
-from keyturn.server.requests import keyturn_state, read_form_or_json, request_id
+from keyturn.server.gateway.endpoints import JwksEndpoint, V1TokenEndpoint, V1ValidateEndpoint
+from keyturn.server.requests import authorization, keyturn_state, read_form_or_json, request_id
 from keyturn.server.routes.oauth import (
     NO_CREDENTIALS,
     authenticated_client,
@@ -45,7 +46,8 @@ from keyturn.server.routes.oauth import (
     requested_scopes,
     token_response,
 )
-from keyturn.server.state import client_address
+from keyturn.server.state import KeyturnState, client_address
+from keyturn.server.telemetry import REQUEST_ID_SCOPE_KEY
 
 __all__ = ["IDENTITY_HEADERS", "identity_headers", "public_routes"]
 
@@ -63,32 +65,33 @@ CLIENT_AUTH_METHODS: Final = (
 )
 
 
-@with_dpop_nonce
-@renders(ErrorStyle.OAUTH)
-async def token(request: Request) -> Response:
-    """``POST /v1/token``: client_credentials or refresh_token grant (with DPoP, bound)."""
-    state = keyturn_state(request)
-    params = await read_form_or_json(request)
+async def token(state: KeyturnState, scope: Scope, params: dict[str, str]) -> Response:
+    """``POST /v1/token``: client_credentials or refresh_token grant (with DPoP, bound).
+
+    The answer of `V1TokenEndpoint` to the request's parameters (its errors are raised,
+    rendered in the RFC 6749 §5.2 style by the endpoint).
+    """
     grant_type = params.get("grant_type")
     scopes = requested_scopes(params)
     # Optional, as on the legacy routes: a key registered with an identifier must match it.
     identifier = params.get("identifier")
+    request_id: Any = scope.get(REQUEST_ID_SCOPE_KEY)
     if grant_type == "client_credentials":
-        client = client_credentials(request, params)
+        client = client_credentials(authorization(scope), params)
         if client is None:
             raise InvalidClientError(NO_CREDENTIALS)
-        await state.check_rate(client_address(request.scope), key_bucket=client.bucket)
-        proof = await token_proof(request, TOKEN_PATH)
+        await state.check_rate(client_address(scope), key_bucket=client.bucket)
+        proof = await token_proof(state, scope, TOKEN_PATH)
         try:
             pair = await state.service.authenticate(
-                client.credential(request),
+                client.credential(state.settings),
                 identifier=identifier,
                 scopes=scopes,
                 rotating=True,
                 client_id=client.client_id,
                 # RFC 6749 §4.4.3: no refresh token unless the deployment asks for one.
                 issue_refresh_token=state.settings.client_credentials_refresh_tokens,
-                request_id=request_id(request),
+                request_id=request_id,
                 dpop_jkt=None if proof is None else proof.jkt,
             )
         except InvalidGrantError as exc:
@@ -99,19 +102,19 @@ async def token(request: Request) -> Response:
         refresh_token = params.get("refresh_token")
         if not refresh_token:
             raise InvalidRequestError("refresh_token is required")
-        client = client_credentials(request, params)
+        client = client_credentials(authorization(scope), params)
         bucket = None if client is None else client.bucket
-        await state.check_rate(client_address(request.scope), key_bucket=bucket)
-        proof = await token_proof(request, TOKEN_PATH)
+        await state.check_rate(client_address(scope), key_bucket=bucket)
+        proof = await token_proof(state, scope, TOKEN_PATH)
         # RFC 6749 §6: presented credentials are checked first, then the token's owner.
-        authenticated = await authenticated_client(request, client)
+        authenticated = await authenticated_client(state, client)
         pair = await state.service.refresh(
             refresh_token,
             identifier=identifier,
             scopes=scopes,
             check_client=True,
             client=authenticated,
-            request_id=request_id(request),
+            request_id=request_id,
             dpop_jkt=None if proof is None else proof.jkt,
         )
         return token_response(pair)
@@ -128,11 +131,11 @@ async def revoke(request: Request) -> Response:
     value = params.get("token")
     if not value:
         raise InvalidRequestError("token is required")
-    client = client_credentials(request, params)
+    client = client_credentials(authorization(request.scope), params)
     if client is not None:
         # RFC 7009 §2.1: authenticate the client, then revoke only a token issued to it.
         await state.check_rate(client_address(request.scope), key_bucket=client.bucket)
-    authenticated = await authenticated_client(request, client)
+    authenticated = await authenticated_client(state, client)
     await state.service.revoke_token(value, client=authenticated, request_id=request_id(request))
     return Response(status_code=200, headers=NO_STORE)
 
@@ -215,7 +218,7 @@ def public_routes(prefix: str) -> list[Route]:
     with that path, ``/.well-known/oauth-authorization-server<prefix>``.
     """
     routes = [
-        Route(f"{prefix}{TOKEN_PATH}", token, methods=["POST"]),
+        Route(f"{prefix}{TOKEN_PATH}", V1TokenEndpoint(token), methods=["POST"]),
         Route(f"{prefix}/v1/revoke", revoke, methods=["POST"]),
         Route(f"{prefix}/v1/introspect", introspect, methods=["POST"]),
         Route(f"{prefix}/v1/validate", V1ValidateEndpoint(), methods=["GET"]),

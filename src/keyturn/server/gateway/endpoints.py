@@ -19,12 +19,20 @@ from pydantic import BaseModel
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from keyturn.server.errors import RequestRejectedError
+from keyturn.errors import KeyturnError
+from keyturn.server.dpop import add_dpop_nonce
+from keyturn.server.errors import RequestRejectedError, oauth_error
 from keyturn.server.gateway import answers
 from keyturn.server.gateway.answers import Answer, JwksStyle, Refuse
 from keyturn.server.gateway.dpop import is_dpop_request, v1_validate_dpop
 from keyturn.server.http.bodies import check_declared_size, read_body
-from keyturn.server.requests import MAX_BODY_BYTES, check_json_media_type, parse_body
+from keyturn.server.requests import (
+    MAX_BODY_BYTES,
+    authorization,
+    check_json_media_type,
+    parse_body,
+    read_params,
+)
 from keyturn.server.state import KeyturnState, client_address
 from keyturn.server.telemetry import JTI_SCOPE_KEY, REQUEST_ID_SCOPE_KEY, request_header
 
@@ -32,6 +40,8 @@ __all__ = [
     "GatewayEndpoint",
     "JwksEndpoint",
     "LegacyTokenEndpoint",
+    "TokenGrant",
+    "V1TokenEndpoint",
     "V1ValidateEndpoint",
     "ValidateBodyEndpoint",
     "ValidateRequestEndpoint",
@@ -46,6 +56,10 @@ class TokenAnswer(Protocol[Model]):  # type: ignore[misc]
     def __call__(
         self, state: KeyturnState, body: Model, /, *, address: str, request_id: str | None
     ) -> Awaitable[Response]: ...
+
+
+#: `keyturn.server.v1.token`: a token request's parameters to its answer (errors raised).
+TokenGrant = Callable[[KeyturnState, Scope, dict[str, str]], Awaitable[Response]]
 
 
 class GatewayEndpoint(ABC):
@@ -81,11 +95,6 @@ class GatewayEndpoint(ABC):
         await answer.send(send)
 
 
-def _authorization(scope: Scope) -> str | None:
-    value = request_header(scope["headers"], b"authorization")
-    return None if value is None else value.decode("latin-1")
-
-
 class ValidateRequestEndpoint(GatewayEndpoint):
     """``GET /validate_request`` (Bearer header) -> 200 ``{}`` or 401, for nginx."""
 
@@ -93,7 +102,7 @@ class ValidateRequestEndpoint(GatewayEndpoint):
 
     async def respond(self, scope: Scope, receive: Receive) -> Answer:
         verify = (self._state or self.state(scope)).service.validate
-        return answers.validate_request(verify, _authorization(scope))
+        return answers.validate_request(verify, authorization(scope))
 
 
 class V1ValidateEndpoint(GatewayEndpoint):
@@ -108,11 +117,11 @@ class V1ValidateEndpoint(GatewayEndpoint):
 
     async def respond(self, scope: Scope, receive: Receive) -> Answer:
         service = (self._state or self.state(scope)).service
-        authorization = _authorization(scope)
+        header = authorization(scope)
         headers = scope["headers"]
-        if is_dpop_request(authorization, headers):
-            return await v1_validate_dpop(service, authorization, headers, scope["query_string"])
-        return answers.v1_validate(service.validate, authorization, scope["query_string"])
+        if is_dpop_request(header, headers):
+            return await v1_validate_dpop(service, header, headers, scope["query_string"])
+        return answers.v1_validate(service.validate, header, scope["query_string"])
 
 
 async def _json_body(scope: Scope, receive: Receive) -> bytes:
@@ -187,3 +196,24 @@ class LegacyTokenEndpoint(GatewayEndpoint, Generic[Model]):
             state, parsed, address=client_address(scope), request_id=request_id
         )
         return Answer.of(response)
+
+
+class V1TokenEndpoint(GatewayEndpoint):
+    """``POST /v1/token`` (RFC 6749 §4.4, §6): the body read by `read_params`, then ``grant``.
+
+    ``grant`` (`keyturn.server.v1.token`) turns the parameters into the §5.1 answer and
+    raises its errors; they are answered in the §5.2 style (`oauth_error`, a 413/415 a
+    problem document). Every answer carries a fresh ``DPoP-Nonce`` while the server
+    requires nonces (`add_dpop_nonce`).
+    """
+
+    def __init__(self, grant: TokenGrant) -> None:
+        self._grant = grant
+
+    async def respond(self, scope: Scope, receive: Receive) -> Answer:
+        state = self._state or self.state(scope)
+        try:
+            response = await self._grant(state, scope, await read_params(scope, receive))
+        except KeyturnError as exc:
+            response = oauth_error(exc)
+        return Answer.of(add_dpop_nonce(state, response))

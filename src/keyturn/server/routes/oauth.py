@@ -14,14 +14,15 @@ from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import unquote
 
-from starlette.requests import Request
 from starlette.responses import Response
 
+from keyturn.config import Settings
 from keyturn.core.assertions import CLIENT_ASSERTION_TYPE, ClientAssertion, assertion_client_id
 from keyturn.core.tokens import format_scope, parse_scope
 from keyturn.errors import InvalidClientError, InvalidRequestError
 from keyturn.server.errors import NO_STORE
-from keyturn.server.requests import key_bucket, keyturn_state
+from keyturn.server.requests import key_bucket
+from keyturn.server.state import KeyturnState
 from keyturn.service import TokenPair
 
 __all__ = [
@@ -103,24 +104,25 @@ class ClientCredentials:
             return key_bucket(self.secret)
         return self.client_id or assertion_client_id(self.assertion)
 
-    def credential(self, request: Request) -> str | ClientAssertion:
+    def credential(self, settings: Settings) -> str | ClientAssertion:
         """What `KeyturnService.authenticate_client` takes: the key, or the assertion."""
         if self.assertion is None:
             return self.secret
-        settings = keyturn_state(request).settings
         token_endpoint = f"{settings.issuer.rstrip('/')}{settings.url_prefix}/v1/token"
         # RFC 7523 §3: the issuer identifier; also the token endpoint URL (OIDC Core §9).
         audiences = (settings.issuer, token_endpoint)
         return ClientAssertion(self.assertion, self.client_id, audiences)
 
 
-def _client_assertion(request: Request, params: dict[str, str]) -> ClientCredentials | None:
+def _client_assertion(
+    authorization: str | None, params: dict[str, str]
+) -> ClientCredentials | None:
     """A ``private_key_jwt`` client assertion (RFC 7523 §2.2), or None when none came."""
     assertion_type = params.get("client_assertion_type")
     assertion = params.get("client_assertion")
     if assertion_type is None and assertion is None:
         return None
-    if "authorization" in request.headers or "client_secret" in params:
+    if authorization is not None or "client_secret" in params:
         # RFC 6749 §2.3: one authentication method per request.
         raise InvalidRequestError("use one client authentication method, not several")
     if assertion_type != CLIENT_ASSERTION_TYPE:
@@ -131,19 +133,22 @@ def _client_assertion(request: Request, params: dict[str, str]) -> ClientCredent
     return ClientCredentials("", params.get("client_id") or None, assertion)
 
 
-def client_credentials(request: Request, params: dict[str, str]) -> ClientCredentials | None:
+def client_credentials(
+    authorization: str | None, params: dict[str, str]
+) -> ClientCredentials | None:
     """The client credentials, from HTTP Basic, ``client_secret`` or ``client_assertion``
     -- at most one; or None.
 
     RFC 6749 §2.3.1: Basic ``client_id:API_KEY`` (each form-urlencoded first), or the key
     alone as the user name (``curl -u KEY:``); in the body ``client_secret`` and an
     optional ``client_id``. A ``client_id`` in the body next to Basic must be the same.
-    RFC 7523 §2.2: ``client_assertion_type`` and ``client_assertion``.
+    RFC 7523 §2.2: ``client_assertion_type`` and ``client_assertion``. ``authorization``
+    is the request's (first) ``Authorization`` header, None when it sent none.
     """
-    assertion = _client_assertion(request, params)
+    assertion = _client_assertion(authorization, params)
     if assertion is not None:
         return assertion
-    header = request.headers.get("authorization")
+    header = authorization
     from_body = params.get("client_secret")
     body_id = params.get("client_id") or None
     if header is None:
@@ -176,9 +181,9 @@ def client_credentials(request: Request, params: dict[str, str]) -> ClientCreden
     return ClientCredentials(secret, client_id)
 
 
-async def authenticated_client(request: Request, client: ClientCredentials | None) -> str | None:
+async def authenticated_client(state: KeyturnState, client: ClientCredentials | None) -> str | None:
     """The id of the key ``client`` authenticates as; None when no credentials came."""
     if client is None:
         return None
-    service = keyturn_state(request).service
-    return await service.authenticate_client(client.credential(request), client_id=client.client_id)
+    credential = client.credential(state.settings)
+    return await state.service.authenticate_client(credential, client_id=client.client_id)
