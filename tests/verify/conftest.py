@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
+from keyturn.core._encoding import b64url_encode, compact_json
+from keyturn.core.dpop import CONFIRMATION_CLAIM, confirmation
 from keyturn.core.signing import KeySet, SigningKey
-from keyturn.core.tokens import issue_access_token
+from keyturn.core.tokens import issue_access_token, peek_unverified_claims
 from keyturn.testing import FakeClock
 
 ISSUER = "https://auth.example.com"
@@ -91,3 +93,16 @@ def issuer(clock: FakeClock) -> FakeIssuer:
 async def http(issuer: FakeIssuer) -> AsyncIterator[httpx.AsyncClient]:
     async with issuer.client() as client:
         yield client
+
+
+def bind_token(token: str, signing_key: SigningKey, jkt: str) -> str:
+    """``token`` with ``cnf: {"jkt": jkt}`` added, signed again by ``signing_key``.
+
+    `issue_access_token` refuses ``cnf`` as an extra claim (the server sets it from a
+    checked proof), so a DPoP-bound token for the verifier tests is made here.
+    """
+    header, claims = peek_unverified_claims(token)
+    claims[CONFIRMATION_CLAIM] = confirmation(jkt)
+    signing_input = f"{b64url_encode(compact_json(header))}.{b64url_encode(compact_json(claims))}"
+    signature = b64url_encode(signing_key.sign(signing_input.encode("ascii")))
+    return f"{signing_input}.{signature}"

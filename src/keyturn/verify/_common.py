@@ -14,6 +14,7 @@ import httpx
 
 from keyturn.core.tokens import VerifiedToken
 from keyturn.errors import VerifierUnavailableError
+from keyturn.verify._dpop import Scheme
 
 __all__ = [
     "DEFAULT_MAX_RESPONSE_BYTES",
@@ -31,17 +32,40 @@ DEFAULT_MAX_RESPONSE_BYTES: Final = 64 * 1024
 
 
 class Verifier(Protocol):
-    """Anything that checks a bearer token and returns its claims.
+    """Anything that checks an access token, as a request presents it, and returns its claims.
 
-    `JWKSVerifier`, `OfflineVerifier` and `RemoteVerifier` are verifiers; the aiohttp and
-    Starlette integrations accept any of them.
+    `JWKSVerifier`, `OfflineVerifier` and `RemoteVerifier` are verifiers; the aiohttp,
+    Starlette and FastAPI integrations accept any of them.
     """
 
-    async def verify(self, token: str, *, required_scopes: Iterable[str] = ()) -> VerifiedToken:
+    async def verify(
+        self,
+        token: str,
+        *,
+        required_scopes: Iterable[str] = (),
+        dpop_proof: str | None = None,
+        method: str | None = None,
+        url: str | None = None,
+        scheme: Scheme | None = None,
+    ) -> VerifiedToken:
         """Return the token's verified claims.
+
+        Args:
+            token: the access token of ``Authorization: <scheme> <token>``.
+            required_scopes: scopes the token must hold.
+            dpop_proof: the request's ``DPoP`` header (RFC 9449 §4), if it has one.
+            method: the request's method (the proof's ``htm``); needed with a proof.
+            url: the request's absolute URL as the client called it (``htu``; the query
+                is ignored); needed with a proof.
+            scheme: the ``Authorization`` scheme, ``"bearer"`` or ``"dpop"``; None means
+                ``"dpop"`` when a proof is given, else ``"bearer"``. A token bound to a
+                key (``cnf.jkt``) passes only as ``"dpop"`` with a valid proof made with
+                that key, never as ``"bearer"`` (RFC 9449 §7.1: no downgrade).
 
         Raises:
             InvalidTokenError: the token is not valid (a subclass says why).
+            InvalidDPoPProofError: a bound token as Bearer or without a proof, a bearer
+                token as DPoP, or a proof that fails a check or was used before.
             InsufficientScopeError: valid, but a required scope is missing.
             VerifierUnavailableError: keys or server unreachable; retry later (503).
         """

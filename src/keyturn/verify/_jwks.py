@@ -19,6 +19,7 @@ from typing import Any, Final
 
 import httpx
 
+from keyturn.core.dpop import DEFAULT_PROOF_MAX_AGE
 from keyturn.core.signing import KeySet
 from keyturn.core.tokens import (
     DEFAULT_LEEWAY,
@@ -41,6 +42,7 @@ from keyturn.verify._common import (
     check_url,
     fetch_capped,
 )
+from keyturn.verify._dpop import DPoPCheck, ReplayStore, Scheme
 
 __all__ = ["JWKSVerifier"]
 
@@ -77,6 +79,9 @@ class JWKSVerifier:
         max_lifetime: the largest ``exp - iat`` accepted, in seconds.
         cache_size: verified tokens remembered until they expire; 0 disables that cache.
         revocation: consulted for every accepted token.
+        dpop_max_age: how old a DPoP proof's ``iat`` may be, in seconds.
+        replay_store: where DPoP proof ``jti``s are claimed once; by default a
+            `DPoPReplayCache` in this process (see ``docs/verify.md`` for replicas).
         clock: returns the current UNIX time; inject ``FakeClock.timestamp`` in tests.
 
     Raises:
@@ -102,6 +107,8 @@ class JWKSVerifier:
         max_lifetime: int = DEFAULT_MAX_LIFETIME,
         cache_size: int = 10_000,
         revocation: RevocationCheck | None = None,
+        dpop_max_age: int = DEFAULT_PROOF_MAX_AGE,
+        replay_store: ReplayStore | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.jwks_url = check_url(
@@ -129,6 +136,9 @@ class JWKSVerifier:
             cache_size=cache_size,
             revocation=revocation,
             clock=clock,
+        )
+        self._dpop = DPoPCheck(
+            leeway=leeway, max_age=dpop_max_age, replay_store=replay_store, clock=clock
         )
         self._keys: KeySet | None = None
         self._expires_at = -math.inf
@@ -174,26 +184,48 @@ class JWKSVerifier:
                 raise VerifierUnavailableError("the JWKS could not be fetched")
             return self._keys
 
-    async def verify(self, token: str, *, required_scopes: Iterable[str] = ()) -> VerifiedToken:
-        """Verify ``token`` and check it holds ``required_scopes``.
+    async def verify(
+        self,
+        token: str,
+        *,
+        required_scopes: Iterable[str] = (),
+        dpop_proof: str | None = None,
+        method: str | None = None,
+        url: str | None = None,
+        scheme: Scheme | None = None,
+    ) -> VerifiedToken:
+        """Verify ``token`` as the request presents it and check it holds ``required_scopes``.
+
+        A DPoP-bound token (``cnf.jkt``) passes only as ``scheme="dpop"`` with a
+        ``dpop_proof`` for this request's ``method`` and ``url`` (RFC 9449 §7.1); see
+        `keyturn.verify.Verifier.verify`.
 
         Raises:
             InvalidTokenError: the token is not valid (a subclass says why), including a
                 ``kid`` still unknown after the one permitted refetch.
+            InvalidDPoPProofError: bound token as Bearer or without a valid, fresh proof.
             InsufficientScopeError: valid, but a required scope is missing.
             VerifierUnavailableError: no usable key set (or the refetch its unknown
                 ``kid`` needed) could be fetched; answer 503, not 401.
         """
+        verified = await self._verified(token)
+        await self._dpop.check(
+            verified, token, scheme=scheme, dpop_proof=dpop_proof, method=method, url=url
+        )
+        verified.require_scopes(required_scopes)
+        return verified
+
+    async def _verified(self, token: str) -> VerifiedToken:
         await self._ensure_fresh()
         try:
-            return self._token_verifier.verify(token, required_scopes=required_scopes)
+            return self._token_verifier.verify(token)
         except TokenSignatureError as exc:
             kid = self._unknown_kid(token)
             if kid is None:
                 raise
             error = exc
         if await self._refetch_for(kid):
-            return self._token_verifier.verify(token, required_scopes=required_scopes)
+            return self._token_verifier.verify(token)
         raise error
 
     def _unknown_kid(self, token: str) -> str | None:

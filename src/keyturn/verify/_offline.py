@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 
+from keyturn.core.dpop import DEFAULT_PROOF_MAX_AGE
 from keyturn.core.tokens import (
     DEFAULT_LEEWAY,
     DEFAULT_MAX_LIFETIME,
@@ -13,6 +14,7 @@ from keyturn.core.tokens import (
     TokenVerifier,
     VerifiedToken,
 )
+from keyturn.verify._dpop import DPoPCheck, ReplayStore, Scheme
 
 __all__ = ["OfflineVerifier"]
 
@@ -31,6 +33,9 @@ class OfflineVerifier:
         max_lifetime: the largest ``exp - iat`` accepted, in seconds.
         cache_size: verified tokens remembered until they expire; 0 disables the cache.
         revocation: consulted for every accepted token.
+        dpop_max_age: how old a DPoP proof's ``iat`` may be, in seconds.
+        replay_store: where DPoP proof ``jti``s are claimed once; by default a
+            `DPoPReplayCache` in this process (see ``docs/verify.md`` for replicas).
         clock: returns the current UNIX time; inject ``FakeClock.timestamp`` in tests.
     """
 
@@ -44,6 +49,8 @@ class OfflineVerifier:
         max_lifetime: int = DEFAULT_MAX_LIFETIME,
         cache_size: int = 10_000,
         revocation: RevocationCheck | None = None,
+        dpop_max_age: int = DEFAULT_PROOF_MAX_AGE,
+        replay_store: ReplayStore | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.token_verifier = TokenVerifier(
@@ -56,12 +63,32 @@ class OfflineVerifier:
             revocation=revocation,
             clock=clock,
         )
+        self._dpop = DPoPCheck(
+            leeway=leeway, max_age=dpop_max_age, replay_store=replay_store, clock=clock
+        )
 
-    async def verify(self, token: str, *, required_scopes: Iterable[str] = ()) -> VerifiedToken:
-        """Verify ``token`` and check it holds ``required_scopes``.
+    async def verify(
+        self,
+        token: str,
+        *,
+        required_scopes: Iterable[str] = (),
+        dpop_proof: str | None = None,
+        method: str | None = None,
+        url: str | None = None,
+        scheme: Scheme | None = None,
+    ) -> VerifiedToken:
+        """Verify ``token`` as the request presents it and check it holds ``required_scopes``.
+
+        A DPoP-bound token passes only with a proof (see `keyturn.verify.Verifier.verify`).
 
         Raises:
             InvalidTokenError: the token is not valid (a subclass says why).
+            InvalidDPoPProofError: bound token as Bearer or without a valid, fresh proof.
             InsufficientScopeError: valid, but a required scope is missing.
         """
-        return self.token_verifier.verify(token, required_scopes=required_scopes)
+        verified = self.token_verifier.verify(token)
+        await self._dpop.check(
+            verified, token, scheme=scheme, dpop_proof=dpop_proof, method=method, url=url
+        )
+        verified.require_scopes(required_scopes)
+        return verified
