@@ -6,8 +6,15 @@ import pytest
 
 from keyturn.core.dpop import DPoPProof, InvalidDPoPProofError, check_binding
 from keyturn.core.signing import SigningKey
-from keyturn.errors import InvalidRequestError
-from keyturn.rfc9449 import access_credential, dpop_challenge
+from keyturn.errors import (
+    InsufficientScopeError,
+    InvalidRequestError,
+    InvalidTokenError,
+    KeyturnError,
+    StorageUnavailableError,
+)
+from keyturn.rfc6750 import failure_for as bearer_failure_for
+from keyturn.rfc9449 import access_credential, dpop_challenge, failure_for
 
 KEY = SigningKey.generate("ES256")
 
@@ -64,3 +71,69 @@ def test_rfc9449_7_1_bearer_token_passes_as_bearer_not_as_dpop() -> None:
     check_binding(None, None, scheme="bearer")
     with pytest.raises(InvalidDPoPProofError, match="not DPoP-bound"):
         check_binding(None, proof_by(KEY), scheme="dpop")
+
+
+# -- failure_for: the DPoP counterpart of rfc6750.failure_for -----------------------------
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        None,
+        InvalidTokenError("token has expired"),
+        InsufficientScopeError("lacks a", required=frozenset({"a"})),
+        InvalidRequestError("the Authorization header must be 'Bearer <token>'"),
+        StorageUnavailableError("down", retry_after=7),
+    ],
+)
+def test_rfc9449_7_1_a_bearer_failure_keeps_todays_bearer_answer(
+    error: KeyturnError | None,
+) -> None:
+    assert failure_for(error, scheme="bearer") == bearer_failure_for(error)
+    assert failure_for(error) == bearer_failure_for(error)
+
+
+def test_rfc9449_7_1_a_refused_binding_gets_a_dpop_challenge_even_as_bearer() -> None:
+    error = InvalidDPoPProofError("a DPoP-bound token must be sent as DPoP, with a proof")
+
+    for scheme in ("bearer", "dpop", None):
+        failure = failure_for(error, scheme=scheme)  # type: ignore[arg-type]
+        assert failure.status == 401
+        assert failure.headers == {
+            "WWW-Authenticate": dpop_challenge("invalid_dpop_proof", error.message)
+        }
+        assert failure.body == {"error": "invalid_dpop_proof", "detail": error.message}
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "code", "scope"),
+    [
+        (InvalidTokenError("token has expired"), 401, "invalid_token", ()),
+        (
+            InsufficientScopeError("lacks a", required=frozenset({"a"})),
+            403,
+            "insufficient_scope",
+            ("a",),
+        ),
+        (
+            InvalidRequestError("the Authorization header must be 'DPoP <token>'"),
+            400,
+            "invalid_request",
+            (),
+        ),
+    ],
+)
+def test_rfc9449_7_1_dpop_request_failures_carry_a_dpop_challenge(
+    error: KeyturnError, status: int, code: str, scope: tuple[str, ...]
+) -> None:
+    failure = failure_for(error, scheme="dpop")
+
+    assert failure.status == status
+    assert failure.headers == {"WWW-Authenticate": dpop_challenge(code, error.message, scope)}
+    assert failure.body == {"error": code, "detail": error.message}
+
+
+def test_rfc9449_7_1_an_outage_under_dpop_is_503_with_retry_after_never_401() -> None:
+    failure = failure_for(StorageUnavailableError("down", retry_after=7), scheme="dpop")
+
+    assert (failure.status, failure.headers) == (503, {"Retry-After": "7"})

@@ -5,6 +5,10 @@ access token with `access_credential` (``Bearer`` or ``DPoP``) and answer a fail
 DPoP-bound token with a `dpop_challenge` (RFC 9449 §7.1: ``WWW-Authenticate: DPoP`` with
 ``algs`` and, after a failure, ``error``). The proof checks themselves are pure logic in
 `keyturn.core.dpop`.
+
+`failure_for` is `keyturn.rfc6750.failure_for`'s counterpart for the integrations: the
+same statuses and bodies, with a DPoP challenge where the request used the DPoP scheme or
+a bound token was refused, and today's Bearer answer, unchanged, for everything else.
 """
 
 from __future__ import annotations
@@ -12,12 +16,18 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Final, Literal
 
-from keyturn.core.dpop import DPOP_ALGORITHMS
+from keyturn.core.dpop import DPOP_ALGORITHMS, InvalidDPoPProofError
 from keyturn.core.tokens import format_scope
-from keyturn.errors import InvalidRequestError
-from keyturn.rfc6750 import REALM, quoted
+from keyturn.errors import (
+    InsufficientScopeError,
+    InvalidRequestError,
+    KeyturnError,
+    StorageUnavailableError,
+)
+from keyturn.rfc6750 import REALM, BearerFailure, quoted
+from keyturn.rfc6750 import failure_for as bearer_failure_for
 
-__all__ = ["DPOP_HEADER", "Scheme", "access_credential", "dpop_challenge"]
+__all__ = ["DPOP_HEADER", "Scheme", "access_credential", "dpop_challenge", "failure_for"]
 
 #: RFC 9449 §4.1: the request header carrying the proof (one value).
 DPOP_HEADER: Final = "DPoP"
@@ -73,3 +83,33 @@ def dpop_challenge(
     if scope:
         parts.append(f'scope="{quoted(scope)}"')
     return "DPoP " + ", ".join(parts)
+
+
+def failure_for(error: KeyturnError | None, *, scheme: Scheme | None = None) -> BearerFailure:
+    """The answer to ``error`` for a request that presented its token with ``scheme``.
+
+    A Bearer request (or none: ``scheme`` None) gets `keyturn.rfc6750.failure_for`'s
+    answer, except a refused DPoP binding (a bound token sent as Bearer). A DPoP request
+    and a refused binding get the same statuses and bodies with a DPoP challenge
+    (RFC 9449 §7.1), naming the algorithms proofs may use:
+
+    * a bad, missing, replayed or foreign proof, or a bound token as Bearer: 401
+      ``invalid_dpop_proof``;
+    * a bad token: 401 ``invalid_token``; a missing scope: 403 ``insufficient_scope``;
+      a malformed header: 400 ``invalid_request``; an outage: 503 + ``Retry-After``.
+    """
+    dpop_error = isinstance(error, InvalidDPoPProofError)
+    if error is None or (scheme != "dpop" and not dpop_error):
+        return bearer_failure_for(error)
+    body = {"error": error.error_code, "detail": error.message}
+    if isinstance(error, StorageUnavailableError):
+        return BearerFailure(503, {"Retry-After": str(max(1, error.retry_after))}, body)
+    status, scopes = 401, frozenset[str]()
+    if isinstance(error, InsufficientScopeError):
+        status, scopes = 403, error.required
+    elif isinstance(error, InvalidRequestError):
+        status = 400
+    elif not dpop_error:
+        body["error"] = "invalid_token"  # every other verification failure
+    challenge = dpop_challenge(body["error"], error.message, scopes)
+    return BearerFailure(status, {"WWW-Authenticate": challenge}, body)

@@ -8,7 +8,7 @@ module (lazily) and passes in how to read the token its middleware verified.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Final
+from typing import Final, TypeAlias
 
 from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -17,8 +17,9 @@ from starlette.requests import Request
 
 from keyturn.core.tokens import VerifiedToken, parse_scope
 from keyturn.errors import KeyturnError
-from keyturn.rfc6750 import BearerFailure, bearer_token, failure_for
-from keyturn.verify import Verifier
+from keyturn.integrations._dpop import claimed_scheme, read_credential
+from keyturn.rfc6750 import BearerFailure
+from keyturn.rfc9449 import Scheme, failure_for
 
 __all__ = ["BEARER_SCHEME", "scopes_dependency"]
 
@@ -39,16 +40,20 @@ def _http_error(failure: BearerFailure) -> HTTPException:
     return HTTPException(failure.status, detail=failure.body["detail"], headers=failure.headers)
 
 
+#: Verifies a request's credential (``(scheme, token)``), with its proof for DPoP.
+VerifyRequest: TypeAlias = Callable[[Request, tuple[Scheme, str]], Awaitable[VerifiedToken]]
+
+
 async def _verified(
     request: Request,
-    verifier: Verifier | None,
+    verify: VerifyRequest | None,
     authenticated: Callable[[Request], VerifiedToken | None],
 ) -> VerifiedToken:
-    if verifier is not None:
-        token = bearer_token(request.headers.get("authorization"))
-        if token is None:
+    if verify is not None:
+        credential = read_credential(request.headers.get("authorization"))
+        if credential is None:
             raise _Anonymous
-        return await verifier.verify(token)
+        return await verify(request, credential)
     verified = authenticated(request)
     if verified is None:
         raise _Anonymous
@@ -57,13 +62,14 @@ async def _verified(
 
 def scopes_dependency(
     scopes: Iterable[str],
-    verifier: Verifier | None,
+    verify: VerifyRequest | None,
     authenticated: Callable[[Request], VerifiedToken | None],
 ) -> Callable[..., Awaitable[VerifiedToken]]:
     """Build the dependency `keyturn.integrations.starlette.require_scopes` returns.
 
+    ``verify`` checks the request's credential (the dependency's own verifier);
     ``authenticated`` reads the token an authentication middleware already verified off
-    the request (None: anonymous); it is used when no ``verifier`` is given.
+    the request (None: anonymous), used when there is no ``verify``.
     """
     required = frozenset(scope for value in scopes for scope in parse_scope(value))
 
@@ -72,14 +78,19 @@ def scopes_dependency(
         credentials: HTTPAuthorizationCredentials | None = Depends(BEARER_SCHEME),  # noqa: B008
     ) -> VerifiedToken:
         # `credentials` is declared for the OpenAPI document; the header is parsed by
-        # Keyturn's stricter RFC 6750 reader instead.
+        # Keyturn's stricter RFC 6750 / RFC 9449 reader instead.
+        verified: VerifiedToken | None = None
         try:
-            verified = await _verified(request, verifier, authenticated)
+            verified = await _verified(request, verify, authenticated)
             verified.require_scopes(required)
         except _Anonymous:
             raise _http_error(failure_for(None)) from None
         except KeyturnError as exc:
-            raise _http_error(failure_for(exc)) from exc
+            # The scheme of the header; after a verified bound token, DPoP (it came so).
+            scheme = claimed_scheme(request.headers.get("authorization"))
+            if verified is not None:
+                scheme = "dpop" if verified.jkt else "bearer"
+            raise _http_error(failure_for(exc, scheme=scheme)) from exc
         return verified
 
     return keyturn_token

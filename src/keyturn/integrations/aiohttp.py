@@ -10,9 +10,11 @@ Two ways in:
   JWThenticator's ``server_utils.authenticate`` (same signature, same answers), and
   ``authenticate(verifier=...)`` verifies locally.
 
-Failures are RFC 6750 responses: 401 with ``WWW-Authenticate``, 403
+Both accept ``Authorization: DPoP <token>`` with a ``DPoP`` proof (RFC 9449) beside
+``Bearer``. Failures are RFC 6750 responses: 401 with ``WWW-Authenticate``, 403
 ``insufficient_scope``, 400 ``invalid_request``, and 503 + ``Retry-After`` when the keys
-cannot be fetched. See ``docs/integrations-aiohttp.md``.
+cannot be fetched; a DPoP request, or a bound token sent as Bearer, gets the same with a
+``DPoP`` challenge (RFC 9449 §7.1). See ``docs/integrations-aiohttp.md``.
 """
 
 from __future__ import annotations
@@ -29,7 +31,15 @@ from aiohttp import web
 
 from keyturn.core.tokens import VerifiedToken, parse_scope
 from keyturn.errors import InvalidTokenError, KeyturnError, VerifierUnavailableError
-from keyturn.rfc6750 import BearerFailure, bearer_token, failure_for
+from keyturn.integrations._dpop import (
+    check_base_url,
+    claimed_scheme,
+    read_credential,
+    request_url,
+    verify_as,
+)
+from keyturn.rfc6750 import BearerFailure
+from keyturn.rfc9449 import DPOP_HEADER, failure_for
 from keyturn.verify import Verifier
 
 if TYPE_CHECKING:
@@ -105,31 +115,50 @@ async def _authenticate_request(
     *,
     required: bool,
     user_loader: UserLoader | None,
+    base_url: str | None,
 ) -> web.Response | None:
     """Verify the request's credential and store the claims; a response means refuse."""
+    authorization = request.headers.get("Authorization")
     try:
-        token = bearer_token(request.headers.get("Authorization"))
-        if token is None:
+        credential = read_credential(authorization)
+        if credential is None:
             if required:
                 return _reply(failure_for(None))
             _store(request, None, None)
             return None
-        claims = await verifier.verify(token)
+        scheme, token = credential
+        claims = await verify_as(
+            verifier,
+            scheme,
+            token,
+            proofs=request.headers.getall(DPOP_HEADER, []),
+            method=request.method,
+            url=request_url(
+                scheme=request.scheme,
+                netloc=request.host,
+                raw_path=request.raw_path,
+                base_url=base_url,
+            ),
+        )
         user = None
         if user_loader is not None:
             user = await user_loader(request, claims)
             if user is None:
                 raise InvalidTokenError("the token's subject is not a known user")
     except KeyturnError as exc:
-        return _reply(failure_for(exc))
+        return _reply(failure_for(exc, scheme=claimed_scheme(authorization)))
     _store(request, claims, user)
     return None
 
 
 def auth_middleware(
-    verifier: Verifier, required: bool = False, *, user_loader: UserLoader | None = None
+    verifier: Verifier,
+    required: bool = False,
+    *,
+    user_loader: UserLoader | None = None,
+    base_url: str | None = None,
 ) -> Middleware:
-    """An aiohttp middleware that verifies every request's bearer token.
+    """An aiohttp middleware that verifies every request's access token.
 
     A valid token puts its `VerifiedToken` in ``request["claims"]`` and the loader's
     user in ``request["user"]``. A request without a bearer credential passes through
@@ -141,7 +170,17 @@ def auth_middleware(
         required: refuse anonymous requests too (401 with a bare challenge).
         user_loader: ``async def load_user(request, claims) -> User | None``; None
             means the subject no longer exists, and the request is refused (401).
+        base_url: the external origin clients call (``https://api.example.com``, with
+            any path prefix a proxy strips), for DPoP proofs' ``htu``; by default the
+            request's own scheme and ``Host``.
+
+    ``Authorization: DPoP <token>`` with a ``DPoP`` proof is accepted as well (RFC 9449);
+    a DPoP-bound token sent as Bearer is refused (401 with a DPoP challenge).
+
+    Raises:
+        ValueError: ``base_url`` is not an absolute http(s) URL.
     """
+    base_url = check_base_url(base_url)
 
     @web.middleware
     async def keyturn_auth(
@@ -149,7 +188,7 @@ def auth_middleware(
         handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
     ) -> web.StreamResponse:
         refusal = await _authenticate_request(
-            request, verifier, required=required, user_loader=user_loader
+            request, verifier, required=required, user_loader=user_loader, base_url=base_url
         )
         if refusal is not None:
             return refusal
@@ -196,8 +235,8 @@ def require_scopes(*scopes: str) -> Callable[[Handler], Handler]:
                 return _reply(failure_for(None))
             try:
                 claims.require_scopes(required)
-            except KeyturnError as exc:
-                return _reply(failure_for(exc))
+            except KeyturnError as exc:  # a bound token came as DPoP: answer in kind
+                return _reply(failure_for(exc, scheme="dpop" if claims.jkt else "bearer"))
             return await handler(first, *args, **kwargs)
 
         return cast("Handler", guarded)
@@ -212,6 +251,7 @@ def authenticate(
     client: httpx.AsyncClient | None = None,
     timeout: float = VALIDATE_TIMEOUT,
     jwthenticator_server: str | None = None,
+    base_url: str | None = None,
 ) -> Callable[[Handler], Handler]:
     """Guard one handler with a bearer token.
 
@@ -233,6 +273,8 @@ def authenticate(
             close it). By default each call opens its own, as JWThenticator did.
         timeout: seconds the whole ``/validate`` call may take.
         jwthenticator_server: JWThenticator's keyword name for ``server_url``.
+        base_url: with ``verifier``: the external origin for DPoP proofs' ``htu``, as
+            in `auth_middleware`.
 
     Raises:
         TypeError: neither or both of a server URL and ``verifier``.
@@ -246,17 +288,17 @@ def authenticate(
     if (server_url is None) == (verifier is None):
         raise TypeError("authenticate() takes a server URL or verifier=, exactly one")
     if verifier is not None:
-        return _verifying(verifier)
+        return _verifying(verifier, check_base_url(base_url))
     assert server_url is not None  # noqa: S101 -- narrowed by the check above
     return _jwthenticator(server_url, client, timeout)
 
 
-def _verifying(verifier: Verifier) -> Callable[[Handler], Handler]:
+def _verifying(verifier: Verifier, base_url: str | None) -> Callable[[Handler], Handler]:
     def decorate(handler: Handler) -> Handler:
         @functools.wraps(handler)
         async def guarded(first: Any, *args: Any, **kwargs: Any) -> web.StreamResponse:
             refusal = await _authenticate_request(
-                _request_of(first), verifier, required=True, user_loader=None
+                _request_of(first), verifier, required=True, user_loader=None, base_url=base_url
             )
             if refusal is not None:
                 return refusal
