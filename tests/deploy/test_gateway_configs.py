@@ -15,8 +15,10 @@ import pytest
 import yaml
 
 from keyturn.config import Settings
+from keyturn.core.dpop import CONFIRMATION_CLAIM
 from keyturn.core.signing import SigningKey
 from keyturn.core.tokens import issue_access_token, parse_scope, peek_unverified_claims
+from keyturn.rfc9449 import DPOP_HEADER
 from keyturn.server.v1 import IDENTITY_HEADERS, public_routes
 from tests.deploy.conftest import DEPLOY
 
@@ -81,7 +83,7 @@ def test_traefik_forward_auth_calls_v1_validate_and_copies_the_identity_headers(
     assert address.path in PUBLIC_PATHS
     for scope in parse_qs(address.query).get("scope", []):
         assert parse_scope(scope)  # a well-formed RFC 6749 §3.3 scope list
-    assert auth["authRequestHeaders"] == ["Authorization"]
+    assert auth["authRequestHeaders"] == ["Authorization", DPOP_HEADER]
     assert set(auth["authResponseHeaders"]) == set(IDENTITY_HEADERS.values())
     assert all(pattern.search(header) for header in IDENTITY_HEADERS.values())
     assert not pattern.search("Authorization")
@@ -170,3 +172,22 @@ def test_envoy_requires_a_token_everywhere_but_keyturns_own_endpoints() -> None:
     assert rules[-1] == {"match": {"prefix": "/"}, "requires": {"provider_name": "keyturn"}}
     assert open_paths - {"/.well-known/"} <= PUBLIC_PATHS
     assert "/v1/validate" not in open_paths
+
+
+def test_envoy_refuses_dpop_bound_tokens_it_cannot_check() -> None:
+    """jwt_authn checks no DPoP proof: a token with ``cnf`` must not pass as Bearer (§7.1)."""
+    names = [f["name"] for f in http_filters()]
+    (rbac,) = [f for f in http_filters() if f["name"] == "envoy.filters.http.rbac"]
+    rules = rbac["typed_config"]["rules"]
+    (policy,) = rules["policies"].values()
+    (principal,) = policy["principals"]
+    matcher = principal["metadata"]
+
+    assert rules["action"] == "DENY"
+    assert policy["permissions"] == [{"any": True}]
+    assert matcher["filter"] == "envoy.filters.http.jwt_authn"
+    assert matcher["path"] == [{"key": jwt_provider()["payload_in_metadata"]}, {"key": "cnf"}]
+    assert matcher["path"][-1]["key"] == CONFIRMATION_CLAIM
+    assert matcher["value"] == {"present_match": True}
+    jwt_at, rbac_at = names.index("envoy.filters.http.jwt_authn"), names.index(rbac["name"])
+    assert jwt_at < rbac_at < names.index("envoy.filters.http.router")

@@ -27,6 +27,7 @@ from keyturn.server.state import KeyturnState
 from keyturn.server.v1 import IDENTITY_HEADERS
 from keyturn.service import utc_now
 from keyturn.testing import FakeClock
+from keyturn.verify._remote import ORIGINAL_METHOD_HEADER, ORIGINAL_URL_HEADER
 from tests.deploy.conftest import DEPLOY, NginxGateway, Upstream
 from tests.serve_fixtures import KeyturnServer
 
@@ -248,3 +249,15 @@ def test_the_config_sets_every_identity_header_from_keyturns_answer() -> None:
     assert set(forwarded) == set(IDENTITY_HEADERS.values())
     for header, variable in forwarded.items():
         assert captured[variable] == header.lower().replace("-", "_")
+
+
+def test_the_validation_subrequest_names_the_clients_request_for_dpop() -> None:
+    """Keyturn checks a DPoP proof's htm/htu against these (RFC 9449 §4.3); nginx sets them,
+    so a client cannot choose them, with the header names `RemoteVerifier` sends too."""
+    validate = re.search(r"location = /_keyturn/validate \{(.*?)\n    \}", SITE, re.S)
+    assert validate is not None
+    headers = dict(re.findall(r"proxy_set_header ([\w-]+)\s+(.+?);", validate.group(1)))
+
+    assert headers[ORIGINAL_METHOD_HEADER] == "$request_method"
+    assert headers[ORIGINAL_URL_HEADER] == "$scheme://$http_host$request_uri"
+    assert "proxy_pass_request_headers off" not in validate.group(1)  # Authorization, DPoP
