@@ -32,6 +32,8 @@ __all__ = ["DPOP_HEADER", "Scheme", "access_credential", "dpop_challenge", "fail
 #: RFC 9449 §4.1: the request header carrying the proof (one value).
 DPOP_HEADER: Final = "DPoP"
 Scheme = Literal["bearer", "dpop"]
+#: RFC 9449's error codes: always answered with the DPoP challenge.
+_DPOP_ERRORS: Final = frozenset({"invalid_dpop_proof", "use_dpop_nonce"})
 
 
 def access_credential(
@@ -98,7 +100,9 @@ def failure_for(error: KeyturnError | None, *, scheme: Scheme | None = None) -> 
     * a bad token: 401 ``invalid_token``; a missing scope: 403 ``insufficient_scope``;
       a malformed header: 400 ``invalid_request``; an outage: 503 + ``Retry-After``.
     """
-    dpop_error = isinstance(error, InvalidDPoPProofError)
+    dpop_error = error is not None and (
+        isinstance(error, InvalidDPoPProofError) or error.error_code in _DPOP_ERRORS
+    )
     if error is None or (scheme != "dpop" and not dpop_error):
         return bearer_failure_for(error)
     body = {"error": error.error_code, "detail": error.message}
