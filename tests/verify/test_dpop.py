@@ -6,12 +6,18 @@ share `keyturn.verify._dpop.DPoPCheck`, so each rule runs against both.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from jwt.algorithms import ECAlgorithm
 
 from keyturn.core._encoding import b64url_encode, compact_json
 from keyturn.core.dpop import access_token_hash, create_dpop_proof, proof_jwk
@@ -344,3 +350,34 @@ async def test_replay_cache_full_of_live_proofs_refuses_rather_than_forgets() ->
     assert await cache.claim(
         "c", expires_at=T0 + timedelta(seconds=90), now=T0 + timedelta(seconds=30)
     )
+
+
+def thumbprint_by_hand(jwk: dict[str, str]) -> str:
+    """RFC 7638 §3 for an EC key, written out: SHA-256 of the required members, sorted."""
+    members = json.dumps({m: jwk[m] for m in ("crv", "kty", "x", "y")}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(hashlib.sha256(members.encode()).digest()).rstrip(b"=").decode()
+
+
+def pyjwt_proof(private: ec.EllipticCurvePrivateKey, token: str, clock: FakeClock) -> str:
+    """A proof made by PyJWT alone (its own JWK export and ES256 signature)."""
+    jwk = json.loads(ECAlgorithm.to_jwk(private.public_key()))
+    ath = base64.urlsafe_b64encode(hashlib.sha256(token.encode()).digest()).rstrip(b"=").decode()
+    claims = {"jti": "pyjwt-1", "htm": "GET", "htu": URL, "iat": int(clock.timestamp()), "ath": ath}
+    return jwt.encode(claims, private, algorithm="ES256", headers={"typ": "dpop+jwt", "jwk": jwk})
+
+
+async def test_rfc9449_4_2_a_proof_made_by_pyjwt_passes(
+    build: Build, issuer: FakeIssuer, clock: FakeClock
+) -> None:
+    """Interop: another implementation's proof and thumbprint, not Keyturn's own."""
+    device = ec.generate_private_key(ec.SECP256R1())
+    jkt = thumbprint_by_hand(json.loads(ECAlgorithm.to_jwk(device.public_key())))
+    token = bind_token(issuer.token(), issuer.signing_key, jkt)
+    proof = pyjwt_proof(device, token, clock)
+    verifier = build()
+
+    verified = await verifier.verify(token, dpop_proof=proof, method="GET", url=URL)
+
+    assert verified.jkt == jkt
+    with pytest.raises(InvalidDPoPProofError, match="used before"):
+        await verifier.verify(token, dpop_proof=proof, method="GET", url=URL)

@@ -28,6 +28,7 @@ from keyturn.core.tokens import (
 from keyturn.errors import (
     InsufficientScopeError,
     InvalidTokenError,
+    KeyturnError,
     MalformedTokenError,
     TokenClaimsError,
     VerifierUnavailableError,
@@ -138,18 +139,7 @@ class RemoteVerifier:
             if used == "bearer" or verified.jkt is None:
                 check_binding(verified.jkt, None, scheme=used)
             return verified
-        if response.status_code == 403:
-            raise InsufficientScopeError(
-                f"token lacks required scope(s): {format_scope(required)}", required=required
-            )
-        if response.status_code in (400, 401):
-            if _DPOP_REFUSAL.search(response.headers.get("www-authenticate", "")):
-                raise InvalidDPoPProofError("the Keyturn server refused the DPoP proof")
-            raise InvalidTokenError("the Keyturn server refused the token")
-        raise VerifierUnavailableError(
-            f"the Keyturn server answered HTTP {response.status_code}",
-            retry_after=_retry_after(response),
-        )
+        raise _refusal(response, required)
 
     async def _ask(
         self, client: httpx.AsyncClient, headers: dict[str, str], params: dict[str, str]
@@ -163,6 +153,22 @@ class RemoteVerifier:
             what="the Keyturn server",
         )
         return response
+
+
+def _refusal(response: httpx.Response, required: frozenset[str]) -> KeyturnError:
+    """The error a non-200 answer of ``/v1/validate`` means."""
+    if response.status_code == 403:
+        return InsufficientScopeError(
+            f"token lacks required scope(s): {format_scope(required)}", required=required
+        )
+    if response.status_code in (400, 401):
+        if _DPOP_REFUSAL.search(response.headers.get("www-authenticate", "")):
+            return InvalidDPoPProofError("the Keyturn server refused the DPoP proof")
+        return InvalidTokenError("the Keyturn server refused the token")
+    return VerifierUnavailableError(
+        f"the Keyturn server answered HTTP {response.status_code}",
+        retry_after=_retry_after(response),
+    )
 
 
 def _dpop_headers(proof: str | None, method: str | None, url: str | None) -> dict[str, str]:
