@@ -3,7 +3,10 @@
 One nginx (the shipped file, only its addresses replaced), one ``keyturn serve`` and one
 upstream that echoes the headers it received. The test proves what the file promises:
 valid tokens pass with Keyturn's identity headers, bad tokens get 401 with a challenge,
-a missing scope gets 403, and headers a client forges never reach the application.
+a missing scope gets 403, and headers a client forges never reach the application. A
+DPoP-bound token (RFC 9449) reaches the application only with a valid proof for the
+request nginx received: without one, as Bearer, replayed, for another URL or by another
+key it gets 401 with Keyturn's DPoP challenge.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import asyncio
 import base64
 import json
 import re
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -21,12 +25,14 @@ import httpx
 import pytest
 
 from keyturn.config import Settings
+from keyturn.core.dpop import create_dpop_proof
 from keyturn.core.signing import SigningKey
 from keyturn.core.tokens import issue_access_token, peek_unverified_claims
 from keyturn.server.state import KeyturnState
 from keyturn.server.v1 import IDENTITY_HEADERS
 from keyturn.service import utc_now
 from keyturn.testing import FakeClock
+from keyturn.verify import InvalidDPoPProofError, RemoteVerifier
 from keyturn.verify._remote import ORIGINAL_METHOD_HEADER, ORIGINAL_URL_HEADER
 from tests.deploy.conftest import DEPLOY, NginxGateway, Upstream
 from tests.serve_fixtures import KeyturnServer
@@ -261,3 +267,105 @@ def test_the_validation_subrequest_names_the_clients_request_for_dpop() -> None:
     assert headers[ORIGINAL_METHOD_HEADER] == "$request_method"
     assert headers[ORIGINAL_URL_HEADER] == "$scheme://$http_host$request_uri"
     assert "proxy_pass_request_headers off" not in validate.group(1)  # Authorization, DPoP
+
+
+# -- DPoP-bound tokens at the gate (RFC 9449 §7.1) --------------------------------------
+
+DEVICE = SigningKey.generate("ES256")
+
+
+def dpop_bound_token(stack: Stack) -> str:
+    """A DPoP-bound token for the stack's key, asked of Keyturn's own listener."""
+    url = f"{stack.keyturn.public}/v1/token"
+    proof = create_dpop_proof(DEVICE, method="POST", url=url, now=int(time.time()))
+    response = httpx.post(
+        url,
+        data={"grant_type": "client_credentials", "scope": "orders:read"},
+        auth=(stack.key, ""),
+        headers={"DPoP": proof},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["token_type"] == "DPoP"
+    token: str = response.json()["access_token"]
+    assert peek_unverified_claims(token)[1]["cnf"] == {"jkt": DEVICE.kid}
+    return token
+
+
+def dpop_get(
+    stack: Stack, path: str, token: str, proof: str | None, scheme: str = "DPoP"
+) -> httpx.Response:
+    headers = {"Authorization": f"{scheme} {token}", **FORGED}
+    if proof is not None:
+        headers["DPoP"] = proof
+    return httpx.get(f"{stack.gateway.url}{path}", headers=headers, timeout=10)
+
+
+def request_proof(stack: Stack, token: str, path: str, method: str = "GET") -> str:
+    url = f"{stack.gateway.url}{path}"
+    return create_dpop_proof(
+        DEVICE, method=method, url=url, now=int(time.time()), access_token=token
+    )
+
+
+def assert_dpop_refused(response: httpx.Response) -> None:
+    assert response.status_code == 401
+    challenge = response.headers["www-authenticate"]
+    assert challenge.startswith('DPoP realm="keyturn", algs="')
+    assert 'error="invalid_dpop_proof"' in challenge
+    assert "forged" not in response.text  # the upstream's echo never came back
+
+
+def test_rfc9449_7_1_nginx_admits_a_bound_token_only_with_a_valid_proof(stack: Stack) -> None:
+    token = dpop_bound_token(stack)
+    claims = peek_unverified_claims(token)[1]
+
+    seen = received(
+        dpop_get(stack, "/anything?x=1", token, request_proof(stack, token, "/anything"))
+    )
+
+    assert seen["x-keyturn-token-id"] == [claims["jti"]]
+    assert seen["x-keyturn-subject"] == [claims["sub"]]
+
+
+@pytest.mark.parametrize("attack", ["no-proof", "as-bearer", "replayed", "other-url", "other-key"])
+def test_rfc9449_7_1_nginx_refuses_a_bound_token_with_the_dpop_challenge(
+    stack: Stack, attack: str
+) -> None:
+    token = dpop_bound_token(stack)
+    proof: str | None = request_proof(stack, token, "/anything")
+    scheme = "DPoP"
+    if attack == "no-proof":
+        proof = None
+    elif attack == "as-bearer":
+        scheme = "Bearer"
+    elif attack == "replayed":
+        assert dpop_get(stack, "/anything", token, proof).status_code == 200
+    elif attack == "other-url":
+        proof = request_proof(stack, token, "/elsewhere")
+    else:
+        url = f"{stack.gateway.url}/anything"
+        thief = SigningKey.generate("ES256")
+        proof = create_dpop_proof(
+            thief, method="GET", url=url, now=int(time.time()), access_token=token
+        )
+
+    assert_dpop_refused(dpop_get(stack, "/anything", token, proof, scheme))
+
+
+async def test_rfc9449_7_1_remote_verifier_speaks_the_same_dpop_to_keyturn(stack: Stack) -> None:
+    """`RemoteVerifier` forwards what nginx forwards: the real server agrees with both."""
+    token = dpop_bound_token(stack)
+    url = "https://api.example.com/orders/17"
+    proof = create_dpop_proof(
+        DEVICE, method="PUT", url=url, now=int(time.time()), access_token=token
+    )
+    verifier = RemoteVerifier(stack.keyturn.public, allow_insecure_http=True)
+
+    verified = await verifier.verify(token, dpop_proof=proof, method="PUT", url=f"{url}?x=1")
+
+    assert verified.jkt == DEVICE.kid
+    with pytest.raises(InvalidDPoPProofError):
+        await verifier.verify(token, dpop_proof=proof, method="PUT", url=url)  # replayed
+    with pytest.raises(InvalidDPoPProofError):
+        await verifier.verify(token)  # as Bearer
