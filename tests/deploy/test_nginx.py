@@ -23,16 +23,22 @@ from pathlib import Path
 
 import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
+from keyturn.client import KeyturnAuth
 from keyturn.config import Settings
 from keyturn.core.dpop import create_dpop_proof
-from keyturn.core.signing import SigningKey
+from keyturn.core.signing import SigningKey, jwk_thumbprint
 from keyturn.core.tokens import issue_access_token, peek_unverified_claims
+from keyturn.integrations.starlette import authentication_middleware
 from keyturn.server.state import KeyturnState
-from keyturn.server.v1 import IDENTITY_HEADERS
+from keyturn.server.v1 import IDENTITY_HEADERS, METADATA_PATH
 from keyturn.service import utc_now
 from keyturn.testing import FakeClock
-from keyturn.verify import InvalidDPoPProofError, RemoteVerifier
+from keyturn.verify import InvalidDPoPProofError, JWKSVerifier, RemoteVerifier
 from keyturn.verify._remote import ORIGINAL_METHOD_HEADER, ORIGINAL_URL_HEADER
 from tests.deploy.conftest import DEPLOY, NginxGateway, Upstream
 from tests.serve_fixtures import KeyturnServer
@@ -369,3 +375,42 @@ async def test_rfc9449_7_1_remote_verifier_speaks_the_same_dpop_to_keyturn(stack
         await verifier.verify(token, dpop_proof=proof, method="PUT", url=url)  # replayed
     with pytest.raises(InvalidDPoPProofError):
         await verifier.verify(token)  # as Bearer
+
+
+async def test_rfc9449_7_1_keyturns_client_passes_a_starlette_service_checking_dpop(
+    stack: Stack,
+) -> None:
+    """Client, server and integration together: `KeyturnAuth(dpop=True)` gets a bound token
+    from Keyturn and proves it on each request to a service that verifies it locally."""
+    metadata = httpx.get(f"{stack.keyturn.public}{METADATA_PATH}", timeout=10).json()
+    verifier = JWKSVerifier(
+        metadata["jwks_uri"].replace(metadata["issuer"], stack.keyturn.public),
+        issuer=metadata["issuer"],
+        audience=Settings().audience,
+        allow_insecure_http=True,
+    )
+
+    async def order(request: Request) -> JSONResponse:
+        return JSONResponse({"jkt": request.user.token.jkt})
+
+    app = Starlette(
+        routes=[Route("/orders/17", order, methods=["GET", "DELETE"])],
+        middleware=[authentication_middleware(verifier)],
+    )
+    auth = KeyturnAuth(stack.keyturn.public, api_key=stack.key, dpop=True)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://orders.internal", auth=auth
+    ) as client:
+        first = await client.get("/orders/17?page=1")
+        second = await client.delete("/orders/17")
+    token = await auth.async_access_token()
+    async with httpx.AsyncClient(transport=transport, base_url="http://orders.internal") as bare:
+        stolen = await bare.get("/orders/17", headers={"Authorization": f"Bearer {token}"})
+    await verifier.aclose()
+
+    assert auth.dpop_key is not None
+    assert (first.status_code, second.status_code) == (200, 200)
+    assert first.json() == {"jkt": jwk_thumbprint(auth.dpop_key.verification_key.to_jwk())}
+    assert stolen.status_code == 401
+    assert 'error="invalid_dpop_proof"' in stolen.headers["www-authenticate"]
