@@ -9,6 +9,7 @@ fast-path statement reaches the server.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -43,6 +44,10 @@ HOT_PATHS: dict[str, tuple[HotPath, str]] = {
         "asyncpg",
     ),
     "audit.record": (lambda s: s.audit.record(event("login.failed")), "asyncpg"),
+    "replays.claim": (
+        lambda s: s.replays.claim("jti-1", expires_at=NOW + timedelta(minutes=5), now=NOW),
+        "asyncpg",
+    ),
 }
 
 

@@ -2,13 +2,15 @@
 
 `SQLClientKeyRepository` keeps the public JWKs an API key (an OAuth client) signs
 ``private_key_jwt`` assertions with; `SQLReplayRepository` remembers single-use ids
-(assertion ``jti``s) until they expire. Claiming an id is one ``INSERT … ON CONFLICT``,
-atomic across every instance on the database.
+(assertion ``jti``s, DPoP proof ids) until they expire. Claiming an id is one ``INSERT …
+ON CONFLICT``, atomic across every instance on the database, on the hot path
+(`keyturn.storage.sql.hot`) when the storage has one.
 """
 
 from __future__ import annotations
 
 import builtins
+import contextlib
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
@@ -16,9 +18,10 @@ from typing import TYPE_CHECKING, Any, Final
 import sqlalchemy as sa
 
 from keyturn.core.records import ApiKeyRecord, AuditEvent, ClientPublicKeyRecord
+from keyturn.storage.sql.hot import Busy
 from keyturn.storage.sql.pooled import Repository
 from keyturn.storage.sql.rows import api_key_values, audit_params
-from keyturn.storage.sql.statements import INSERT_API_KEY, INSERT_AUDIT_EVENT
+from keyturn.storage.sql.statements import CLAIM_REPLAY, INSERT_API_KEY, INSERT_AUDIT_EVENT
 from keyturn.storage.tables import client_public_keys, replay_guard
 
 if TYPE_CHECKING:
@@ -145,20 +148,6 @@ class SQLClientKeyRepository(Repository):
         return await self._pooled.read("read the public keys", read)
 
 
-#: The claim, one statement both dialects speak (PostgreSQL and SQLite >= 3.35 upserts).
-#: Text, so SQLAlchemy compiles it once: its dialect ``insert`` constructs have no cache
-#: key and were compiled on every claim (a DPoP proof at every bound request).
-_CLAIM: Final = sa.text(
-    "INSERT INTO replay_guard (id, expires_at) VALUES (:id, :expires_at) "
-    "ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at "
-    "WHERE replay_guard.expires_at <= :now RETURNING id"
-).bindparams(
-    sa.bindparam("id", type_=replay_guard.c.id.type),
-    sa.bindparam("expires_at", type_=replay_guard.c.expires_at.type),
-    sa.bindparam("now", type_=replay_guard.c.expires_at.type),
-)
-
-
 class SQLReplayRepository(Repository):
     """Single-use ids (`keyturn.storage.base.ReplayRepository`)."""
 
@@ -166,10 +155,16 @@ class SQLReplayRepository(Repository):
         """Record ``replay_id`` as used until ``expires_at``: True the first time only.
 
         An entry that has expired by ``now`` is taken over (its id may be used again).
+        On the hot path the claims of concurrent callers share one statement (PostgreSQL)
+        or one group commit (SQLite); each caller returns after that commit, and a failure
+        is an error, never a True (a replay is never let through).
         """
         params = {"id": replay_id, "expires_at": expires_at, "now": now}
+        if self._hot is not None:
+            with contextlib.suppress(Busy):
+                return await self._hot.claim_replay(params)
         first = await self._pooled.write(
-            "claim the single-use id", lambda c: c.execute(_CLAIM, params).first()
+            "claim the single-use id", lambda c: c.execute(CLAIM_REPLAY, params).first()
         )
         return first is not None
 

@@ -1,9 +1,10 @@
 """The hot path: the verbs that have a faster way to the database than the pooled one.
 
-Seven verbs run on every authentication and refresh: finding a key by its hash, recording
+Eight verbs run on every authentication and refresh: finding a key by its hash, recording
 its use, storing a refresh token, finding one, rotating it, appending the audit row of an
 issuance that stores no token (client credentials without a refresh token, unless the key
-is revoked or expired by then), and appending an audit event on its own. Each
+is revoked or expired by then), appending an audit event on its own, and claiming a
+single-use id (every DPoP proof and ``private_key_jwt`` assertion's ``jti``). Each
 database engine may offer them a faster way than the pooled SQLAlchemy path
 (`keyturn.storage.sql.pooled`):
 
@@ -37,7 +38,7 @@ class Busy(Exception):  # noqa: N818 -- a signal to fall back, not an error
 
 
 class HotPath(Protocol):
-    """The fast versions of the seven hot verbs, for one database engine."""
+    """The fast versions of the eight hot verbs, for one database engine."""
 
     async def find_key_by_hash(self, params: Mapping[str, Any]) -> Sequence[Any] | None:
         """`statements.FIND_KEY_BY_HASH` (``hash``, ``now``): the key's row, or None."""
@@ -69,6 +70,11 @@ class HotPath(Protocol):
 
     async def record_audit(self, audit: Mapping[str, Any]) -> None:
         """`statements.INSERT_AUDIT_EVENT` (``audit_*``), committed before it returns."""
+        ...
+
+    async def claim_replay(self, params: Mapping[str, Any]) -> bool:
+        """`statements.CLAIM_REPLAY` (``id``, ``expires_at``, ``now``), committed before it
+        returns: True when the id was new (or its entry expired by ``now``), else False."""
         ...
 
     async def close(self) -> None:

@@ -35,6 +35,8 @@ from keyturn.storage.sql._prebuilt import PrebuiltStatement
 from keyturn.storage.sql.statements import (
     ADD_REFRESH_TOKEN_WITH_AUDIT,
     ADD_REFRESH_TOKENS_WITH_AUDIT,
+    CLAIM_REPLAY,
+    CLAIM_REPLAYS,
     FIND_KEY_BY_HASH,
     FIND_KEYS_BY_HASH,
     FIND_REFRESH_TOKEN_WITH_KEY,
@@ -302,7 +304,8 @@ class FastPath:
 class PostgresHotPath:
     """The hot verbs on PostgreSQL (`keyturn.storage.sql.hot.HotPath`), through `FastPath`.
 
-    Lookups and stores of refresh tokens, and audit rows appended alone, are batched per
+    Lookups and stores of refresh tokens, audit rows appended alone, and claims of
+    single-use ids are batched per
     event-loop turn (each caller resumes once its batch's statement committed); storing a
     refresh token and rotating one are one data-modifying CTE each (the token, its audit
     row, and for a rotation the compare-and-set), hence one round trip.
@@ -311,6 +314,7 @@ class PostgresHotPath:
     __slots__ = (
         "_add_token",
         "_audit",
+        "_claim",
         "_find_key",
         "_find_token",
         "_issuance",
@@ -337,6 +341,9 @@ class PostgresHotPath:
         )
         self._audit: Final = fast.batched_writes(
             "record the audit event", INSERT_AUDIT_EVENT, INSERT_AUDIT_EVENTS
+        )
+        self._claim: Final = fast.batched_lookups(
+            "claim the single-use id", CLAIM_REPLAY, CLAIM_REPLAYS
         )
 
     async def find_key_by_hash(self, params: Mapping[str, Any]) -> Sequence[Any] | None:
@@ -372,6 +379,11 @@ class PostgresHotPath:
     async def record_audit(self, audit: Mapping[str, Any]) -> None:
         """Append the audit row, batched with the same turn's (one autocommit statement)."""
         await self._audit(audit)
+
+    async def claim_replay(self, params: Mapping[str, Any]) -> bool:
+        """Claim the id, batched with the same turn's claims (one autocommit statement);
+        an id twice in one batch is claimed by its first call only."""
+        return await self._claim(params) is not None
 
     async def close(self) -> None:
         """Give the leased connections back to the pool."""

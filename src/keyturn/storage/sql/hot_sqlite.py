@@ -32,6 +32,7 @@ from keyturn.errors import ConflictError, StorageUnavailableError
 from keyturn.storage.sql._prebuilt import PrebuiltStatement
 from keyturn.storage.sql.hot import Busy
 from keyturn.storage.sql.statements import (
+    CLAIM_REPLAY,
     FIND_KEY_BY_HASH,
     FIND_REFRESH_TOKEN_WITH_KEY,
     INSERT_AUDIT_EVENT,
@@ -330,6 +331,7 @@ class SqliteHotPath:
     """
 
     __slots__ = (
+        "_claim",
         "_find_key",
         "_find_token",
         "_insert_audit",
@@ -351,6 +353,7 @@ class SqliteHotPath:
         self._insert_token: Final = lite.prepare(INSERT_REFRESH_TOKEN)
         self._insert_audit: Final = lite.prepare(INSERT_AUDIT_EVENT)
         self._issuance_key_is_live: Final = lite.prepare(ISSUANCE_KEY_IS_LIVE)
+        self._claim: Final = lite.prepare(CLAIM_REPLAY)
 
     async def find_key_by_hash(self, params: Mapping[str, Any]) -> Sequence[Any] | None:
         """The key's row, read on the loop's connection."""
@@ -408,6 +411,13 @@ class SqliteHotPath:
         """Append the audit row, in the next group commit."""
         insert = self._insert_audit
         await self.lite.write("record the audit event", lambda conn: conn.execute(insert, audit))
+
+    async def claim_replay(self, params: Mapping[str, Any]) -> bool:
+        """Claim the id, in the next group commit (an id twice in one: the first wins)."""
+        claim = self._claim
+        return await self.lite.write(
+            "claim the single-use id", lambda conn: conn.first(claim, params) is not None
+        )
 
     async def close(self) -> None:
         """Wait for running checkpoints, then close the loop's connection."""

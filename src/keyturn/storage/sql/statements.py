@@ -26,6 +26,7 @@ from keyturn.storage.tables import (
     api_keys,
     audit_events,
     refresh_tokens,
+    replay_guard,
     revoked_tokens,
     users,
 )
@@ -36,6 +37,8 @@ __all__ = [
     "ALL_REVOCATIONS",
     "AT",
     "AUDIT",
+    "CLAIM_REPLAY",
+    "CLAIM_REPLAYS",
     "FIND_KEYS_BY_HASH",
     "FIND_KEY_BY_HASH",
     "FIND_REFRESH_TOKENS_WITH_KEY",
@@ -360,3 +363,48 @@ def _revocations(*, revoked_since: bool) -> sa.CompoundSelect[tuple[str, str, da
 
 ALL_REVOCATIONS: Final = _revocations(revoked_since=False)
 RECENT_REVOCATIONS: Final = _revocations(revoked_since=True)
+
+
+# The replay guard (single-use ids, `keyturn.storage.sql.client_keys`). Text, as SQLAlchemy's
+# dialect ``insert`` constructs have no cache key (they were compiled on every claim).
+# One statement both dialects speak (PostgreSQL and SQLite >= 3.35 upserts): a row when the
+# id was new, or its entry had expired by ``now`` and is taken over.
+_REPLAY_EXPIRES: Final = replay_guard.c.expires_at.type
+CLAIM_REPLAY: Final = (
+    sa.text(
+        "INSERT INTO replay_guard (id, expires_at) VALUES (:id, :expires_at) "
+        "ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at "
+        "WHERE replay_guard.expires_at <= :now RETURNING id"
+    )
+    .bindparams(
+        sa.bindparam("id", type_=replay_guard.c.id.type),
+        sa.bindparam("expires_at", type_=_REPLAY_EXPIRES),
+        sa.bindparam("now", type_=_REPLAY_EXPIRES),
+    )
+    .columns(replay_guard.c.id)
+)
+# PostgreSQL, `CLAIM_REPLAY` for a batch: ``(n,)`` for each call that claimed its id. The
+# first call of an id in the batch claims it, a later one is refused as a replay (one
+# ``INSERT`` may not touch a row twice); rows are written in id order, so two batches
+# claiming the same ids on two instances wait for each other rather than deadlock. The
+# array parameters' types are rendered as casts (asyncpg's bind casts).
+CLAIM_REPLAYS: Final = (
+    sa.text(
+        "WITH each_call AS (SELECT * FROM unnest(:each_id, :each_expires_at, :each_now) "
+        "WITH ORDINALITY AS c (id, expires_at, now, n)), "
+        "firsts AS (SELECT DISTINCT ON (id) id, expires_at, now, n FROM each_call "
+        "ORDER BY id, n), "
+        "claimed AS (INSERT INTO replay_guard (id, expires_at) "
+        "SELECT id, expires_at FROM firsts ORDER BY id "
+        "ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at "
+        "WHERE replay_guard.expires_at <= "
+        "(SELECT f.now FROM firsts AS f WHERE f.id = excluded.id) RETURNING id) "
+        "SELECT firsts.n FROM firsts JOIN claimed ON claimed.id = firsts.id"
+    )
+    .bindparams(
+        sa.bindparam("each_id", type_=postgresql.ARRAY(sa.String(), dimensions=1)),
+        sa.bindparam("each_expires_at", type_=postgresql.ARRAY(_REPLAY_EXPIRES, dimensions=1)),
+        sa.bindparam("each_now", type_=postgresql.ARRAY(_REPLAY_EXPIRES, dimensions=1)),
+    )
+    .columns(sa.column("n", sa.BigInteger()))
+)
