@@ -24,6 +24,7 @@ from schemathesis.engine import events
 from starlette.routing import Route
 
 from keyturn.server import KeyturnState, build_admin_app, build_public_app
+from keyturn.server.openapi import path_template
 
 from .conftest import ADMIN_TOKEN, MakeClient, OpenState, bearer, make_settings
 from .live import live_listener
@@ -36,7 +37,7 @@ UNDOCUMENTED = {"/openapi.json", "/docs"}
 def served_operations(app: Any) -> set[tuple[str, str]]:
     """(method, path) of every route the app answers, except the documents themselves."""
     return {
-        (method.lower(), route.path)
+        (method.lower(), path_template(route.path))
         for route in app.routes
         if isinstance(route, Route) and route.path not in UNDOCUMENTED
         for method in route.methods or ()

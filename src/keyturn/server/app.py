@@ -146,6 +146,7 @@ def build_public_app(state: KeyturnState) -> ASGIApp:
 _QUIET_PUBLIC = (
     "/validate_request",
     "/v1/validate",
+    "/v1/ext_authz/{path:path}",
     "/validate",
     "/jwks",
     "/.well-known/jwks.json",

@@ -37,7 +37,14 @@ from keyturn.rfc6750 import bearer_challenge, bearer_matches
 from keyturn.server.dpop import token_proof
 from keyturn.server.errors import NO_STORE, ErrorStyle, render, renders
 from keyturn.server.gateway.answers import IDENTITY_HEADERS, V1_JWKS, identity_headers
-from keyturn.server.gateway.endpoints import JwksEndpoint, V1TokenEndpoint, V1ValidateEndpoint
+from keyturn.server.gateway.endpoints import (
+    EXT_AUTHZ_METHODS,
+    EXT_AUTHZ_PATH,
+    ExtAuthzEndpoint,
+    JwksEndpoint,
+    V1TokenEndpoint,
+    V1ValidateEndpoint,
+)
 from keyturn.server.requests import authorization, keyturn_state, read_form_or_json, request_id
 from keyturn.server.routes.oauth import (
     NO_CREDENTIALS,
@@ -222,6 +229,11 @@ def public_routes(prefix: str) -> list[Route]:
         Route(f"{prefix}/v1/revoke", revoke, methods=["POST"]),
         Route(f"{prefix}/v1/introspect", introspect, methods=["POST"]),
         Route(f"{prefix}/v1/validate", V1ValidateEndpoint(), methods=["GET"]),
+        Route(
+            f"{prefix}{EXT_AUTHZ_PATH}/{{path:path}}",
+            ExtAuthzEndpoint(prefix),
+            methods=list(EXT_AUTHZ_METHODS),
+        ),
         Route(f"{prefix}/.well-known/jwks.json", JwksEndpoint(V1_JWKS), methods=["GET"]),
         Route(f"{prefix}{METADATA_PATH}", metadata, methods=["GET"]),
     ]

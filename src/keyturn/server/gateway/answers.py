@@ -32,6 +32,7 @@ __all__ = [
     "JwksStyle",
     "Refuse",
     "Verify",
+    "header_scopes",
     "identity_headers",
     "jwks",
     "required_scopes",
@@ -104,12 +105,18 @@ def validate_request(verify: Verify, authorization: str | None) -> Answer:
     return Answer(200, _VALIDATED, b"{}", verified.jti)
 
 
-def v1_validate(verify: Verify, authorization: str | None, query: bytes) -> Answer:
-    """``GET /v1/validate[?scope=a+b]``: 200 with the identity headers, or 400/401/403."""
+def v1_validate(
+    verify: Verify, authorization: str | None, required: frozenset[str] | Answer
+) -> Answer:
+    """A gateway's Bearer check: 200 with the identity headers, or 401/403.
+
+    ``required`` is what `required_scopes` or `header_scopes` made of the scopes the
+    gateway asks for (the refusal of a malformed one, told after a missing credential).
+    `keyturn.server.gateway.dpop.check_request` calls it for requests without DPoP.
+    """
     token = bearer_token_of(authorization)
     if token is None:
         return Answer.of(bearer_error(None))
-    required = required_scopes(query)
     if isinstance(required, Answer):
         return required
     try:
@@ -120,11 +127,18 @@ def v1_validate(verify: Verify, authorization: str | None, query: bytes) -> Answ
 
 
 def required_scopes(query: bytes) -> frozenset[str] | Answer:
-    """The scopes ``?scope=`` requires, or the 400 answer of a malformed one."""
+    """The scopes ``?scope=`` requires, or the answer refusing a malformed one."""
     if not query:  # gateways mostly send none
         return frozenset()
+    return header_scopes(QueryParams(query).get("scope", ""))
+
+
+def header_scopes(value: str | None) -> frozenset[str] | Answer:
+    """The scopes a space-separated list requires (``X-Keyturn-Scope``), or the refusal."""
+    if not value:
+        return frozenset()
     try:
-        return parse_scope(QueryParams(query).get("scope", ""))
+        return parse_scope(value)
     except ValueError:
         # A gateway misconfiguration, not the client's fault: deny.
         return Answer.of(bearer_error(InvalidRequestError("the required scope is malformed")))

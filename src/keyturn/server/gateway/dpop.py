@@ -1,15 +1,18 @@
-"""``GET /v1/validate`` with DPoP (RFC 9449 §7): the proof of the request a gateway checks.
+"""The gateway check with DPoP (RFC 9449 §7): the proof of the request a gateway checks.
 
-A gateway asks ``/v1/validate`` about a request it received; the proof in that request's
-``DPoP`` header names the *original* method and URL, which the gateway passes:
+A gateway asks Keyturn about a request it received; the proof in that request's ``DPoP``
+header names the *original* method and URL. ``GET /v1/validate`` takes them from headers
+the gateway passes:
 
 * nginx ``auth_request``: ``X-Original-Method`` and ``X-Original-URL`` (or
   ``X-Original-URI`` with ``X-Forwarded-Proto`` and ``X-Forwarded-Host``);
 * Traefik ForwardAuth: ``X-Forwarded-Method``, ``X-Forwarded-Proto``,
-  ``X-Forwarded-Host`` and ``X-Forwarded-Uri`` (it sets them itself);
-* Envoy ext_authz (HTTP service): the same ``X-Forwarded-*`` four, added with
-  ``authorization_request.headers_to_add`` from ``%REQ(:METHOD)%``, ``%REQ(:PATH)%``
-  and ``%REQ(:AUTHORITY)%``.
+  ``X-Forwarded-Host`` and ``X-Forwarded-Uri`` (it sets them itself).
+
+Envoy's ext_authz HTTP service cannot call a fixed route: it sends the client's method
+to ``path_prefix`` + the client's path, which ``/v1/ext_authz/...``
+(`keyturn.server.gateway.endpoints.ExtAuthzEndpoint`) turns back into the original
+request. Both end in `check_request`, the one check.
 
 The request's ``Authorization: DPoP <token>`` token is verified first (a bad token
 never spends a proof), then the proof with the token's ``ath``, its ``jti`` claimed once
@@ -26,10 +29,16 @@ from keyturn.core.dpop import InvalidDPoPProofError, check_binding
 from keyturn.errors import KeyturnError
 from keyturn.rfc9449 import access_credential
 from keyturn.server.errors import dpop_error
-from keyturn.server.gateway.answers import Answer, required_scopes, verified_answer
+from keyturn.server.gateway.answers import Answer, v1_validate, verified_answer
 from keyturn.service import KeyturnService
 
-__all__ = ["DPOP_HEADER_NAME", "is_dpop_request", "original_request", "v1_validate_dpop"]
+__all__ = [
+    "DPOP_HEADER_NAME",
+    "check_request",
+    "dpop_proofs",
+    "is_dpop_request",
+    "original_request",
+]
 
 #: The proof header as ASGI lists it (lower-case bytes).
 DPOP_HEADER_NAME: Final = b"dpop"
@@ -42,7 +51,7 @@ _NO_ORIGINAL: Final = (
 
 def is_dpop_request(authorization: str | None, headers: Headers) -> bool:
     """Whether the request uses DPoP: ``Authorization: DPoP`` or a ``DPoP`` header."""
-    if authorization is not None and authorization.lstrip()[:5].lower() == "dpop ":
+    if _dpop_scheme(authorization):
         return True
     for name, _ in headers:  # noqa: SIM110 -- a plain loop: runs on every Bearer request
         if name == DPOP_HEADER_NAME:
@@ -87,10 +96,29 @@ def original_request(headers: Headers) -> tuple[str, str] | None:
     return method.upper(), f"{proto}://{host}{path if path.startswith('/') else '/' + path}"
 
 
-async def v1_validate_dpop(
-    service: KeyturnService, authorization: str | None, headers: Headers, query: bytes
+def dpop_proofs(headers: Headers) -> list[str]:
+    """The values of the request's ``DPoP`` headers (more than one is refused later)."""
+    return [value.decode("latin-1") for name, value in headers if name == DPOP_HEADER_NAME]
+
+
+async def check_request(
+    service: KeyturnService,
+    authorization: str | None,
+    proofs: Sequence[str],
+    original: tuple[str, str] | None,
+    required: frozenset[str] | Answer,
 ) -> Answer:
-    """``GET /v1/validate`` for a DPoP request: 200 with identity headers, or the §7.1 401."""
+    """The one gateway check (``/v1/validate``, ``/v1/ext_authz/...``).
+
+    ``authorization`` and ``proofs`` are the client's credential and ``DPoP`` headers,
+    ``original`` the method and absolute URL of the client's request (None when the
+    gateway did not pass them), ``required`` the scopes it asks for (`required_scopes`,
+    `header_scopes`). Without DPoP it is the RFC 6750 Bearer check; with it (an
+    ``Authorization: DPoP`` or a ``DPoP`` header) the §7.1 check. 200 with the identity
+    headers, or the 401/403 of the scheme; storage down is the service's 503.
+    """
+    if not proofs and not _dpop_scheme(authorization):
+        return v1_validate(service.validate, authorization, required)
     try:
         credential = access_credential(authorization, malformed="missing")
     except KeyturnError as exc:  # pragma: no cover - "missing" never raises
@@ -98,23 +126,21 @@ async def v1_validate_dpop(
     if credential is None:
         return Answer.of(dpop_error(None))
     scheme, token = credential
-    required = required_scopes(query)
     if isinstance(required, Answer):
         return required
     try:
         verified = service.validate(token, required_scopes=required, allow_bound=True)
         proof = None
-        if scheme == "dpop":
-            proofs = [value.decode("latin-1") for name, value in headers if name == b"dpop"]
-            original = original_request(headers) if proofs else None
-            if proofs and original is None:
+        if scheme == "dpop" and proofs:
+            if original is None:
                 raise InvalidDPoPProofError(_NO_ORIGINAL)
-            if original is not None:
-                method, url = original
-                proof = await service.dpop.check(
-                    proofs, method=method, urls=(url,), access_token=token
-                )
+            method, url = original
+            proof = await service.dpop.check(proofs, method=method, urls=(url,), access_token=token)
         check_binding(verified.jkt, proof, scheme=scheme)
     except KeyturnError as exc:
         return Answer.of(dpop_error(exc))
     return verified_answer(verified)
+
+
+def _dpop_scheme(authorization: str | None) -> bool:
+    return authorization is not None and authorization.lstrip()[:5].lower() == "dpop "

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Final, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
 from starlette.responses import Response
@@ -24,7 +24,7 @@ from keyturn.server.dpop import add_dpop_nonce
 from keyturn.server.errors import RequestRejectedError, oauth_error
 from keyturn.server.gateway import answers
 from keyturn.server.gateway.answers import Answer, JwksStyle, Refuse
-from keyturn.server.gateway.dpop import is_dpop_request, v1_validate_dpop
+from keyturn.server.gateway.dpop import check_request, dpop_proofs, original_request
 from keyturn.server.http.bodies import check_declared_size, read_body
 from keyturn.server.requests import (
     MAX_BODY_BYTES,
@@ -37,6 +37,9 @@ from keyturn.server.state import KeyturnState, client_address
 from keyturn.server.telemetry import JTI_SCOPE_KEY, REQUEST_ID_SCOPE_KEY, request_header
 
 __all__ = [
+    "EXT_AUTHZ_METHODS",
+    "EXT_AUTHZ_PATH",
+    "ExtAuthzEndpoint",
     "GatewayEndpoint",
     "JwksEndpoint",
     "LegacyTokenEndpoint",
@@ -48,6 +51,11 @@ __all__ = [
 ]
 
 Model = TypeVar("Model", bound=BaseModel)
+
+#: Where Envoy's ext_authz ``path_prefix`` points (after the listener's URL prefix).
+EXT_AUTHZ_PATH: Final = "/v1/ext_authz"
+#: The methods it takes (HEAD with GET): the client's; another one is a 405, denied.
+EXT_AUTHZ_METHODS: Final = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 class TokenAnswer(Protocol[Model]):  # type: ignore[misc]
@@ -117,11 +125,47 @@ class V1ValidateEndpoint(GatewayEndpoint):
 
     async def respond(self, scope: Scope, receive: Receive) -> Answer:
         service = (self._state or self.state(scope)).service
-        header = authorization(scope)
         headers = scope["headers"]
-        if is_dpop_request(header, headers):
-            return await v1_validate_dpop(service, header, headers, scope["query_string"])
-        return answers.v1_validate(service.validate, header, scope["query_string"])
+        proofs = dpop_proofs(headers)
+        original = original_request(headers) if proofs else None
+        required = answers.required_scopes(scope["query_string"])
+        return await check_request(service, authorization(scope), proofs, original, required)
+
+
+class ExtAuthzEndpoint(GatewayEndpoint):
+    """``{prefix}/v1/ext_authz/{path}``, any method: Envoy's ext_authz HTTP service.
+
+    Envoy sends the check with the client's method to ``path_prefix`` + the client's path
+    and query, with the headers its ``allowed_headers`` lets through. The original URL is
+    ``{X-Forwarded-Proto or http}://{Host}/{path}{?query}``; the scopes required come from
+    ``X-Keyturn-Scope`` (the query is the client's). Answered by the same `check_request`
+    as ``/v1/validate``.
+    """
+
+    logs = False
+
+    def __init__(self, prefix: str) -> None:
+        self._prefix = f"{prefix}{EXT_AUTHZ_PATH}".encode("ascii")
+
+    async def respond(self, scope: Scope, receive: Receive) -> Answer:
+        service = (self._state or self.state(scope)).service
+        headers = scope["headers"]
+        proofs = dpop_proofs(headers)
+        scopes = request_header(headers, b"x-keyturn-scope")
+        required = answers.header_scopes(None if scopes is None else scopes.decode("latin-1"))
+        original = (scope["method"], self.original_url(scope)) if proofs else None
+        return await check_request(service, authorization(scope), proofs, original, required)
+
+    def original_url(self, scope: Scope) -> str:
+        """The client's URL: the path after the prefix, its query, the Host and proto."""
+        raw: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
+        path = raw.split(b"?", 1)[0].removeprefix(self._prefix).decode("latin-1") or "/"
+        headers = scope["headers"]
+        host = (request_header(headers, b"host") or b"").decode("latin-1").strip()
+        proto = request_header(headers, b"x-forwarded-proto") or b"http"
+        scheme = proto.decode("latin-1").split(",", 1)[0].strip().lower() or "http"
+        query = scope["query_string"].decode("latin-1")
+        return f"{scheme}://{host}{path}{'?' + query if query else ''}"
 
 
 async def _json_body(scope: Scope, receive: Receive) -> bytes:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from dataclasses import replace
 from typing import Any, Final
 from urllib.parse import urlencode
@@ -34,7 +35,9 @@ from keyturn.server.openapi._parts import (
     _ref,
 )
 
-__all__ = ["OPERATIONS", "docs_page", "openapi_document"]
+__all__ = ["OPERATIONS", "docs_page", "openapi_document", "path_template"]
+
+_CONVERTOR: Final = re.compile(r"\{(\w+):\w+\}")
 
 #: Every operation the two listeners may serve, by (method, path without the prefix).
 OPERATIONS: dict[tuple[str, str], _Op] = {**legacy.OPERATIONS, **v1.OPERATIONS, **admin.OPERATIONS}
@@ -172,13 +175,19 @@ def openapi_document(app: Starlette, *, title: str, settings: Settings) -> dict[
     }
 
 
+def path_template(path: str) -> str:
+    """A Starlette route path as an OpenAPI path template (``{path:path}`` -> ``{path}``)."""
+    return _CONVERTOR.sub(r"{\1}", path)
+
+
 def _paths(app: Starlette, prefix: str, *, admin: bool, guarded: bool) -> dict[str, dict[str, Any]]:
     """The ``paths`` object: each route's documented methods (the admin 401 on the admin)."""
     paths: dict[str, dict[str, Any]] = {}
     for route in app.routes:
         if not isinstance(route, Route):
             continue
-        path = route.path.removeprefix(prefix) or "/"
+        template = path_template(route.path)
+        path = template.removeprefix(prefix) or "/"
         if prefix and path == f"{_METADATA}{prefix}":  # RFC 8414 §3.1's place for it
             path = _METADATA
         for method in sorted((route.methods or set()) - {"HEAD"}):
@@ -191,7 +200,7 @@ def _paths(app: Starlette, prefix: str, *, admin: bool, guarded: bool) -> dict[s
                     responses={**op.responses, "401": _ADMIN_401},
                     security=("adminToken",) if guarded else (),
                 )
-            paths.setdefault(route.path, {})[method.lower()] = _operation(op)
+            paths.setdefault(template, {})[method.lower()] = _operation(op)
     return paths
 
 

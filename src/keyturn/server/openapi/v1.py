@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from keyturn import schemas as models
+from keyturn.server.gateway.endpoints import EXT_AUTHZ_METHODS, EXT_AUTHZ_PATH
 from keyturn.server.openapi._parts import (
     _BEARER_401,
     _CHALLENGE,
@@ -23,6 +26,7 @@ from keyturn.server.openapi._parts import (
     _PROBLEMS,
     _REFRESH_EX,
     _REVOKE_FORM,
+    _SCOPE,
     _SCOPE_QUERY,
     _TOKEN_ANSWER,
     _TOKEN_FORM,
@@ -36,6 +40,47 @@ from keyturn.server.openapi._parts import (
 from keyturn.server.v1 import IDENTITY_HEADERS
 
 __all__ = ["OPERATIONS"]
+
+_VALIDATE_ANSWERS: dict[str, Any] = {
+    "200": {
+        "description": "Valid: the identity is in the X-Keyturn-* headers, no body",
+        "headers": {name: {"schema": {"type": "string"}} for name in IDENTITY_HEADERS.values()},
+    },
+    "401": _BEARER_401,
+    "403": {"description": "insufficient_scope (RFC 6750)", "headers": _CHALLENGE},
+    "503": {"description": "Storage unavailable (Retry-After)"},
+}
+_EXT_AUTHZ_PARAMS: tuple[dict[str, Any], ...] = (
+    {
+        "name": "path",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": "The client's path (Envoy's path_prefix is /v1/ext_authz); the query "
+        "string is the client's too",
+    },
+    {
+        "name": "X-Keyturn-Scope",
+        "in": "header",
+        "required": False,
+        "schema": _SCOPE,
+        "description": "Space-separated scopes the token must carry, else 403 (Envoy's "
+        "headers_to_add)",
+    },
+    {
+        **_DPOP_PROOF,
+        "description": "The client's DPoP proof, with 'Authorization: DPoP <token>' (RFC "
+        "9449 §7): checked against this request's method and "
+        "{X-Forwarded-Proto or http}://{Host}/{path}",
+    },
+    {
+        "name": "X-Forwarded-Proto",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": "The client's scheme (default http)",
+    },
+)
 
 OPERATIONS: dict[tuple[str, str], _Op] = {
     ("post", "/v1/token"): _Op(
@@ -111,19 +156,21 @@ OPERATIONS: dict[tuple[str, str], _Op] = {
     ("get", "/v1/validate"): _Op(
         "Validate the bearer token for a gateway; identity in X-Keyturn-* headers",
         "v1",
-        responses={
-            "200": {
-                "description": "Valid: the identity is in the X-Keyturn-* headers, no body",
-                "headers": {
-                    name: {"schema": {"type": "string"}} for name in IDENTITY_HEADERS.values()
-                },
-            },
-            "401": _BEARER_401,
-            "403": {"description": "insufficient_scope (RFC 6750)", "headers": _CHALLENGE},
-        },
+        responses=_VALIDATE_ANSWERS,
         params=(_SCOPE_QUERY, *_DPOP_VALIDATE),
         security=("bearer",),
     ),
+    **{
+        (method.lower(), f"{EXT_AUTHZ_PATH}/{{path}}"): _Op(
+            "Envoy ext_authz: check the client's request (its method, path and query), "
+            "as /v1/validate does",
+            "v1",
+            responses=_VALIDATE_ANSWERS,
+            params=_EXT_AUTHZ_PARAMS,
+            security=("bearer",),
+        )
+        for method in EXT_AUTHZ_METHODS
+    },
     ("post", "/login"): _Op(
         "Log in with email and password; {token} (the aiohttp + PyJWT tutorial's route)",
         "login",
