@@ -191,3 +191,86 @@ def test_envoy_refuses_dpop_bound_tokens_it_cannot_check() -> None:
     assert matcher["value"] == {"present_match": True}
     jwt_at, rbac_at = names.index("envoy.filters.http.jwt_authn"), names.index(rbac["name"])
     assert jwt_at < rbac_at < names.index("envoy.filters.http.router")
+
+
+# -- Envoy with ext_authz ----------------------------------------------------------------
+
+ENVOY_EXT_AUTHZ = yaml.safe_load((DEPLOY / "envoy" / "envoy-ext-authz.yaml").read_text())
+EXT_AUTHZ = "envoy.filters.http.ext_authz"
+
+
+def ext_authz_manager() -> dict[str, Any]:
+    listener = ENVOY_EXT_AUTHZ["static_resources"]["listeners"][0]
+    manager: dict[str, Any] = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    return manager
+
+
+def ext_authz_config() -> dict[str, Any]:
+    (ext_authz,) = [f for f in ext_authz_manager()["http_filters"] if f["name"] == EXT_AUTHZ]
+    config: dict[str, Any] = ext_authz["typed_config"]
+    return config
+
+
+def exact_patterns(matcher: dict[str, Any]) -> set[str]:
+    return {pattern["exact"] for pattern in matcher["patterns"]}
+
+
+def test_envoy_ext_authz_asks_keyturns_ext_authz_route_and_fails_closed() -> None:
+    config = ext_authz_config()
+    service = config["http_service"]
+    clusters = {c["name"] for c in ENVOY_EXT_AUTHZ["static_resources"]["clusters"]}
+
+    assert service["path_prefix"] == "/v1/ext_authz"
+    assert f"{service['path_prefix']}/{{path:path}}" in PUBLIC_PATHS
+    assert service["server_uri"]["cluster"] in clusters
+    assert config["failure_mode_allow"] is False
+    assert config["status_on_error"] == {"code": "ServiceUnavailable"}
+    assert "with_request_body" not in config  # Keyturn reads no body
+
+
+def test_envoy_ext_authz_passes_the_credential_proof_host_and_scheme() -> None:
+    request = ext_authz_config()["http_service"]["authorization_request"]
+
+    assert exact_patterns(request["allowed_headers"]) == {
+        "authorization",
+        DPOP_HEADER.lower(),
+        "host",
+        "x-forwarded-proto",
+    }
+    # Only Envoy's own headers_to_add may name required scopes, never the client.
+    assert "x-keyturn-scope" not in exact_patterns(request["allowed_headers"])
+    assert ext_authz_manager()["use_remote_address"] is True  # Envoy sets the scheme
+
+
+def test_envoy_ext_authz_forwards_the_identity_and_returns_the_challenge() -> None:
+    response = ext_authz_config()["http_service"]["authorization_response"]
+
+    assert exact_patterns(response["allowed_upstream_headers"]) == {
+        header.lower() for header in IDENTITY_HEADERS.values()
+    }
+    assert exact_patterns(response["allowed_client_headers"]) == {"www-authenticate", "retry-after"}
+
+
+def test_envoy_ext_authz_removes_client_identity_headers_before_the_check() -> None:
+    filters = ext_authz_manager()["http_filters"]
+    names = [f["name"] for f in filters]
+    (mutation,) = [f for f in filters if f["name"] == "envoy.filters.http.header_mutation"]
+    removed = {m["remove"] for m in mutation["typed_config"]["mutations"]["request_mutations"]}
+
+    assert removed == {header.lower() for header in IDENTITY_HEADERS.values()}
+    assert names.index(mutation["name"]) < names.index(EXT_AUTHZ)
+    assert names[-1] == "envoy.filters.http.router"
+    assert "envoy.filters.http.jwt_authn" not in names
+
+
+def test_envoy_ext_authz_checks_everything_but_keyturns_own_endpoints() -> None:
+    (host,) = ext_authz_manager()["route_config"]["virtual_hosts"]
+    unchecked = {
+        route["match"].get("path") or route["match"]["prefix"]
+        for route in host["routes"]
+        if route.get("typed_per_filter_config", {}).get(EXT_AUTHZ, {}).get("disabled")
+    }
+
+    assert host["routes"][-1] == {"match": {"prefix": "/"}, "route": {"cluster": "app"}}
+    assert unchecked - {"/.well-known/"} <= PUBLIC_PATHS
+    assert {"/v1/validate", "/v1/ext_authz"}.isdisjoint(unchecked)
