@@ -14,6 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
+from keyturn.errors import StorageUnavailableError
+from keyturn.server import KeyturnState
 from keyturn.server.gateway.endpoints import ExtAuthzEndpoint
 
 from .conftest import bearer, create_key
@@ -196,6 +198,22 @@ async def test_ext_authz_a_revoked_key_is_refused_at_once(
     refused = await envoy_check(public, "GET", bearer(token))
     assert refused.status_code == 401
     assert 'error="invalid_token"' in refused.headers["www-authenticate"]
+
+
+async def test_ext_authz_storage_down_is_503_with_retry_after_never_401(
+    public: httpx.AsyncClient, state: KeyturnState, bound: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The proof's jti cannot be claimed (the replay store is down): retry, not refused."""
+
+    async def down(*args: Any, **kwargs: Any) -> bool:
+        raise StorageUnavailableError("database unreachable", retry_after=3)
+
+    monkeypatch.setattr(state.service.dpop._replays, "claim", down)
+    response = await envoy_check(public, "GET", dpop(bound, "GET"))
+
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "3"
+    assert "www-authenticate" not in response.headers
 
 
 def test_ext_authz_original_url_keeps_the_clients_encoding_and_query() -> None:
