@@ -36,7 +36,6 @@ __all__ = [
     "DPOP_HEADER_NAME",
     "check_request",
     "dpop_proofs",
-    "is_dpop_request",
     "original_request",
 ]
 
@@ -47,16 +46,6 @@ _NO_ORIGINAL: Final = (
     "the gateway did not pass the original method and URL (X-Original-Method and "
     "X-Original-URL, or X-Forwarded-Method, -Proto, -Host and -Uri)"
 )
-
-
-def is_dpop_request(authorization: str | None, headers: Headers) -> bool:
-    """Whether the request uses DPoP: ``Authorization: DPoP`` or a ``DPoP`` header."""
-    if _dpop_scheme(authorization):
-        return True
-    for name, _ in headers:  # noqa: SIM110 -- a plain loop: runs on every Bearer request
-        if name == DPOP_HEADER_NAME:
-            return True
-    return False
 
 
 def _headers(headers: Headers) -> dict[bytes, str]:
