@@ -45,6 +45,8 @@ class ExactRoutes:
         for route in app.routes:
             if isinstance(route, Route) and isinstance(route.endpoint, GatewayEndpoint):
                 route.endpoint.bind(state)
+                if route.param_convertors:  # /v1/ext_authz/{path}: left to Starlette
+                    continue
                 for method in route.methods or ():
                     if method != _TRAILING:
                         self.table[method, route.path] = (route, route.endpoint)
