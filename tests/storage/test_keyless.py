@@ -55,6 +55,43 @@ async def test_removing_a_public_key(storage: SQLStorage) -> None:
     assert await audit_actions(storage) == ["key.created", "key.public_key_removed"]
 
 
+async def test_a_client_is_read_with_its_public_keys_in_one_call(storage: SQLStorage) -> None:
+    await storage.client_keys.create_key(
+        api_key(), [public_key("b"), public_key("a")], audit=event("key.created")
+    )
+    await storage.client_keys.create_key(
+        api_key("k2"), [public_key("c", "k2")], audit=event("key.created")
+    )
+    await storage.keys.add(api_key("k3"), audit=event("key.created"))
+
+    record, keys = await storage.client_keys.find_client("k1")
+    assert record == await storage.keys.get("k1")
+    assert keys == [public_key("a"), public_key("b")]  # oldest first, then by kid
+    assert await storage.client_keys.find_client("k3") == (await storage.keys.get("k3"), [])
+    assert await storage.client_keys.find_client("nope") == (None, [])
+
+    # Exact reads: a revocation and a removal show at once.
+    await storage.keys.revoke("k1", at=NOW, reason="gone", audit=event("key.revoked"))
+    await storage.client_keys.remove("k1", "a", audit=event("key.public_key_removed"))
+    record, keys = await storage.client_keys.find_client("k1")
+    assert record is not None
+    assert record.revoked_at == NOW
+    assert keys == [public_key("b")]
+
+
+async def test_a_client_is_read_on_the_pooled_path_too(sql_storage: SQLStorage) -> None:
+    await sql_storage.client_keys.create_key(
+        api_key(), [public_key("a")], audit=event("key.created")
+    )
+    sql_storage.client_keys._hot = None  # what a Busy hot path falls back to
+
+    record, keys = await sql_storage.client_keys.find_client("k1")
+
+    assert record == await sql_storage.keys.get("k1")
+    assert keys == [public_key("a")]
+    assert await sql_storage.client_keys.find_client("nope") == (None, [])
+
+
 async def test_deleting_an_api_key_deletes_its_public_keys(sql_storage: SQLStorage) -> None:
     await sql_storage.client_keys.create_key(
         api_key(), [public_key("a"), public_key("b")], audit=event("key.created")

@@ -137,9 +137,7 @@ class ClientKeys:
         except InvalidClientError:
             observer.authentication_failed("invalid_client_assertion")
             raise
-        storage = self._context.storage
-        record = await storage.keys.get(client_id)
-        stored = [] if record is None else await storage.client_keys.list(client_id)
+        record, stored = await self._context.storage.client_keys.find_client(client_id)
         if record is None or not stored:
             observer.authentication_failed("unknown_key")
             raise InvalidClientError(_BAD_ASSERTION)

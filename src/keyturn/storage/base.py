@@ -324,6 +324,15 @@ class ClientKeyRepository(Protocol):
         """Remove one public key; False when there is no such key."""
         ...
 
+    async def find_client(
+        self, key_id: str
+    ) -> tuple[ApiKeyRecord | None, list[ClientPublicKeyRecord]]:
+        """An API key and its public keys (oldest first) in one read; (None, []) if unknown.
+
+        Exact (never cached): a revoked key or a removed public key shows at once.
+        """
+        ...
+
     async def list(self, key_id: str) -> list[ClientPublicKeyRecord]:
         """The public keys of an API key, oldest first."""
         ...

@@ -507,6 +507,15 @@ class InMemoryClientKeyRepository(Repository):
         """The public keys of API key ``key_id``, oldest first."""
         return self._of(self._tables.client_keys.values(), key_id)
 
+    async def find_client(
+        self, key_id: str
+    ) -> tuple[ApiKeyRecord | None, builtins.list[ClientPublicKeyRecord]]:
+        """API key ``key_id`` and its public keys, oldest first; (None, []) if unknown."""
+        key = self._tables.keys.get(key_id)
+        if key is None:
+            return None, []
+        return key, self._of(self._tables.client_keys.values(), key_id)
+
     @staticmethod
     def _of(
         keys: Iterable[ClientPublicKeyRecord], key_id: str

@@ -20,8 +20,13 @@ import sqlalchemy as sa
 from keyturn.core.records import ApiKeyRecord, AuditEvent, ClientPublicKeyRecord
 from keyturn.storage.sql.hot import Busy
 from keyturn.storage.sql.pooled import Repository
-from keyturn.storage.sql.rows import api_key_values, audit_params
-from keyturn.storage.sql.statements import CLAIM_REPLAY, INSERT_API_KEY, INSERT_AUDIT_EVENT
+from keyturn.storage.sql.rows import API_KEY_COLUMNS, api_key_record, api_key_values, audit_params
+from keyturn.storage.sql.statements import (
+    CLAIM_REPLAY,
+    FIND_CLIENT,
+    INSERT_API_KEY,
+    INSERT_AUDIT_EVENT,
+)
 from keyturn.storage.tables import client_public_keys, replay_guard
 
 if TYPE_CHECKING:
@@ -59,6 +64,21 @@ def _client_key(row: sa.RowMapping) -> ClientPublicKeyRecord:
         jwk=dict(row["jwk"]),
         created_at=row["created_at"],
     )
+
+
+def _client(
+    rows: Sequence[Sequence[Any]],
+) -> tuple[ApiKeyRecord | None, builtins.list[ClientPublicKeyRecord]]:
+    """The key and its public keys from the rows of `FIND_CLIENT`."""
+    if not rows:
+        return None, []
+    width = len(API_KEY_COLUMNS)
+    keys = [
+        ClientPublicKeyRecord(key_id=key_id, kid=kid, alg=alg, jwk=dict(jwk), created_at=created_at)
+        for key_id, kid, alg, jwk, created_at in (row[width:] for row in rows)
+        if kid is not None
+    ]
+    return api_key_record(rows[0][:width]), keys
 
 
 class SQLClientKeyRepository(Repository):
@@ -146,6 +166,20 @@ class SQLClientKeyRepository(Repository):
             return [_client_key(row) for row in result]
 
         return await self._pooled.read("read the public keys", read)
+
+    async def find_client(
+        self, key_id: str
+    ) -> tuple[ApiKeyRecord | None, builtins.list[ClientPublicKeyRecord]]:
+        """API key ``key_id`` and its public keys (oldest first) in one read: (None, [])
+        for an unknown key. On the hot path when the storage has one (``private_key_jwt``)."""
+        params = {"client": key_id}
+        if self._hot is not None:
+            with contextlib.suppress(Busy):
+                return _client(await self._hot.find_client(params))
+        rows = await self._pooled.read(
+            "read the client", lambda conn: conn.execute(FIND_CLIENT, params).all()
+        )
+        return _client(rows)
 
 
 class SQLReplayRepository(Repository):

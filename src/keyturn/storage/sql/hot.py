@@ -1,6 +1,7 @@
 """The hot path: the verbs that have a faster way to the database than the pooled one.
 
-Eight verbs run on every authentication and refresh: finding a key by its hash, recording
+Nine verbs run on every authentication and refresh: finding a key by its hash (or a
+``private_key_jwt`` client by its id, with its public keys), recording
 its use, storing a refresh token, finding one, rotating it, appending the audit row of an
 issuance that stores no token (client credentials without a refresh token, unless the key
 is revoked or expired by then), appending an audit event on its own, and claiming a
@@ -38,10 +39,14 @@ class Busy(Exception):  # noqa: N818 -- a signal to fall back, not an error
 
 
 class HotPath(Protocol):
-    """The fast versions of the eight hot verbs, for one database engine."""
+    """The fast versions of the nine hot verbs, for one database engine."""
 
     async def find_key_by_hash(self, params: Mapping[str, Any]) -> Sequence[Any] | None:
         """`statements.FIND_KEY_BY_HASH` (``hash``, ``now``): the key's row, or None."""
+        ...
+
+    async def find_client(self, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
+        """`statements.FIND_CLIENT` (``client``): every row (none for an unknown key)."""
         ...
 
     async def mark_key_used(self, params: Mapping[str, Any]) -> None:

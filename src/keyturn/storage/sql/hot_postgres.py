@@ -37,6 +37,7 @@ from keyturn.storage.sql.statements import (
     ADD_REFRESH_TOKENS_WITH_AUDIT,
     CLAIM_REPLAY,
     CLAIM_REPLAYS,
+    FIND_CLIENT,
     FIND_KEY_BY_HASH,
     FIND_KEYS_BY_HASH,
     FIND_REFRESH_TOKEN_WITH_KEY,
@@ -315,6 +316,7 @@ class PostgresHotPath:
         "_add_token",
         "_audit",
         "_claim",
+        "_find_client",
         "_find_key",
         "_find_token",
         "_issuance",
@@ -328,6 +330,7 @@ class PostgresHotPath:
         self._find_key: Final = fast.batched_lookups(
             "look up the API key", FIND_KEY_BY_HASH, FIND_KEYS_BY_HASH
         )
+        self._find_client: Final = fast.prepare(FIND_CLIENT)
         self._mark_key_used: Final = fast.prepare(MARK_KEY_USED)
         self._add_token: Final = fast.batched_lookups(
             "store the refresh token", ADD_REFRESH_TOKEN_WITH_AUDIT, ADD_REFRESH_TOKENS_WITH_AUDIT
@@ -350,6 +353,13 @@ class PostgresHotPath:
         """The key's row, batched with the lookups of the same turn."""
         row: Sequence[Any] | None = await self._find_key(params)
         return row
+
+    async def find_client(self, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
+        """The client's key and public keys, one statement on a leased connection."""
+        rows: Sequence[Sequence[Any]] = await self.fast.fetch(
+            "read the client", self._find_client, params
+        )
+        return rows
 
     async def mark_key_used(self, params: Mapping[str, Any]) -> None:
         """Record the key's use (never moves ``last_used_at`` backwards)."""

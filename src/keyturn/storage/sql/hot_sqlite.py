@@ -33,6 +33,7 @@ from keyturn.storage.sql._prebuilt import PrebuiltStatement
 from keyturn.storage.sql.hot import Busy
 from keyturn.storage.sql.statements import (
     CLAIM_REPLAY,
+    FIND_CLIENT,
     FIND_KEY_BY_HASH,
     FIND_REFRESH_TOKEN_WITH_KEY,
     INSERT_AUDIT_EVENT,
@@ -103,6 +104,14 @@ class LiteConnection:
         finally:
             cursor.close()
         return None if raw is None else statement.row(raw)
+
+    def all(self, statement: LiteStatement, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """Run ``statement``; every row (processed)."""
+        cursor = self._connection.execute(statement.sql, statement.arguments(params))
+        try:
+            return [statement.row(raw) for raw in cursor.fetchall()]
+        finally:
+            cursor.close()
 
     def execute(self, statement: LiteStatement, params: Mapping[str, Any]) -> int:
         """Run ``statement``; the number of rows it changed."""
@@ -332,6 +341,7 @@ class SqliteHotPath:
 
     __slots__ = (
         "_claim",
+        "_find_client",
         "_find_key",
         "_find_token",
         "_insert_audit",
@@ -346,6 +356,7 @@ class SqliteHotPath:
     def __init__(self, lite: LitePath) -> None:
         self.lite: Final = lite
         self._find_key: Final = lite.prepare(FIND_KEY_BY_HASH)
+        self._find_client: Final = lite.prepare(FIND_CLIENT)
         self._mark_key_used: Final = lite.prepare(MARK_KEY_USED)
         self._find_token: Final = lite.prepare(FIND_REFRESH_TOKEN_WITH_KEY)
         self._key_is_live: Final = lite.prepare(KEY_IS_LIVE)
@@ -359,6 +370,11 @@ class SqliteHotPath:
         """The key's row, read on the loop's connection."""
         find = self._find_key
         return self.lite.read("look up the API key", lambda conn: conn.first(find, params))
+
+    async def find_client(self, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
+        """The client's key and public keys, read on the loop's connection."""
+        find = self._find_client
+        return self.lite.read("read the client", lambda conn: conn.all(find, params))
 
     async def mark_key_used(self, params: Mapping[str, Any]) -> None:
         """Record the key's use, in the next group commit."""

@@ -25,6 +25,7 @@ from keyturn.storage.tables import (
     UTCDateTime,
     api_keys,
     audit_events,
+    client_public_keys,
     refresh_tokens,
     replay_guard,
     revoked_tokens,
@@ -39,6 +40,8 @@ __all__ = [
     "AUDIT",
     "CLAIM_REPLAY",
     "CLAIM_REPLAYS",
+    "CLIENT_PUBLIC_KEY_COLUMNS",
+    "FIND_CLIENT",
     "FIND_KEYS_BY_HASH",
     "FIND_KEY_BY_HASH",
     "FIND_REFRESH_TOKENS_WITH_KEY",
@@ -150,6 +153,25 @@ def _token_with_hash(hash_: sa.ColumnElement[bytes]) -> sa.Select[Any]:
 
 HASH: Final = sa.bindparam("hash", type_=sa.LargeBinary())
 FIND_KEY_BY_HASH: Final = _key_with_hash(HASH, NOW)
+#: A client's public key, in the order `FIND_CLIENT` returns it after the key's columns.
+CLIENT_PUBLIC_KEY_COLUMNS: Final = (
+    client_public_keys.c.key_id,
+    client_public_keys.c.kid,
+    client_public_keys.c.alg,
+    client_public_keys.c.jwk,
+    client_public_keys.c.created_at,
+)
+#: A ``private_key_jwt`` client (``client``): one row per public key, oldest first, each the
+#: key's `API_KEY_COLUMNS` then `CLIENT_PUBLIC_KEY_COLUMNS` (all None when it has none);
+#: no row for an unknown key. One read for what took two (issue 17's figures).
+FIND_CLIENT: Final = (
+    sa.select(*API_KEY_COLUMNS, *CLIENT_PUBLIC_KEY_COLUMNS)
+    .select_from(
+        api_keys.outerjoin(client_public_keys, client_public_keys.c.key_id == api_keys.c.id)
+    )
+    .where(api_keys.c.id == sa.bindparam("client"))
+    .order_by(client_public_keys.c.created_at, client_public_keys.c.kid)
+)
 MARK_KEY_USED: Final = (
     sa.update(api_keys)
     .where(
