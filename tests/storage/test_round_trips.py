@@ -43,6 +43,7 @@ HOT_PATHS: dict[str, tuple[HotPath, str]] = {
         ),
         "asyncpg",
     ),
+    "client_keys.find_client": (lambda s: s.client_keys.find_client("k1"), "asyncpg"),
     "audit.record": (lambda s: s.audit.record(event("login.failed")), "asyncpg"),
     "replays.claim": (
         lambda s: s.replays.claim("jti-1", expires_at=NOW + timedelta(minutes=5), now=NOW),

@@ -2,7 +2,7 @@
 
 Each verb is one transaction, and each state change writes its audit row in it. Reads
 and single-statement writes run on autocommit connections (no BEGIN/COMMIT round
-trips). Every verb runs on the pooled path (`keyturn.storage.sql.pooled`); the eight hot
+trips). Every verb runs on the pooled path (`keyturn.storage.sql.pooled`); the nine hot
 verbs of authentication, refresh and proof checks first try the database's hot path
 (`keyturn.storage.sql.hot`), which `SQLStorage` picks once, when it is built: asyncpg
 with batched one-round-trip statements on PostgreSQL (`keyturn.storage.sql.hot_postgres`),
@@ -69,7 +69,7 @@ class SQLStorage:
         self._revocations = SQLRevocationRepository(pooled)
         self._audit = SQLAuditRepository(pooled, self._hot)
         self._settings = SQLServerSettings(pooled)
-        self._client_keys = SQLClientKeyRepository(pooled)
+        self._client_keys = SQLClientKeyRepository(pooled, self._hot)
         self._replays = SQLReplayRepository(pooled, self._hot)
 
     @classmethod
