@@ -75,8 +75,11 @@ async def test_hot_verbs_never_use_the_pooled_path(
     rotated = await lite_storage.refresh_tokens.rotate(
         "t1", successor, now=NOW, audit=event("refresh.rotated", "t1")
     )
+    client, public_keys = await lite_storage.client_keys.find_client("k1")
 
     assert pooled_calls == []
+    assert client == await lite_storage.keys.get("k1")
+    assert public_keys == []
     assert found_key is not None
     assert found_key.id == "k1"
     assert found == (token, await lite_storage.keys.get("k1"))
