@@ -24,10 +24,17 @@ from keyturn.errors import (
     KeyturnError,
     StorageUnavailableError,
 )
-from keyturn.rfc6750 import REALM, BearerFailure, quoted
+from keyturn.rfc6750 import REALM, BearerFailure, bearer_token, quoted
 from keyturn.rfc6750 import failure_for as bearer_failure_for
 
-__all__ = ["DPOP_HEADER", "Scheme", "access_credential", "dpop_challenge", "failure_for"]
+__all__ = [
+    "DPOP_HEADER",
+    "Scheme",
+    "access_credential",
+    "claimed_scheme",
+    "dpop_challenge",
+    "failure_for",
+]
 
 #: RFC 9449 §4.1: the request header carrying the proof (one value).
 DPOP_HEADER: Final = "DPoP"
@@ -55,18 +62,28 @@ def access_credential(
     Raises:
         InvalidRequestError: the scheme with no token, or with several parts.
     """
-    if authorization is None:
+    scheme = claimed_scheme(authorization)
+    if scheme is None or authorization is None:
         return None
-    scheme, _, credentials = authorization.strip().partition(" ")
-    name = scheme.lower()
-    if name not in {"bearer", "dpop"}:
-        return None
+    if scheme == "bearer":  # read, and worded when malformed, as RFC 6750 reads it
+        bearer = bearer_token(authorization, malformed=malformed)
+        return None if bearer is None else ("bearer", bearer)
+    sent, _, credentials = authorization.strip().partition(" ")
     token = credentials.strip()
     if not token or " " in token:
         if malformed == "missing":
             return None
-        raise InvalidRequestError(f"the Authorization header must be '{scheme} <token>'")
-    return ("bearer" if name == "bearer" else "dpop"), token
+        raise InvalidRequestError(f"the Authorization header must be '{sent} <token>'")
+    return "dpop", token
+
+
+def claimed_scheme(authorization: str | None) -> Scheme | None:
+    """The scheme the header names, ``"bearer"`` or ``"dpop"`` (any case), else None.
+
+    Also for a malformed credential: its failure is answered with that scheme's challenge.
+    """
+    name = (authorization or "").strip().partition(" ")[0].lower()
+    return "dpop" if name == "dpop" else "bearer" if name == "bearer" else None
 
 
 def dpop_challenge(

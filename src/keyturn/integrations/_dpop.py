@@ -2,7 +2,8 @@
 
 Framework-free: each integration passes in its request's headers, method and URL parts,
 and turns failures into responses with `keyturn.rfc9449.failure_for`. A ``Bearer``
-credential is read exactly as before (`keyturn.rfc6750.bearer_token`) and verified with the
+credential is read exactly as before (`keyturn.rfc9449.access_credential` reads it with
+`keyturn.rfc6750.bearer_token`) and verified with the
 same call, so a bearer token answers as it always did; a bound token sent as Bearer is
 refused by the verifier itself.
 """
@@ -14,11 +15,10 @@ from urllib.parse import urlsplit
 
 from keyturn.core.dpop import InvalidDPoPProofError
 from keyturn.core.tokens import VerifiedToken
-from keyturn.rfc6750 import bearer_token
-from keyturn.rfc9449 import Scheme, access_credential
+from keyturn.rfc9449 import Scheme
 from keyturn.verify import Verifier
 
-__all__ = ["check_base_url", "claimed_scheme", "read_credential", "request_url", "verify_as"]
+__all__ = ["check_base_url", "request_url", "verify_as"]
 
 
 def check_base_url(base_url: str | None) -> str | None:
@@ -35,24 +35,6 @@ def check_base_url(base_url: str | None) -> str | None:
     if parts.query or parts.fragment:
         raise ValueError("base_url must not have a query or a fragment")
     return base_url.rstrip("/")
-
-
-def claimed_scheme(authorization: str | None) -> Scheme | None:
-    """The scheme the header names (for the challenge of a malformed one), if Bearer/DPoP."""
-    name = (authorization or "").strip().partition(" ")[0].lower()
-    return "dpop" if name == "dpop" else "bearer" if name == "bearer" else None
-
-
-def read_credential(authorization: str | None) -> tuple[Scheme, str] | None:
-    """``("bearer", token)`` as `keyturn.rfc6750.bearer_token` reads it, or ``("dpop", token)``.
-
-    Raises:
-        InvalidRequestError: a Bearer or DPoP scheme with no token, or with several parts.
-    """
-    token = bearer_token(authorization)
-    if token is not None:
-        return "bearer", token
-    return access_credential(authorization)
 
 
 def request_url(*, scheme: str, netloc: str, raw_path: str, base_url: str | None) -> str:

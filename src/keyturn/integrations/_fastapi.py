@@ -17,9 +17,8 @@ from starlette.requests import Request
 
 from keyturn.core.tokens import VerifiedToken, parse_scope
 from keyturn.errors import KeyturnError
-from keyturn.integrations._dpop import claimed_scheme, read_credential
 from keyturn.rfc6750 import BearerFailure
-from keyturn.rfc9449 import Scheme, failure_for
+from keyturn.rfc9449 import Scheme, access_credential, claimed_scheme, failure_for
 
 __all__ = ["BEARER_SCHEME", "scopes_dependency"]
 
@@ -50,7 +49,7 @@ async def _verified(
     authenticated: Callable[[Request], VerifiedToken | None],
 ) -> VerifiedToken:
     if verify is not None:
-        credential = read_credential(request.headers.get("authorization"))
+        credential = access_credential(request.headers.get("authorization"))
         if credential is None:
             raise _Anonymous
         return await verify(request, credential)

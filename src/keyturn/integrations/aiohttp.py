@@ -33,13 +33,11 @@ from keyturn.core.tokens import VerifiedToken, parse_scope
 from keyturn.errors import InvalidTokenError, KeyturnError, VerifierUnavailableError
 from keyturn.integrations._dpop import (
     check_base_url,
-    claimed_scheme,
-    read_credential,
     request_url,
     verify_as,
 )
 from keyturn.rfc6750 import BearerFailure
-from keyturn.rfc9449 import DPOP_HEADER, failure_for
+from keyturn.rfc9449 import DPOP_HEADER, access_credential, claimed_scheme, failure_for
 from keyturn.verify import Verifier
 
 if TYPE_CHECKING:
@@ -120,7 +118,7 @@ async def _authenticate_request(
     """Verify the request's credential and store the claims; a response means refuse."""
     authorization = request.headers.get("Authorization")
     try:
-        credential = read_credential(authorization)
+        credential = access_credential(authorization)
         if credential is None:
             if required:
                 return _reply(failure_for(None))

@@ -31,13 +31,11 @@ from keyturn.core.tokens import VerifiedToken
 from keyturn.errors import InvalidTokenError, KeyturnError
 from keyturn.integrations._dpop import (
     check_base_url,
-    claimed_scheme,
-    read_credential,
     request_url,
     verify_as,
 )
 from keyturn.rfc6750 import BearerFailure
-from keyturn.rfc9449 import DPOP_HEADER, Scheme, failure_for
+from keyturn.rfc9449 import DPOP_HEADER, Scheme, access_credential, claimed_scheme, failure_for
 from keyturn.verify import Verifier
 
 __all__ = [
@@ -114,7 +112,7 @@ class KeyturnBackend(AuthenticationBackend):
         """Verify the connection's access token, if it has one."""
         authorization = conn.headers.get("authorization")
         try:
-            credential = read_credential(authorization)
+            credential = access_credential(authorization)
             if credential is None:
                 return None
             verified = await verify_connection(self.verifier, conn, credential, self.base_url)
