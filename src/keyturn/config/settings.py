@@ -107,6 +107,11 @@ class Settings(
         config = super().service_config()
         return dataclasses.replace(config, key_cache_ttl=timedelta(seconds=self.poll_interval))
 
+    def public_url(self, path: str = "") -> str:
+        """``path`` as clients reach it: the issuer, then ``url_prefix`` (RFC 8414 metadata,
+        the token endpoint a client assertion's ``aud`` or a DPoP proof's ``htu`` may name)."""
+        return f"{self.issuer.rstrip('/')}{self.url_prefix}{path}"
+
     def source(self, name: str) -> str:
         """Where setting ``name`` came from: ``default``, ``command line``, or a variable."""
         return self._sources.get(name, "default")

@@ -38,8 +38,7 @@ def endpoint_urls(settings: Settings, scope: Scope, path: str) -> tuple[str, str
     The one as received is Starlette's ``request.url`` without query or fragment (scheme
     and host from the ASGI scope and the ``Host`` header).
     """
-    external = f"{settings.issuer.rstrip('/')}{settings.url_prefix}{path}"
-    return external, str(URL(scope=scope).replace(query="", fragment=""))
+    return settings.public_url(path), str(URL(scope=scope).replace(query="", fragment=""))
 
 
 async def token_proof(state: KeyturnState, scope: Scope, path: str) -> DPoPProof | None:

@@ -194,7 +194,7 @@ async def introspect(request: Request) -> Response:
 async def metadata(request: Request) -> Response:
     """``GET /.well-known/oauth-authorization-server`` (RFC 8414)."""
     settings = keyturn_state(request).settings
-    base = settings.issuer.rstrip("/") + settings.url_prefix
+    base = settings.public_url()
     return JSONResponse(
         {
             "issuer": settings.issuer,

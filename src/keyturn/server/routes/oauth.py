@@ -108,7 +108,7 @@ class ClientCredentials:
         """What `KeyturnService.authenticate_client` takes: the key, or the assertion."""
         if self.assertion is None:
             return self.secret
-        token_endpoint = f"{settings.issuer.rstrip('/')}{settings.url_prefix}/v1/token"
+        token_endpoint = settings.public_url("/v1/token")
         # RFC 7523 §3: the issuer identifier; also the token endpoint URL (OIDC Core §9).
         audiences = (settings.issuer, token_endpoint)
         return ClientAssertion(self.assertion, self.client_id, audiences)
